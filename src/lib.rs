@@ -1,0 +1,4 @@
+//! kube-ipvs: a Kubernetes service proxy that programs Linux IPVS over netlink.
+//!
+//! The flow is watch → model → reconcile → apply; the model and the reconciler
+//! are pure functions, and only the apply step touches the kernel.
