@@ -3,4 +3,9 @@
 //! Knows nothing of Kubernetes and never shells out: every request is a netlink
 //! message built from typed values, and many requests travel in one `sendmsg`.
 
+pub mod error;
+pub mod genl;
 pub mod ipvs;
+pub mod netlink;
+
+pub use error::{Error, NetlinkError};

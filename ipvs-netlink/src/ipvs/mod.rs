@@ -1,5 +1,9 @@
 //! The kernel's IPVS (generic netlink family "IPVS"): typed model, codec and client.
 
+pub mod client;
+pub mod message;
+pub mod nla;
 pub mod types;
 
+pub use client::{IpvsClient, Operation};
 pub use types::*;
