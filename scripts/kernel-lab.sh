@@ -174,7 +174,8 @@ chmod +x "$run/guest.sh"
 
 cleanup() {
   [ -n "${vpid:-}" ] && kill -KILL -- "-$vpid" 2>/dev/null || true
-  [ -n "${wpid:-}" ] && kill "$wpid" 2>/dev/null || true
+  # The watchdog's sleep is its child: stop it too, so nothing is left behind.
+  [ -n "${wpid:-}" ] && { pkill -P "$wpid" 2>/dev/null; kill "$wpid" 2>/dev/null; } || true
   [ -n "${t1:-}" ] && kill "$t1" 2>/dev/null || true
   [ -n "${t2:-}" ] && kill "$t2" 2>/dev/null || true
 }
@@ -195,8 +196,8 @@ t2=$!
 wait "$vpid" || true
 wait "$t1" "$t2" 2>/dev/null || true
 t1=; t2=
-kill "$wpid" 2>/dev/null || true; wpid=
 vpid=
+cleanup; wpid=
 
 if [ -e "$run/timed-out" ]; then
   say "timed out after ${timeout_s}s; the VM was killed (logs in $run)"
