@@ -1,0 +1,300 @@
+//! One Service's share of the node state: virtual servers, addresses, ipset members.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use ipvs_netlink::ipvs::{Destination, Family, Protocol, Service, ServiceFlags, ServiceKey};
+
+use super::config::ProxyConfig;
+use super::endpoints::{MergedEndpoint, local_ips, merge, select};
+use super::input::{PortSpec, ServiceInput, SliceInput};
+use super::ipset::{IpsetEntry, SetKind, SetName};
+use super::node::NodeInfo;
+
+/// A desired IPVS virtual service with its real servers (sorted by address).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtualServer {
+    pub service: Service,
+    pub destinations: Arc<[Destination]>,
+}
+
+/// Health-check node port of an externalTrafficPolicy=Local LoadBalancer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub node_port: u16,
+    /// Distinct local endpoints (the HTTP health server answers 200 when > 0).
+    pub local_endpoints: usize,
+}
+
+/// Load-balancer IP:port the node itself must not reach (sourceRanges exclude
+/// the node; upstream #119656 renders one DROP rule each in KUBE-IPVS-OUT-FILTER).
+pub type NoNodeAccess = (IpAddr, Protocol, u16);
+
+/// Everything one Service adds to the node; the aggregate is the sum of these.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Contribution {
+    pub virtual_servers: Vec<Arc<VirtualServer>>,
+    /// Addresses to bind on kube-ipvs0 (sorted, unique).
+    pub addresses: Vec<IpAddr>,
+    /// ipset members (sorted, unique).
+    pub entries: Vec<(SetName, IpsetEntry)>,
+    pub health: Option<HealthCheck>,
+    pub no_node_access: Vec<NoNodeAccess>,
+    pub warnings: Vec<String>,
+}
+
+fn node_port_sets(p: Protocol) -> (SetKind, SetKind) {
+    match p {
+        Protocol::Tcp => (SetKind::NodePortTcp, SetKind::NodePortLocalTcp),
+        Protocol::Udp => (SetKind::NodePortUdp, SetKind::NodePortLocalUdp),
+        Protocol::Sctp => (SetKind::NodePortSctp, SetKind::NodePortLocalSctp),
+    }
+}
+
+fn dests(addrs: &[SocketAddr]) -> Arc<[Destination]> {
+    addrs.iter().map(|a| Destination::masq(*a)).collect()
+}
+
+struct Builder<'c> {
+    cfg: &'c ProxyConfig,
+    out: Contribution,
+}
+
+impl Builder<'_> {
+    fn vs(&mut self, svc: &ServiceInput, key: ServiceKey, destinations: &Arc<[Destination]>) {
+        let Some(addr) = key.addr() else { return };
+        if self.cfg.is_excluded(&addr.ip()) {
+            self.out
+                .warnings
+                .push(format!("{key} is inside excludeCIDRs; not programmed"));
+            return;
+        }
+        if self
+            .out
+            .virtual_servers
+            .iter()
+            .any(|v| v.service.key == key)
+        {
+            return;
+        }
+        let mut service = Service::new(key);
+        service.scheduler = svc.scheduler.clone();
+        service.flags = svc.sched_flags;
+        if let Some(t) = svc.affinity_timeout {
+            // ClientIP affinity = IPVS persistence per client address.
+            service.flags.insert(ServiceFlags::PERSISTENT);
+            service.timeout = t;
+        }
+        self.out.virtual_servers.push(Arc::new(VirtualServer {
+            service,
+            destinations: destinations.clone(),
+        }));
+    }
+
+    fn bind(&mut self, ip: IpAddr) {
+        if self.cfg.is_excluded(&ip) {
+            return;
+        }
+        self.out.addresses.push(ip);
+        self.entry(SetKind::IpvsIps, IpsetEntry::Ip(ip));
+    }
+
+    fn entry(&mut self, kind: SetKind, e: IpsetEntry) {
+        let fam = e.family().unwrap_or(Family::Inet);
+        self.entry_in(SetName::new(kind, fam), e);
+    }
+
+    fn entry_in(&mut self, set: SetName, e: IpsetEntry) {
+        if e.fits(&set) {
+            self.out.entries.push((set, e));
+        }
+    }
+}
+
+/// Computes one Service's contribution. `slices` are all its EndpointSlices.
+pub fn contribution(
+    svc: &ServiceInput,
+    slices: &[&SliceInput],
+    node: &NodeInfo,
+    cfg: &ProxyConfig,
+) -> Contribution {
+    let mut b = Builder {
+        cfg,
+        out: Contribution {
+            warnings: svc.warnings.clone(),
+            ..Default::default()
+        },
+    };
+    let mut local_eps: Vec<IpAddr> = Vec::new();
+    for &cip in &svc.cluster_ips {
+        let fam = Family::of(&cip);
+        if !cfg.serves(fam) {
+            continue;
+        }
+        let node_ips = node.node_port_ips(cfg, fam);
+        for port in &svc.ports {
+            let eps: Vec<MergedEndpoint<'_>> = merge(slices.iter().copied(), port, fam);
+            let sel = select(&eps, node.zone.as_deref());
+            local_eps.extend(sel.local.iter().map(|a| a.ip()));
+            per_port(&mut b, svc, port, cip, &node_ips, node, &eps, &sel);
+        }
+    }
+    if let Some(hc) = svc.health_check_node_port {
+        local_eps.sort();
+        local_eps.dedup();
+        b.out.health = Some(HealthCheck {
+            node_port: hc,
+            local_endpoints: local_eps.len(),
+        });
+    }
+    let mut out = b.out;
+    out.addresses.sort();
+    out.addresses.dedup();
+    out.entries.sort();
+    out.entries.dedup();
+    out.no_node_access.sort();
+    out.no_node_access.dedup();
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn per_port(
+    b: &mut Builder<'_>,
+    svc: &ServiceInput,
+    port: &PortSpec,
+    cip: IpAddr,
+    node_ips: &[IpAddr],
+    node: &NodeInfo,
+    eps: &[MergedEndpoint<'_>],
+    sel: &super::endpoints::Selection,
+) {
+    let fam = Family::of(&cip);
+    let proto = port.protocol;
+    let cluster = dests(&sel.cluster);
+    let local = dests(&sel.local);
+    // internalTrafficPolicy Local: cluster IP traffic only to this node's endpoints.
+    let internal = if svc.internal_local { &local } else { &cluster };
+    // externalTrafficPolicy Local: only local endpoints, and none → no real
+    // servers, so external traffic is dropped as the Service spec requires.
+    // Upstream IPVS mode instead falls back to all endpoints (#97081), which
+    // forwards external traffic to remote pods without preserving the source.
+    let external = if svc.external_local { &local } else { &cluster };
+
+    // Cluster IP.
+    b.vs(
+        svc,
+        ServiceKey::new(proto, SocketAddr::new(cip, port.port)),
+        internal,
+    );
+    b.bind(cip);
+    b.entry(
+        SetKind::ClusterIp,
+        IpsetEntry::IpPort(cip, proto, port.port),
+    );
+
+    // Hairpin: a local endpoint reaching itself through the service is masqueraded.
+    for (ip, p) in local_ips(eps) {
+        b.entry(SetKind::LoopBack, IpsetEntry::IpPortIp(ip, proto, p, ip));
+    }
+
+    // External IPs: bound unless already an address of this node.
+    for &eip in svc.external_ips.iter().filter(|ip| Family::of(ip) == fam) {
+        b.vs(
+            svc,
+            ServiceKey::new(proto, SocketAddr::new(eip, port.port)),
+            external,
+        );
+        if !node.has_address(&eip) {
+            b.bind(eip);
+        }
+        let kind = if svc.external_local {
+            SetKind::ExternalIpLocal
+        } else {
+            SetKind::ExternalIp
+        };
+        b.entry(kind, IpsetEntry::IpPort(eip, proto, port.port));
+    }
+
+    // LoadBalancer ingress.
+    for &lb in svc.lb_ips.iter().filter(|ip| Family::of(ip) == fam) {
+        b.vs(
+            svc,
+            ServiceKey::new(proto, SocketAddr::new(lb, port.port)),
+            external,
+        );
+        if !node.has_address(&lb) {
+            b.bind(lb);
+        }
+        b.entry(
+            SetKind::LoadBalancer,
+            IpsetEntry::IpPort(lb, proto, port.port),
+        );
+        if svc.external_local {
+            b.entry(
+                SetKind::LoadBalancerLocal,
+                IpsetEntry::IpPort(lb, proto, port.port),
+            );
+        }
+        if !svc.lb_source_ranges.is_empty() {
+            b.entry(
+                SetKind::LoadBalancerFw,
+                IpsetEntry::IpPort(lb, proto, port.port),
+            );
+            let mut allow_node = false;
+            for r in svc.lb_source_ranges.iter().filter(|r| r.family() == fam) {
+                b.entry(
+                    SetKind::LoadBalancerSourceCidr,
+                    IpsetEntry::IpPortNet(lb, proto, port.port, *r),
+                );
+                allow_node |= node
+                    .addresses
+                    .iter()
+                    .chain(node.primary.iter())
+                    .any(|ip| r.contains(ip));
+            }
+            if allow_node {
+                // Node-IP exception: node traffic to the LB IP has the LB IP as source.
+                b.entry(
+                    SetKind::LoadBalancerSourceIp,
+                    IpsetEntry::IpPortIp(lb, proto, port.port, lb),
+                );
+            } else {
+                // #119656: the node's own traffic skips INPUT; drop it in OUTPUT.
+                b.out.no_node_access.push((lb, proto, port.port));
+            }
+        }
+    }
+
+    // NodePort on every selected node address.
+    if let Some(np) = port.node_port {
+        for &nip in node_ips {
+            b.vs(
+                svc,
+                ServiceKey::new(proto, SocketAddr::new(nip, np)),
+                external,
+            );
+        }
+        let (all, loc) = node_port_sets(proto);
+        if proto == Protocol::Sctp {
+            // SCTP uses hash:ip,port with one member per node address.
+            for &nip in node_ips {
+                b.entry(all, IpsetEntry::IpPort(nip, proto, np));
+                if svc.external_local {
+                    b.entry(loc, IpsetEntry::IpPort(nip, proto, np));
+                }
+            }
+        } else if !node_ips.is_empty() {
+            b.entry_in(SetName::new(all, fam), IpsetEntry::Port(np));
+            if svc.external_local {
+                b.entry_in(SetName::new(loc, fam), IpsetEntry::Port(np));
+            }
+        }
+    }
+
+    if let Some(hc) = svc.health_check_node_port {
+        b.entry_in(
+            SetName::new(SetKind::HealthCheckNodePort, fam),
+            IpsetEntry::Port(hc),
+        );
+    }
+}

@@ -1,0 +1,20 @@
+//! The pure model: Kubernetes objects + node + config → per-Service desired contributions.
+
+pub mod config;
+pub mod contribution;
+pub mod endpoints;
+pub mod input;
+pub mod ipset;
+pub mod iptables;
+pub mod node;
+
+pub use config::{Cidr, NodePortAddresses, ProxyConfig};
+pub use contribution::{Contribution, HealthCheck, VirtualServer, contribution};
+pub use input::{ParsedService, ServiceInput, SliceInput, SvcId, parse_service, parse_slice};
+pub use ipset::{IpsetEntry, SetKind, SetName};
+pub use node::NodeInfo;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+pub(crate) mod testutil;

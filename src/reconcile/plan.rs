@@ -1,0 +1,143 @@
+//! Typed plan operations and the phase order that keeps traffic off half states.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use ipvs_netlink::ipvs::{Destination, Family, Protocol, Service, ServiceKey, Timeouts};
+
+use crate::model::ipset::{IpsetEntry, SetName, proto_name};
+
+/// An IPVS change; mirrors `ipvs_netlink::ipvs::Operation` so the apply layer
+/// maps it one to one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IpvsOp {
+    AddService(Service),
+    EditService(Service),
+    DeleteService(ServiceKey),
+    AddDestination(ServiceKey, Destination),
+    EditDestination(ServiceKey, Destination),
+    DeleteDestination(ServiceKey, SocketAddr),
+}
+
+/// Which conntrack entries to delete (UDP/SCTP have no FIN: stale entries
+/// would keep sending a flow to a vanished endpoint, #71514).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConntrackFilter {
+    pub protocol: Protocol,
+    /// Original destination (the virtual service), if restricted to one.
+    pub vip: Option<SocketAddr>,
+    /// Reply source (the real server's address), if restricted to one.
+    pub endpoint: Option<IpAddr>,
+}
+
+/// One step of a plan. The apply layer (netlink, iptables-restore, sysctl)
+/// executes them in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Sysctl {
+        key: String,
+        value: String,
+    },
+    /// IPVS tcp / tcpfin / udp timeouts (0 = keep the kernel's).
+    SetTimeouts(Timeouts),
+    CreateSet(SetName),
+    /// Unbind from kube-ipvs0.
+    DelAddress(IpAddr),
+    IpsetDel(SetName, IpsetEntry),
+    Ipvs(IpvsOp),
+    IpsetAdd(SetName, IpsetEntry),
+    /// `iptables-restore --noflush` payload for one family (our chains whole).
+    IptablesRestore {
+        family: Family,
+        payload: Arc<str>,
+    },
+    /// Bind on kube-ipvs0.
+    AddAddress(IpAddr),
+    Conntrack(ConntrackFilter),
+}
+
+impl Op {
+    /// Execution phase. Adds run VS → real servers → set members → rules →
+    /// address bind, so a bound address always finds a complete service;
+    /// removals run in reverse (address unbound before its service goes).
+    pub fn phase(&self) -> u8 {
+        match self {
+            Op::Sysctl { .. } | Op::SetTimeouts(_) | Op::CreateSet(_) => 0,
+            Op::DelAddress(_) => 1,
+            Op::IpsetDel(..) => 2,
+            Op::Ipvs(IpvsOp::DeleteDestination(..) | IpvsOp::DeleteService(_)) => 3,
+            // Draining (weight 0) belongs with the removals.
+            Op::Ipvs(IpvsOp::EditDestination(_, d)) if d.weight == 0 => 3,
+            Op::Ipvs(IpvsOp::AddService(_) | IpvsOp::EditService(_)) => 4,
+            Op::Ipvs(IpvsOp::AddDestination(..) | IpvsOp::EditDestination(..)) => 5,
+            Op::IpsetAdd(..) => 6,
+            Op::IptablesRestore { .. } => 7,
+            Op::AddAddress(_) => 8,
+            Op::Conntrack(_) => 9,
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::Sysctl { key, value } => write!(f, "sysctl {key}={value}"),
+            Op::SetTimeouts(t) => write!(
+                f,
+                "ipvs timeouts tcp={} tcpfin={} udp={}",
+                t.tcp, t.tcp_fin, t.udp
+            ),
+            Op::CreateSet(s) => write!(f, "create ipset {s}"),
+            Op::DelAddress(a) => write!(f, "unbind {a}"),
+            Op::AddAddress(a) => write!(f, "bind {a}"),
+            Op::IpsetDel(s, e) => write!(f, "ipset del {s} {e}"),
+            Op::IpsetAdd(s, e) => write!(f, "ipset add {s} {e}"),
+            Op::Ipvs(IpvsOp::AddService(s)) => write!(f, "add service {} ({})", s.key, s.scheduler),
+            Op::Ipvs(IpvsOp::EditService(s)) => {
+                write!(f, "edit service {} ({})", s.key, s.scheduler)
+            }
+            Op::Ipvs(IpvsOp::DeleteService(k)) => write!(f, "delete service {k}"),
+            Op::Ipvs(IpvsOp::AddDestination(k, d)) => {
+                write!(f, "add real server {} to {k} weight {}", d.addr, d.weight)
+            }
+            Op::Ipvs(IpvsOp::EditDestination(k, d)) => {
+                write!(f, "set real server {} of {k} weight {}", d.addr, d.weight)
+            }
+            Op::Ipvs(IpvsOp::DeleteDestination(k, a)) => write!(f, "delete real server {a} of {k}"),
+            Op::IptablesRestore { family, payload } => {
+                write!(f, "iptables-restore {family:?} ({} bytes)", payload.len())
+            }
+            Op::Conntrack(c) => write!(
+                f,
+                "conntrack delete {}{}{}",
+                proto_name(c.protocol),
+                c.vip.map(|v| format!(" orig-dst {v}")).unwrap_or_default(),
+                c.endpoint
+                    .map(|e| format!(" reply-src {e}"))
+                    .unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// The output of a sync: ordered operations plus what was noticed on the way.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub ops: Vec<Op>,
+    /// For drift repair / adoption: one line per repaired difference.
+    pub repairs: Vec<String>,
+    /// Operations our own state model rejected: always a bug; never expected.
+    pub internal_errors: Vec<String>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Stable sort into phases; within a phase, generation order is kept.
+    pub(crate) fn order(&mut self) {
+        self.ops.sort_by_key(Op::phase);
+    }
+}

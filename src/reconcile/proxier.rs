@@ -1,0 +1,640 @@
+//! The incremental proxier core: object events in, minimal ordered plans out.
+//!
+//! Events only mark Services dirty; `sync` recomputes those Services'
+//! contributions, folds the deltas into the refcounted aggregate and diffs only
+//! the touched keys against the last applied state. Work per change is
+//! proportional to the changed Services, never to the cluster.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use ipvs_netlink::ipvs::{Destination, Family, Protocol, ServiceKey, Timeouts};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use super::desired::{Aggregate, Touched};
+use super::kernel::{KService, KernelState};
+use super::plan::{ConntrackFilter, IpvsOp, Op, Plan};
+use crate::model::config::ProxyConfig;
+use crate::model::contribution::{Contribution, HealthCheck, contribution};
+use crate::model::input::{
+    ParsedService, ServiceInput, SliceInput, SvcId, parse_service, parse_slice, svc_id,
+};
+use crate::model::ipset::{IpsetEntry, SetName};
+use crate::model::iptables;
+use crate::model::node::NodeInfo;
+
+/// Connection counts of a real server as the kernel reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConnCounts {
+    pub active: u32,
+    pub inactive: u32,
+}
+
+/// Sysctls IPVS mode needs (upstream proxier.go). `expire_quiescent_template`
+/// makes persistence templates pointing at a weight-0 real server expire, so
+/// ClientIP affinity never pins new connections to a draining server (#71809).
+/// `conn_reuse_mode` depends on the kernel version and is left to the apply layer.
+pub fn desired_sysctls(cfg: &ProxyConfig) -> BTreeMap<String, String> {
+    let mut m = BTreeMap::new();
+    let mut set = |k: &str, v: &str| {
+        m.insert(k.to_string(), v.to_string());
+    };
+    set("net.ipv4.vs.conntrack", "1");
+    set("net.ipv4.vs.expire_nodest_conn", "1");
+    set("net.ipv4.vs.expire_quiescent_template", "1");
+    if cfg.serves(Family::Inet) {
+        set("net.ipv4.ip_forward", "1");
+    }
+    if cfg.serves(Family::Inet6) {
+        set("net.ipv6.conf.all.forwarding", "1");
+    }
+    if cfg.strict_arp {
+        // Only the interface owning an address answers ARP for it (metallb #153).
+        set("net.ipv4.conf.all.arp_ignore", "1");
+        set("net.ipv4.conf.all.arp_announce", "2");
+    }
+    m
+}
+
+fn timeouts_wanted(t: &Timeouts) -> bool {
+    t.tcp != 0 || t.tcp_fin != 0 || t.udp != 0
+}
+
+/// Whether `have` already satisfies every non-zero field of `want`.
+fn timeouts_ok(want: &Timeouts, have: Option<&Timeouts>) -> bool {
+    let Some(h) = have else { return false };
+    (want.tcp == 0 || want.tcp == h.tcp)
+        && (want.tcp_fin == 0 || want.tcp_fin == h.tcp_fin)
+        && (want.udp == 0 || want.udp == h.udp)
+}
+
+/// Keeps desired state per Service, the last applied state and drains.
+#[derive(Debug)]
+pub struct Proxier {
+    cfg: ProxyConfig,
+    node: NodeInfo,
+    services: HashMap<SvcId, ServiceInput>,
+    /// Slices by Service, then by slice name (ordered: merging is deterministic).
+    slices: HashMap<SvcId, BTreeMap<Arc<str>, SliceInput>>,
+    slice_owner: HashMap<Arc<str>, SvcId>,
+    contributions: HashMap<SvcId, Contribution>,
+    agg: Aggregate,
+    dirty: HashSet<SvcId>,
+    touched: Touched,
+    globals_dirty: bool,
+    /// Rendered iptables payload per family (desired).
+    iptables: BTreeMap<Family, Arc<str>>,
+    applied: KernelState,
+    /// Removed TCP real servers at weight 0, with the time draining started.
+    drains: HashMap<(ServiceKey, SocketAddr), u64>,
+}
+
+impl Proxier {
+    pub fn new(cfg: ProxyConfig, node: NodeInfo) -> Self {
+        Proxier {
+            cfg,
+            node,
+            services: HashMap::new(),
+            slices: HashMap::new(),
+            slice_owner: HashMap::new(),
+            contributions: HashMap::new(),
+            agg: Aggregate::default(),
+            dirty: HashSet::new(),
+            touched: Touched::default(),
+            globals_dirty: true,
+            iptables: BTreeMap::new(),
+            applied: KernelState::default(),
+            drains: HashMap::new(),
+        }
+    }
+
+    pub fn config(&self) -> &ProxyConfig {
+        &self.cfg
+    }
+
+    /// The state the last plans brought the node to (what we believe is applied).
+    pub fn applied(&self) -> &KernelState {
+        &self.applied
+    }
+
+    /// Real servers currently draining, with their start time.
+    pub fn drains(&self) -> &HashMap<(ServiceKey, SocketAddr), u64> {
+        &self.drains
+    }
+
+    pub fn health_checks(&self) -> &HashMap<SvcId, HealthCheck> {
+        self.agg.health()
+    }
+
+    /// Per-Service warnings: invalid fields, bad annotations, lost key conflicts.
+    pub fn warnings(&self) -> BTreeMap<SvcId, Vec<String>> {
+        let mut w: BTreeMap<SvcId, Vec<String>> = BTreeMap::new();
+        for (id, c) in &self.contributions {
+            if !c.warnings.is_empty() {
+                w.entry(id.clone())
+                    .or_default()
+                    .extend(c.warnings.iter().cloned());
+            }
+        }
+        for (key, owners) in self.agg.conflicts() {
+            for (loser, _) in &owners[1..] {
+                w.entry(loser.clone())
+                    .or_default()
+                    .push(format!("{key} is already used by {}", owners[0].0));
+            }
+        }
+        w
+    }
+
+    // ---- events ------------------------------------------------------------
+
+    pub fn upsert_service(&mut self, svc: &Service) {
+        let ns = svc.metadata.namespace.as_deref().unwrap_or("");
+        let Some(name) = svc.metadata.name.as_deref() else {
+            return;
+        };
+        let id = svc_id(ns, name);
+        match parse_service(svc, &self.cfg) {
+            ParsedService::Proxied(input) => {
+                if self.services.get(&id) != Some(&input) {
+                    self.services.insert(id.clone(), input);
+                    self.dirty.insert(id);
+                }
+            }
+            // A Service turning headless/ExternalName/foreign is a removal.
+            ParsedService::Ignored(_) => {
+                if self.services.remove(&id).is_some() {
+                    self.dirty.insert(id);
+                }
+            }
+        }
+    }
+
+    pub fn delete_service(&mut self, namespace: &str, name: &str) {
+        let id = svc_id(namespace, name);
+        if self.services.remove(&id).is_some() {
+            self.dirty.insert(id);
+        }
+    }
+
+    pub fn upsert_slice(&mut self, slice: &EndpointSlice) {
+        let ns = slice.metadata.namespace.as_deref().unwrap_or("");
+        let Some(name) = slice.metadata.name.as_deref() else {
+            return;
+        };
+        let key = svc_id(ns, name);
+        let parsed = parse_slice(slice, &self.node.name);
+        let new_owner = parsed.as_ref().map(|p| p.service.clone());
+        // The slice may have moved between Services (label edit) or become unusable.
+        if let Some(old) = self.slice_owner.get(&key).cloned()
+            && Some(&old) != new_owner.as_ref()
+        {
+            self.remove_slice_from(&old, &key);
+        }
+        if let Some(p) = parsed {
+            let owner = p.service.clone();
+            let per = self.slices.entry(owner.clone()).or_default();
+            if per.get(&key) != Some(&p) {
+                per.insert(key.clone(), p);
+                self.dirty.insert(owner.clone());
+            }
+            self.slice_owner.insert(key, owner);
+        }
+    }
+
+    pub fn delete_slice(&mut self, namespace: &str, name: &str) {
+        let key = svc_id(namespace, name);
+        if let Some(old) = self.slice_owner.get(&key).cloned() {
+            self.remove_slice_from(&old, &key);
+        }
+    }
+
+    fn remove_slice_from(&mut self, owner: &SvcId, key: &Arc<str>) {
+        self.slice_owner.remove(key);
+        if let Some(per) = self.slices.get_mut(owner) {
+            if per.remove(key).is_some() {
+                self.dirty.insert(owner.clone());
+            }
+            if per.is_empty() {
+                self.slices.remove(owner);
+            }
+        }
+    }
+
+    /// New node addresses or zone: every Service is recomputed. The node name
+    /// must not change (slice locality is resolved when a slice is read).
+    pub fn set_node(&mut self, node: NodeInfo) {
+        if node != self.node {
+            self.node = node;
+            self.dirty.extend(self.services.keys().cloned());
+            self.dirty.extend(self.contributions.keys().cloned());
+        }
+    }
+
+    pub fn set_config(&mut self, cfg: ProxyConfig) {
+        if cfg != self.cfg {
+            self.cfg = cfg;
+            self.globals_dirty = true;
+            self.dirty.extend(self.services.keys().cloned());
+            self.dirty.extend(self.contributions.keys().cloned());
+        }
+    }
+
+    // ---- planning ----------------------------------------------------------
+
+    fn recompute(&mut self) {
+        let dirty: Vec<SvcId> = self.dirty.drain().collect();
+        for id in dirty {
+            if let Some(old) = self.contributions.remove(&id) {
+                self.agg.remove(&id, &old, &mut self.touched);
+            }
+            let Some(svc) = self.services.get(&id) else {
+                continue;
+            };
+            let slices: Vec<&SliceInput> = self
+                .slices
+                .get(&id)
+                .map(|m| m.values().collect())
+                .unwrap_or_default();
+            let c = contribution(svc, &slices, &self.node, &self.cfg);
+            self.agg.add(&id, &c, &mut self.touched);
+            self.contributions.insert(id, c);
+        }
+    }
+
+    fn render_iptables(&mut self, family: Family) -> Arc<str> {
+        let p: Arc<str> = Arc::from(iptables::render(
+            &self.cfg,
+            family,
+            self.agg.no_node_access(family),
+        ));
+        self.iptables.insert(family, p.clone());
+        p
+    }
+
+    /// Plans everything that changed since the last plan. `now` is seconds on
+    /// any monotonic clock (drain start times are recorded with it).
+    pub fn sync(&mut self, now: u64) -> Plan {
+        self.recompute();
+        let mut plan = Plan::default();
+        let touched = std::mem::take(&mut self.touched);
+        if std::mem::take(&mut self.globals_dirty) {
+            self.diff_globals(&mut plan);
+        } else {
+            for f in &touched.iptables {
+                self.diff_iptables(*f, &mut plan);
+            }
+        }
+        for k in &touched.vs {
+            self.diff_vs(k, now, &mut plan);
+        }
+        for a in &touched.addresses {
+            self.diff_address(a, &mut plan);
+        }
+        for e in &touched.entries {
+            self.diff_entry(e, &mut plan);
+        }
+        self.finish(plan)
+    }
+
+    fn finish(&mut self, mut plan: Plan) -> Plan {
+        plan.order();
+        for op in &plan.ops {
+            if let Err(e) = self.applied.apply(op) {
+                plan.internal_errors.push(format!("{op}: {e}"));
+            }
+        }
+        plan
+    }
+
+    fn diff_globals(&mut self, plan: &mut Plan) {
+        for (k, v) in desired_sysctls(&self.cfg) {
+            if self.applied.sysctls.get(&k) != Some(&v) {
+                plan.ops.push(Op::Sysctl { key: k, value: v });
+            }
+        }
+        let t = self.cfg.timeouts;
+        if timeouts_wanted(&t) && !timeouts_ok(&t, self.applied.timeouts.as_ref()) {
+            plan.ops.push(Op::SetTimeouts(t));
+        }
+        for s in SetName::all(&self.cfg.families) {
+            if !self.applied.sets.contains_key(&s) {
+                plan.ops.push(Op::CreateSet(s));
+            }
+        }
+        for f in [Family::Inet, Family::Inet6] {
+            if self.cfg.serves(f) {
+                self.diff_iptables(f, plan);
+            }
+        }
+    }
+
+    fn diff_iptables(&mut self, family: Family, plan: &mut Plan) {
+        if !self.cfg.serves(family) {
+            return;
+        }
+        let want = self.render_iptables(family);
+        if self.applied.iptables.get(&family) != Some(&want) {
+            plan.ops.push(Op::IptablesRestore {
+                family,
+                payload: want,
+            });
+        }
+    }
+
+    fn diff_address(&self, a: &IpAddr, plan: &mut Plan) {
+        match (self.agg.has_address(a), self.applied.addresses.contains(a)) {
+            (true, false) => plan.ops.push(Op::AddAddress(*a)),
+            (false, true) => plan.ops.push(Op::DelAddress(*a)),
+            _ => {}
+        }
+    }
+
+    fn diff_entry(&self, e: &(SetName, IpsetEntry), plan: &mut Plan) {
+        let have = self
+            .applied
+            .sets
+            .get(&e.0)
+            .is_some_and(|s| s.contains(&e.1));
+        match (self.agg.has_entry(e), have) {
+            (true, false) => plan.ops.push(Op::IpsetAdd(e.0, e.1)),
+            (false, true) => plan.ops.push(Op::IpsetDel(e.0, e.1)),
+            _ => {}
+        }
+    }
+
+    /// Diffs one virtual service: desired (aggregate) vs applied, with drains.
+    fn diff_vs(&mut self, key: &ServiceKey, now: u64, plan: &mut Plan) {
+        let want = self.agg.effective(key);
+        let have = self.applied.services.get(key);
+        match (want, have) {
+            (None, None) => {}
+            (Some(w), None) => {
+                plan.ops
+                    .push(Op::Ipvs(IpvsOp::AddService(w.service.clone())));
+                for d in w.destinations.iter() {
+                    plan.ops.push(Op::Ipvs(IpvsOp::AddDestination(*key, *d)));
+                }
+            }
+            (None, Some(h)) => {
+                plan.ops.push(Op::Ipvs(IpvsOp::DeleteService(*key)));
+                for d in &h.destinations {
+                    self.drains.remove(&(*key, d.addr));
+                }
+                if let (Some(p), Some(vip)) = (key.protocol(), key.addr())
+                    && p != Protocol::Tcp
+                {
+                    plan.ops.push(Op::Conntrack(ConntrackFilter {
+                        protocol: p,
+                        vip: Some(vip),
+                        endpoint: None,
+                    }));
+                }
+            }
+            (Some(w), Some(h)) => {
+                if w.service != h.service {
+                    plan.ops
+                        .push(Op::Ipvs(IpvsOp::EditService(w.service.clone())));
+                }
+                let (w, h) = (w.destinations.clone(), h.destinations.clone());
+                self.diff_destinations(key, &w, &h, now, plan);
+            }
+        }
+    }
+
+    fn diff_destinations(
+        &mut self,
+        key: &ServiceKey,
+        want: &[Destination],
+        have: &[Destination],
+        now: u64,
+        plan: &mut Plan,
+    ) {
+        let (mut i, mut j) = (0, 0);
+        while i < want.len() || j < have.len() {
+            let ord = match (want.get(i), have.get(j)) {
+                (Some(w), Some(h)) => w.addr.cmp(&h.addr),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                _ => std::cmp::Ordering::Greater,
+            };
+            match ord {
+                std::cmp::Ordering::Less => {
+                    plan.ops
+                        .push(Op::Ipvs(IpvsOp::AddDestination(*key, want[i])));
+                    i += 1;
+                }
+                std::cmp::Ordering::Equal => {
+                    // Covers a drained server coming back (restored to full
+                    // weight) and weights left at 0 by a previous run (#92019).
+                    if want[i] != have[j] {
+                        plan.ops
+                            .push(Op::Ipvs(IpvsOp::EditDestination(*key, want[i])));
+                    }
+                    self.drains.remove(&(*key, want[i].addr));
+                    i += 1;
+                    j += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    self.retire(key, &have[j], now, plan);
+                    j += 1;
+                }
+            }
+        }
+    }
+
+    /// A real server no longer wanted. TCP drains at weight 0 (new connections
+    /// go elsewhere, established ones finish); UDP/SCTP have no connection end
+    /// to wait for, so they go at once and their conntrack entries with them.
+    fn retire(&mut self, key: &ServiceKey, d: &Destination, now: u64, plan: &mut Plan) {
+        if key.protocol() == Some(Protocol::Tcp) {
+            if d.weight != 0 {
+                plan.ops.push(Op::Ipvs(IpvsOp::EditDestination(
+                    *key,
+                    Destination { weight: 0, ..*d },
+                )));
+            }
+            self.drains.entry((*key, d.addr)).or_insert(now);
+        } else {
+            plan.ops
+                .push(Op::Ipvs(IpvsOp::DeleteDestination(*key, d.addr)));
+            self.drains.remove(&(*key, d.addr));
+            if let Some(p) = key.protocol() {
+                plan.ops.push(Op::Conntrack(ConntrackFilter {
+                    protocol: p,
+                    vip: key.addr(),
+                    endpoint: Some(d.addr.ip()),
+                }));
+            }
+        }
+    }
+
+    /// Finishes drains: a draining real server is deleted once it has no
+    /// active or inactive connections, or when the drain timeout has passed
+    /// (upstream waits forever; inactive connections can pin it, #81308).
+    pub fn tick(
+        &mut self,
+        now: u64,
+        conns: impl Fn(&ServiceKey, &SocketAddr) -> Option<ConnCounts>,
+    ) -> Plan {
+        let mut plan = Plan::default();
+        let mut done: Vec<(ServiceKey, SocketAddr)> = self
+            .drains
+            .iter()
+            .filter(|((k, a), since)| {
+                now.saturating_sub(**since) >= self.cfg.drain_timeout_secs
+                    || conns(k, a).is_some_and(|c| c.active == 0 && c.inactive == 0)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        done.sort();
+        for (k, a) in done {
+            self.drains.remove(&(k, a));
+            if self
+                .applied
+                .services
+                .get(&k)
+                .is_some_and(|s| s.get(&a).is_some())
+            {
+                plan.ops.push(Op::Ipvs(IpvsOp::DeleteDestination(k, a)));
+            }
+        }
+        self.finish(plan)
+    }
+
+    // ---- adoption and drift repair -------------------------------------------
+
+    /// Whether an observed virtual service is ours: never firewall-mark
+    /// services or excludeCIDRs; otherwise one we want or made, one on a
+    /// kube-ipvs0 address, or a node-address one in the NodePort range.
+    /// Anything else (keepalived's VIPs, …) is foreign and left alone.
+    fn owns_service(&self, k: &ServiceKey, ipvs0: &HashSet<IpAddr>) -> bool {
+        let Some(a) = k.addr() else { return false };
+        let ip = a.ip();
+        if self.cfg.is_excluded(&ip) || !self.cfg.serves(k.family()) {
+            return false;
+        }
+        let (lo, hi) = self.cfg.node_port_range;
+        self.agg.effective(k).is_some()
+            || self.applied.services.contains_key(k)
+            || ipvs0.contains(&ip)
+            || (self.node.has_address(&ip) && (lo..=hi).contains(&a.port()))
+    }
+
+    /// The part of an observed state that is ours to manage.
+    pub fn owned_view(&self, observed: &KernelState) -> KernelState {
+        let addresses: HashSet<IpAddr> = observed
+            .addresses
+            .iter()
+            .filter(|a| !self.cfg.is_excluded(a))
+            .copied()
+            .collect();
+        let services = observed
+            .services
+            .iter()
+            .filter(|(k, _)| self.owns_service(k, &observed.addresses))
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
+        KernelState {
+            services,
+            addresses,
+            sets: observed.sets.clone(),
+            iptables: observed.iptables.clone(),
+            sysctls: observed.sysctls.clone(),
+            timeouts: observed.timeouts,
+        }
+    }
+
+    /// Startup: adopt what the kernel has (never flush), then plan the
+    /// difference. Weights left at 0 by a previous run are reset (#92019).
+    pub fn adopt(&mut self, observed: &KernelState, now: u64) -> Plan {
+        self.repair(observed, now)
+    }
+
+    /// Drift repair: diff an observed kernel state against desired and plan
+    /// the repair; `repairs` lists each repaired difference.
+    pub fn repair(&mut self, observed: &KernelState, now: u64) -> Plan {
+        self.recompute();
+        self.touched = Touched::default();
+        let owned = self.owned_view(observed);
+        // Keep drains whose real server still exists.
+        self.drains.retain(|(k, a), _| {
+            owned
+                .services
+                .get(k)
+                .is_some_and(|s: &KService| s.get(a).is_some())
+        });
+        self.applied = owned;
+        let mut plan = Plan::default();
+        self.globals_dirty = false;
+        self.diff_globals(&mut plan);
+        let keys: HashSet<ServiceKey> = self
+            .agg
+            .keys()
+            .chain(self.applied.services.keys())
+            .copied()
+            .collect();
+        let mut keys: Vec<ServiceKey> = keys.into_iter().collect();
+        keys.sort();
+        for k in &keys {
+            self.diff_vs(k, now, &mut plan);
+        }
+        let addrs: HashSet<IpAddr> = self
+            .agg
+            .addresses()
+            .chain(self.applied.addresses.iter())
+            .copied()
+            .collect();
+        for a in &addrs {
+            self.diff_address(a, &mut plan);
+        }
+        let mut entries: HashSet<(SetName, IpsetEntry)> = self.agg.entries().copied().collect();
+        for (s, es) in &self.applied.sets {
+            entries.extend(es.iter().map(|e| (*s, *e)));
+        }
+        for e in &entries {
+            self.diff_entry(e, &mut plan);
+        }
+        plan.order();
+        plan.repairs = plan.ops.iter().map(|o| o.to_string()).collect();
+        self.finish(plan)
+    }
+
+    /// The complete desired state as a value (what `applied` converges to once
+    /// every drain has finished). Costs O(cluster); for tests and debugging.
+    pub fn desired_state(&mut self) -> KernelState {
+        self.recompute();
+        let mut k = KernelState::default();
+        for key in self.agg.keys() {
+            if let Some(v) = self.agg.effective(key) {
+                k.services.insert(
+                    *key,
+                    KService {
+                        service: v.service.clone(),
+                        destinations: v.destinations.to_vec(),
+                    },
+                );
+            }
+        }
+        k.addresses = self.agg.addresses().copied().collect();
+        for s in SetName::all(&self.cfg.families) {
+            k.sets.insert(s, HashSet::new());
+        }
+        for (s, e) in self.agg.entries() {
+            k.sets.entry(*s).or_default().insert(*e);
+        }
+        for f in [Family::Inet, Family::Inet6] {
+            if self.cfg.serves(f) {
+                let p = iptables::render(&self.cfg, f, self.agg.no_node_access(f));
+                k.iptables.insert(f, Arc::from(p));
+            }
+        }
+        k.sysctls = desired_sysctls(&self.cfg);
+        let t = self.cfg.timeouts;
+        if timeouts_wanted(&t) {
+            k.timeouts = Some(t);
+        }
+        k
+    }
+}

@@ -1,0 +1,1 @@
+//! Reconcile tests: minimal plans, ordering, drains, adoption, drift, ownership.
