@@ -3,5 +3,6 @@
 //! The flow is watch → model → reconcile → apply; the model and the reconciler
 //! are pure functions, and only the apply step touches the kernel.
 
+pub mod ipvsadm;
 pub mod model;
 pub mod reconcile;
