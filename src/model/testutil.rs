@@ -4,7 +4,6 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{Value, json};
 
-use super::config::ProxyConfig;
 use super::node::NodeInfo;
 
 pub fn service(ns: &str, name: &str, spec: Value) -> Service {
@@ -61,8 +60,4 @@ pub fn node_obj() -> Node {
 
 pub fn node() -> NodeInfo {
     NodeInfo::from_node(&node_obj())
-}
-
-pub fn cfg() -> ProxyConfig {
-    ProxyConfig::default()
 }

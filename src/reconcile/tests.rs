@@ -1,1 +1,813 @@
-//! Reconcile tests: minimal plans, ordering, drains, adoption, drift, ownership.
+//! Reconcile tests: minimal plans, ordering, drains, adoption, drift, ownership,
+//! and the property that plans carry a strict kernel from any state to desired.
+
+use std::net::{IpAddr, SocketAddr};
+
+use ipvs_netlink::ipvs::{Destination, Family, Scheduler, Service as IpvsService, ServiceKey};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde_json::{Value, json};
+
+use super::kernel::{KService, KernelState};
+use super::plan::{IpvsOp, Op, Plan};
+use super::proxier::{ConnCounts, Proxier};
+use crate::model::config::ProxyConfig;
+use crate::model::ipset::{IpsetEntry, SetKind, SetName};
+use crate::model::testutil::{node, service, service_full, slice};
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn tcp(s: &str) -> ServiceKey {
+    ServiceKey::Tcp(sa(s))
+}
+
+fn web(spec_extra: Value) -> Service {
+    let mut spec = json!({"clusterIP": "10.96.0.10", "ports": [{"name": "http", "port": 80}]});
+    for (k, v) in spec_extra.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    service("ns", "web", spec)
+}
+
+fn web_slice(eps: &[&str]) -> EndpointSlice {
+    let eps: Vec<(&str, bool, bool, bool, &str)> = eps
+        .iter()
+        .map(|e| (*e, true, true, false, "node-b"))
+        .collect();
+    slice("ns", "web-1", "web", "IPv4", &[("http", 8080, "TCP")], &eps)
+}
+
+fn proxier() -> Proxier {
+    Proxier::new(
+        ProxyConfig {
+            families: vec![Family::Inet],
+            ..Default::default()
+        },
+        node(),
+    )
+}
+
+/// Applies a plan to a strict kernel, failing the test on any refusal.
+fn apply(k: &mut KernelState, p: &Plan) {
+    assert!(p.internal_errors.is_empty(), "{:?}", p.internal_errors);
+    if let Err(e) = k.apply_all(&p.ops) {
+        panic!("kernel refused: {e}\nplan: {:#?}", p.ops);
+    }
+}
+
+fn ipvs_ops(p: &Plan) -> Vec<&IpvsOp> {
+    p.ops
+        .iter()
+        .filter_map(|o| match o {
+            Op::Ipvs(i) => Some(i),
+            _ => None,
+        })
+        .collect()
+}
+
+fn no_conns(_: &ServiceKey, _: &SocketAddr) -> Option<ConnCounts> {
+    Some(ConnCounts::default())
+}
+
+fn busy(_: &ServiceKey, _: &SocketAddr) -> Option<ConnCounts> {
+    Some(ConnCounts {
+        active: 3,
+        inactive: 1,
+    })
+}
+
+#[test]
+fn first_sync_builds_everything_in_safe_order() {
+    let mut p = proxier();
+    p.upsert_service(&web(json!({})));
+    p.upsert_slice(&web_slice(&["10.244.1.5", "10.244.1.6"]));
+    let plan = p.sync(0);
+    let mut k = KernelState::default();
+    apply(&mut k, &plan);
+    assert_eq!(k, p.desired_state());
+    assert_eq!(&k, p.applied());
+    // The address is bound only after its service and all real servers exist.
+    let pos = |pred: &dyn Fn(&Op) -> bool| plan.ops.iter().position(|o| pred(o)).unwrap();
+    let bind = pos(&|o| matches!(o, Op::AddAddress(a) if *a == ip("10.96.0.10")));
+    let add_svc = pos(&|o| matches!(o, Op::Ipvs(IpvsOp::AddService(_))));
+    let last_dest = plan
+        .ops
+        .iter()
+        .rposition(|o| matches!(o, Op::Ipvs(IpvsOp::AddDestination(..))))
+        .unwrap();
+    let set_add = pos(&|o| matches!(o, Op::IpsetAdd(..)));
+    let create = pos(&|o| matches!(o, Op::CreateSet(_)));
+    assert!(create < add_svc && add_svc < last_dest && last_dest < set_add && set_add < bind);
+    assert!(plan.ops.iter().any(
+        |o| matches!(o, Op::Sysctl { key, .. } if key == "net.ipv4.vs.expire_quiescent_template")
+    ));
+    assert!(
+        k.ipvsadm_save()
+            .contains("-a -t 10.96.0.10:80 -r 10.244.1.6:8080 -m -w 1")
+    );
+    // Nothing changed → nothing to do.
+    assert!(p.sync(1).is_empty());
+    // Re-delivering identical objects is not a change either.
+    p.upsert_service(&web(json!({})));
+    p.upsert_slice(&web_slice(&["10.244.1.5", "10.244.1.6"]));
+    assert!(p.sync(2).is_empty());
+}
+
+#[test]
+fn endpoint_add_is_one_op_and_tcp_removal_drains() {
+    let mut p = proxier();
+    let mut k = KernelState::default();
+    p.upsert_service(&web(json!({})));
+    p.upsert_slice(&web_slice(&["10.244.1.5"]));
+    apply(&mut k, &p.sync(0));
+
+    p.upsert_slice(&web_slice(&["10.244.1.5", "10.244.1.6"]));
+    let plan = p.sync(10);
+    assert_eq!(
+        plan.ops,
+        vec![Op::Ipvs(IpvsOp::AddDestination(
+            tcp("10.96.0.10:80"),
+            Destination::masq(sa("10.244.1.6:8080"))
+        ))]
+    );
+    apply(&mut k, &plan);
+
+    // Removal: weight 0, not deleted.
+    p.upsert_slice(&web_slice(&["10.244.1.5"]));
+    let plan = p.sync(20);
+    let mut drained = Destination::masq(sa("10.244.1.6:8080"));
+    drained.weight = 0;
+    assert_eq!(
+        plan.ops,
+        vec![Op::Ipvs(IpvsOp::EditDestination(
+            tcp("10.96.0.10:80"),
+            drained
+        ))]
+    );
+    apply(&mut k, &plan);
+    assert_eq!(p.drains().len(), 1);
+
+    // Busy and young: stays.
+    assert!(p.tick(30, busy).is_empty());
+    // Idle: deleted.
+    let plan = p.tick(40, no_conns);
+    assert_eq!(
+        plan.ops,
+        vec![Op::Ipvs(IpvsOp::DeleteDestination(
+            tcp("10.96.0.10:80"),
+            sa("10.244.1.6:8080")
+        ))]
+    );
+    apply(&mut k, &plan);
+    assert_eq!(k, p.desired_state());
+    assert!(p.drains().is_empty());
+}
+
+#[test]
+fn drain_is_bounded_by_timeout() {
+    let mut p = proxier();
+    let mut k = KernelState::default();
+    p.upsert_service(&web(json!({})));
+    p.upsert_slice(&web_slice(&["10.244.1.5", "10.244.1.6"]));
+    apply(&mut k, &p.sync(0));
+    p.upsert_slice(&web_slice(&["10.244.1.5"]));
+    apply(&mut k, &p.sync(100));
+    let limit = p.config().drain_timeout_secs;
+    assert!(p.tick(100 + limit - 1, busy).is_empty());
+    // Unknown counts (not observed) never finish a drain early either.
+    assert!(p.tick(100 + limit - 1, |_, _| None).is_empty());
+    let plan = p.tick(100 + limit, busy);
+    assert_eq!(ipvs_ops(&plan).len(), 1);
+    apply(&mut k, &plan);
+    assert_eq!(k, p.desired_state());
+}
+
+#[test]
+fn endpoint_returning_during_drain_gets_full_weight() {
+    let mut p = proxier();
+    let mut k = KernelState::default();
+    p.upsert_service(&web(json!({})));
+    p.upsert_slice(&web_slice(&["10.244.1.5", "10.244.1.6"]));
+    apply(&mut k, &p.sync(0));
+    p.upsert_slice(&web_slice(&["10.244.1.5"]));
+    apply(&mut k, &p.sync(1));
+    p.upsert_slice(&web_slice(&["10.244.1.5", "10.244.1.6"]));
+    let plan = p.sync(2);
+    assert_eq!(
+        plan.ops,
+        vec![Op::Ipvs(IpvsOp::EditDestination(
+            tcp("10.96.0.10:80"),
+            Destination::masq(sa("10.244.1.6:8080"))
+        ))]
+    );
+    apply(&mut k, &plan);
+    assert!(p.drains().is_empty());
+    assert!(p.tick(10_000, no_conns).is_empty());
+}
+
+#[test]
+fn affinity_with_draining_relies_on_quiescent_template_expiry() {
+    // #71809: persistence templates would pin clients to a weight-0 server;
+    // expire_quiescent_template=1 makes them expire. We always set it.
+    let mut p = proxier();
+    p.upsert_service(&web(json!({"sessionAffinity": "ClientIP"})));
+    p.upsert_slice(&web_slice(&["10.244.1.5", "10.244.1.6"]));
+    let plan = p.sync(0);
+    assert!(plan.ops.contains(&Op::Sysctl {
+        key: "net.ipv4.vs.expire_quiescent_template".into(),
+        value: "1".into()
+    }));
+    p.upsert_slice(&web_slice(&["10.244.1.5"]));
+    let plan = p.sync(1);
+    assert!(matches!(ipvs_ops(&plan)[..], [IpvsOp::EditDestination(_, d)] if d.weight == 0));
+}
+
+#[test]
+fn udp_removal_is_immediate_with_conntrack_cleanup() {
+    let mut p = proxier();
+    let mut k = KernelState::default();
+    let svc = service(
+        "ns",
+        "dns",
+        json!({"clusterIP": "10.96.0.53", "ports": [{"name": "dns", "port": 53, "protocol": "UDP"}]}),
+    );
+    let sl = |eps: &[&str]| {
+        let eps: Vec<_> = eps
+            .iter()
+            .map(|e| (*e, true, true, false, "node-b"))
+            .collect();
+        slice("ns", "dns-1", "dns", "IPv4", &[("dns", 53, "UDP")], &eps)
+    };
+    p.upsert_service(&svc);
+    p.upsert_slice(&sl(&["10.244.1.5", "10.244.1.6"]));
+    apply(&mut k, &p.sync(0));
+    p.upsert_slice(&sl(&["10.244.1.5"]));
+    let plan = p.sync(1);
+    let key = ServiceKey::Udp(sa("10.96.0.53:53"));
+    assert_eq!(plan.ops.len(), 2);
+    assert_eq!(
+        plan.ops[0],
+        Op::Ipvs(IpvsOp::DeleteDestination(key, sa("10.244.1.6:53")))
+    );
+    assert!(
+        matches!(&plan.ops[1], Op::Conntrack(c) if c.endpoint == Some(ip("10.244.1.6")) && c.vip == Some(sa("10.96.0.53:53")))
+    );
+    apply(&mut k, &plan);
+    assert!(p.drains().is_empty());
+    // Deleting the Service: address unbound before the service goes; conntrack last.
+    p.delete_service("ns", "dns");
+    let plan = p.sync(2);
+    let unbind = plan
+        .ops
+        .iter()
+        .position(|o| matches!(o, Op::DelAddress(_)))
+        .unwrap();
+    let del = plan
+        .ops
+        .iter()
+        .position(|o| matches!(o, Op::Ipvs(IpvsOp::DeleteService(_))))
+        .unwrap();
+    assert!(unbind < del);
+    assert!(matches!(plan.ops.last(), Some(Op::Conntrack(_))));
+    apply(&mut k, &plan);
+    assert_eq!(k, p.desired_state());
+}
+
+#[test]
+fn service_changes_type_and_family() {
+    let mut p = Proxier::new(ProxyConfig::default(), node());
+    let mut k = KernelState::default();
+    let steps = vec![
+        web(json!({})),
+        web(
+            json!({"type": "NodePort", "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}),
+        ),
+        web(
+            json!({"type": "NodePort", "clusterIPs": ["10.96.0.10", "fd00:96::10"], "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}),
+        ),
+        web(json!({"clusterIPs": ["10.96.0.10", "fd00:96::10"], "sessionAffinity": "ClientIP"})),
+        web(json!({"clusterIPs": ["fd00:96::10"], "clusterIP": "fd00:96::10"})),
+        web(json!({"clusterIP": "None"})),
+        web(json!({"type": "ExternalName", "externalName": "x"})),
+        web(json!({})),
+    ];
+    p.upsert_slice(&web_slice(&["10.244.1.5"]));
+    p.upsert_slice(&slice(
+        "ns",
+        "web-6",
+        "web",
+        "IPv6",
+        &[("http", 8080, "TCP")],
+        &[("fd00:244::5", true, true, false, "node-a")],
+    ));
+    for (i, s) in steps.iter().enumerate() {
+        p.upsert_service(s);
+        let plan = p.sync(i as u64);
+        apply(&mut k, &plan);
+        apply(&mut k, &p.tick(1_000_000 + i as u64, no_conns));
+        assert_eq!(k, p.desired_state(), "step {i}");
+    }
+    assert!(k.services.contains_key(&tcp("10.96.0.10:80")));
+    assert_eq!(k.services.len(), 1);
+}
+
+#[test]
+fn conflicting_external_ip_owner_is_deterministic() {
+    let mut p = proxier();
+    let mut k = KernelState::default();
+    let a = service(
+        "ns",
+        "a",
+        json!({"clusterIP": "10.96.0.1", "externalIPs": ["198.51.100.7"], "ports": [{"name": "http", "port": 80}]}),
+    );
+    let b = service_full(
+        json!({"metadata": {"namespace": "ns", "name": "b", "annotations": {"kube-ipvs.io/scheduler": "lc"}},
+        "spec": {"clusterIP": "10.96.0.2", "externalIPs": ["198.51.100.7"], "ports": [{"name": "http", "port": 80}]}}),
+    );
+    p.upsert_service(&b);
+    p.upsert_service(&a);
+    apply(&mut k, &p.sync(0));
+    let ext = tcp("198.51.100.7:80");
+    assert_eq!(k.services[&ext].service.scheduler, Scheduler::RoundRobin);
+    assert!(
+        p.warnings()
+            .get("ns/b")
+            .is_some_and(|w| w.iter().any(|w| w.contains("ns/a")))
+    );
+    p.delete_service("ns", "a");
+    let plan = p.sync(1);
+    assert!(
+        plan.ops
+            .iter()
+            .any(|o| matches!(o, Op::Ipvs(IpvsOp::EditService(s)) if s.key == ext))
+    );
+    // The shared address stays bound throughout.
+    assert!(!plan.ops.contains(&Op::DelAddress(ip("198.51.100.7"))));
+    apply(&mut k, &plan);
+    assert_eq!(k, p.desired_state());
+}
+
+#[test]
+fn iptables_payload_only_when_rules_change() {
+    let mut p = proxier();
+    let mut k = KernelState::default();
+    p.upsert_service(&web(json!({})));
+    let plan = p.sync(0);
+    assert_eq!(
+        plan.ops
+            .iter()
+            .filter(|o| matches!(o, Op::IptablesRestore { .. }))
+            .count(),
+        1
+    );
+    apply(&mut k, &plan);
+    // An LB whose source ranges exclude the node adds an OUT-FILTER rule (#119656).
+    let lb = service_full(json!({"metadata": {"namespace": "ns", "name": "lb"},
+        "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.20", "loadBalancerSourceRanges": ["10.0.0.0/8"],
+                 "ports": [{"name": "http", "port": 443, "nodePort": 30443}]},
+        "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.50"}]}}}));
+    p.upsert_service(&lb);
+    let plan = p.sync(1);
+    let payloads: Vec<_> = plan
+        .ops
+        .iter()
+        .filter_map(|o| match o {
+            Op::IptablesRestore { payload, .. } => Some(payload.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(payloads.len(), 1);
+    assert!(payloads[0].contains("--vaddr 203.0.113.50 --vproto tcp --vport 443 -j DROP"));
+    apply(&mut k, &plan);
+    // Endpoint churn never re-renders.
+    p.upsert_slice(&web_slice(&["10.244.1.5"]));
+    let plan = p.sync(2);
+    assert!(
+        !plan
+            .ops
+            .iter()
+            .any(|o| matches!(o, Op::IptablesRestore { .. }))
+    );
+    apply(&mut k, &plan);
+    p.delete_service("ns", "lb");
+    let plan = p.sync(3);
+    assert_eq!(
+        plan.ops
+            .iter()
+            .filter(|o| matches!(o, Op::IptablesRestore { .. }))
+            .count(),
+        1
+    );
+    apply(&mut k, &plan);
+    assert_eq!(k, p.desired_state());
+}
+
+#[test]
+fn one_service_change_touches_only_that_service() {
+    let mut p = proxier();
+    let mut k = KernelState::default();
+    for i in 0..200u32 {
+        let name = format!("s{i}");
+        p.upsert_service(&service("ns", &name, json!({"clusterIP": format!("10.96.{}.{}", i / 250, i % 250 + 1), "ports": [{"name": "http", "port": 80}]})));
+        let eps: Vec<String> = (0..5)
+            .map(|j| format!("10.244.{}.{}", i % 250, j + 1))
+            .collect();
+        let eps: Vec<_> = eps
+            .iter()
+            .map(|e| (e.as_str(), true, true, false, "node-b"))
+            .collect();
+        p.upsert_slice(&slice(
+            "ns",
+            &format!("{name}-1"),
+            &name,
+            "IPv4",
+            &[("http", 8080, "TCP")],
+            &eps,
+        ));
+    }
+    apply(&mut k, &p.sync(0));
+    let eps = [("10.244.7.9", true, true, false, "node-b")];
+    p.upsert_slice(&slice(
+        "ns",
+        "s7-1",
+        "s7",
+        "IPv4",
+        &[("http", 8080, "TCP")],
+        &eps,
+    ));
+    let plan = p.sync(1);
+    // 1 add + 5 drains, nothing else.
+    assert_eq!(plan.ops.len(), 6, "{:#?}", plan.ops);
+    apply(&mut k, &plan);
+    apply(&mut k, &p.tick(2, no_conns));
+    assert_eq!(k, p.desired_state());
+}
+
+// ---- adoption, drift, ownership ----------------------------------------------------------
+
+fn keepalived_vs() -> KService {
+    let mut s = KService::new(IpvsService::new(tcp("192.168.0.100:80")));
+    s.destinations
+        .push(Destination::masq(sa("192.168.0.21:80")));
+    s
+}
+
+#[test]
+fn adopt_never_flushes_resets_zero_weights_and_leaves_foreign_alone() {
+    let cfg = ProxyConfig {
+        families: vec![Family::Inet],
+        exclude_cidrs: vec!["10.200.0.0/16".parse().unwrap()],
+        ..Default::default()
+    };
+    // What a previous run left behind, plus foreign state.
+    let mut desired_run = Proxier::new(cfg.clone(), node());
+    desired_run.upsert_service(&web(json!({})));
+    desired_run.upsert_slice(&web_slice(&["10.244.1.5", "10.244.1.6"]));
+    let mut observed = desired_run.desired_state();
+    let key = tcp("10.96.0.10:80");
+    for d in &mut observed.services.get_mut(&key).unwrap().destinations {
+        d.weight = 0; // left at 0 by a drain in progress (#92019)
+    }
+    // A stale service of ours (on kube-ipvs0) and a stale NodePort one.
+    observed.addresses.insert(ip("10.96.0.99"));
+    observed.services.insert(
+        tcp("10.96.0.99:80"),
+        KService::new(IpvsService::new(tcp("10.96.0.99:80"))),
+    );
+    observed.services.insert(
+        tcp("192.168.0.10:31000"),
+        KService::new(IpvsService::new(tcp("192.168.0.10:31000"))),
+    );
+    // Foreign: keepalived VIP, an excluded service bound on kube-ipvs0, a fwmark service.
+    observed
+        .services
+        .insert(tcp("192.168.0.100:80"), keepalived_vs());
+    observed.addresses.insert(ip("10.200.0.5"));
+    observed.services.insert(
+        tcp("10.200.0.5:443"),
+        KService::new(IpvsService::new(tcp("10.200.0.5:443"))),
+    );
+    let fwm = ServiceKey::FwMark {
+        mark: 7,
+        family: Family::Inet,
+    };
+    observed
+        .services
+        .insert(fwm, KService::new(IpvsService::new(fwm)));
+
+    let mut p = Proxier::new(cfg, node());
+    p.upsert_service(&web(json!({})));
+    p.upsert_slice(&web_slice(&["10.244.1.5", "10.244.1.6"]));
+    let mut kernel = observed.clone();
+    let plan = p.adopt(&observed, 0);
+    apply(&mut kernel, &plan);
+    let ops: Vec<String> = plan.ops.iter().map(|o| o.to_string()).collect();
+    assert_eq!(plan.repairs, ops);
+    // Exactly: two weights reset, two stale services deleted, one stale address unbound.
+    assert_eq!(plan.ops.len(), 5, "{ops:#?}");
+    assert!(
+        kernel.services[&key]
+            .destinations
+            .iter()
+            .all(|d| d.weight == 1)
+    );
+    assert!(!kernel.services.contains_key(&tcp("10.96.0.99:80")));
+    assert!(!kernel.services.contains_key(&tcp("192.168.0.10:31000")));
+    // Foreign state untouched.
+    assert_eq!(kernel.services[&tcp("192.168.0.100:80")], keepalived_vs());
+    assert!(kernel.services.contains_key(&tcp("10.200.0.5:443")));
+    assert!(kernel.services.contains_key(&fwm));
+    assert!(kernel.addresses.contains(&ip("10.200.0.5")));
+    for o in &plan.ops {
+        let s = o.to_string();
+        assert!(
+            !s.contains("192.168.0.100") && !s.contains("10.200.") && !s.contains("FWM"),
+            "{s}"
+        );
+    }
+    assert_eq!(p.owned_view(&kernel), p.desired_state());
+}
+
+#[test]
+fn drift_repair_reports_and_fixes() {
+    let mut p = proxier();
+    let mut k = KernelState::default();
+    p.upsert_service(&web(json!({})));
+    p.upsert_slice(&web_slice(&["10.244.1.5", "10.244.1.6"]));
+    apply(&mut k, &p.sync(0));
+    // Someone deletes a real server, an ipset member and unbinds the address,
+    // and adds an unknown real server to our service.
+    let key = tcp("10.96.0.10:80");
+    let svc = k.services.get_mut(&key).unwrap();
+    svc.destinations.remove(0);
+    svc.destinations
+        .push(Destination::masq(sa("10.244.9.9:8080")));
+    k.addresses.remove(&ip("10.96.0.10"));
+    let cip = SetName::new(SetKind::ClusterIp, Family::Inet);
+    k.sets.get_mut(&cip).unwrap().clear();
+    let plan = p.repair(&k, 5);
+    assert_eq!(plan.repairs.len(), 4, "{:#?}", plan.repairs);
+    apply(&mut k, &plan);
+    apply(&mut k, &p.tick(6, no_conns));
+    assert_eq!(k, p.desired_state());
+    // Converged: repairing again finds nothing.
+    assert!(p.repair(&k, 7).is_empty());
+}
+
+#[test]
+fn ipset_members_follow_shared_addresses() {
+    // Two ports on one cluster IP: removing one port keeps the address.
+    let mut p = proxier();
+    let mut k = KernelState::default();
+    p.upsert_service(&web(
+        json!({"ports": [{"name": "http", "port": 80}, {"name": "https", "port": 443}]}),
+    ));
+    apply(&mut k, &p.sync(0));
+    p.upsert_service(&web(json!({})));
+    let plan = p.sync(1);
+    assert!(!plan.ops.iter().any(|o| matches!(o, Op::DelAddress(_))));
+    assert!(plan.ops.contains(&Op::IpsetDel(
+        SetName::new(SetKind::ClusterIp, Family::Inet),
+        IpsetEntry::IpPort(ip("10.96.0.10"), ipvs_netlink::ipvs::Protocol::Tcp, 443)
+    )));
+    apply(&mut k, &plan);
+    assert_eq!(k, p.desired_state());
+}
+
+mod property {
+    //! Property: from any state A (built from random objects, or a random
+    //! kernel), the plans reach exactly the desired state B on a strict kernel.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    struct SvcGen {
+        ty: u8,
+        dual: bool,
+        ports: Vec<(u8, u8)>,
+        ext: Option<u8>,
+        lb: Option<u8>,
+        ranges: bool,
+        etp_local: bool,
+        itp_local: bool,
+        affinity: bool,
+        sched: u8,
+        eps: Vec<(u8, u8, bool)>,
+    }
+
+    fn svc_gen() -> impl Strategy<Value = SvcGen> {
+        (
+            0u8..3,
+            any::<bool>(),
+            prop::collection::vec((0u8..3, 0u8..3), 0..3),
+            prop::option::of(0u8..3),
+            prop::option::of(0u8..3),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            any::<bool>(),
+            0u8..4,
+            prop::collection::vec((0u8..6, 0u8..4, any::<bool>()), 0..5),
+        )
+            .prop_map(
+                |(ty, dual, ports, ext, lb, ranges, etp_local, itp_local, affinity, sched, eps)| {
+                    SvcGen {
+                        ty,
+                        dual,
+                        ports,
+                        ext,
+                        lb,
+                        ranges,
+                        etp_local,
+                        itp_local,
+                        affinity,
+                        sched,
+                        eps,
+                    }
+                },
+            )
+    }
+
+    const PROTOS: [&str; 3] = ["TCP", "UDP", "SCTP"];
+
+    fn objects(i: usize, g: &SvcGen) -> (Service, Vec<EndpointSlice>) {
+        let name = format!("s{i}");
+        let ty = ["ClusterIP", "NodePort", "LoadBalancer"][g.ty as usize];
+        let mut ports: Vec<Value> = Vec::new();
+        let mut sports: Vec<(String, u16, &str)> = Vec::new();
+        for (n, p) in &g.ports {
+            let pname = format!("p{n}");
+            if sports.iter().any(|(x, _, _)| *x == pname) {
+                continue;
+            }
+            let proto = PROTOS[*p as usize];
+            let port = 80 + *n as u16;
+            let mut pj = json!({"name": pname, "port": port, "protocol": proto});
+            if ty != "ClusterIP" {
+                pj["nodePort"] = json!(30000 + (i as u16) * 10 + *n as u16);
+            }
+            ports.push(pj);
+            sports.push((pname, 8000 + *n as u16, proto));
+        }
+        let mut cips = vec![format!("10.96.0.{}", i + 1)];
+        if g.dual {
+            cips.push(format!("fd00:96::{:x}", i + 1));
+        }
+        let mut spec = json!({"type": ty, "clusterIP": cips[0], "clusterIPs": cips, "ports": ports,
+            "externalTrafficPolicy": if g.etp_local { "Local" } else { "Cluster" },
+            "internalTrafficPolicy": if g.itp_local { "Local" } else { "Cluster" }});
+        if let Some(e) = g.ext {
+            // Small pool: services collide on external IPs.
+            spec["externalIPs"] = json!([format!("198.51.100.{e}")]);
+        }
+        if g.affinity {
+            spec["sessionAffinity"] = json!("ClientIP");
+        }
+        if g.ranges {
+            spec["loadBalancerSourceRanges"] = json!(["10.0.0.0/8"]);
+        }
+        if ty == "LoadBalancer" && g.etp_local {
+            spec["healthCheckNodePort"] = json!(32000 + i as u16);
+        }
+        let sched = ["rr", "wlc", "sh", "bogus"][g.sched as usize];
+        let mut v = json!({"metadata": {"namespace": "ns", "name": name, "annotations": {"kube-ipvs.io/scheduler": sched}}, "spec": spec});
+        if let Some(l) = g.lb {
+            v["status"] = json!({"loadBalancer": {"ingress": [{"ip": format!("203.0.113.{l}")}, {"ip": format!("2001:db8::{l}")}]}});
+        }
+        let svc = service_full(v);
+        let pr: Vec<(&str, u16, &str)> = sports
+            .iter()
+            .map(|(a, b, c)| (a.as_str(), *b, *c))
+            .collect();
+        let mut slices = Vec::new();
+        for (fam, fname) in [("IPv4", "v4"), ("IPv6", "v6")] {
+            let ips: Vec<String> = g
+                .eps
+                .iter()
+                .map(|(h, _, _)| {
+                    if fam == "IPv4" {
+                        format!("10.244.0.{}", h + 1)
+                    } else {
+                        format!("fd00:244::{}", h + 1)
+                    }
+                })
+                .collect();
+            let eps: Vec<(&str, bool, bool, bool, &str)> = g
+                .eps
+                .iter()
+                .zip(&ips)
+                .map(|((_, cond, local), ip)| {
+                    let (r, s, t) = [
+                        (true, true, false),
+                        (false, true, true),
+                        (false, false, true),
+                        (false, false, false),
+                    ][*cond as usize];
+                    (
+                        ip.as_str(),
+                        r,
+                        s,
+                        t,
+                        if *local { "node-a" } else { "node-b" },
+                    )
+                })
+                .collect();
+            slices.push(slice(
+                "ns",
+                &format!("{name}-{fname}"),
+                &name,
+                fam,
+                &pr,
+                &eps,
+            ));
+        }
+        (svc, slices)
+    }
+
+    fn load(p: &mut Proxier, gens: &[SvcGen], prev: usize) {
+        for (i, g) in gens.iter().enumerate() {
+            let (s, sl) = objects(i, g);
+            p.upsert_service(&s);
+            for x in &sl {
+                p.upsert_slice(x);
+            }
+        }
+        for i in gens.len()..prev {
+            p.delete_service("ns", &format!("s{i}"));
+            p.delete_slice("ns", &format!("s{i}-v4"));
+            p.delete_slice("ns", &format!("s{i}-v6"));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+
+        #[test]
+        fn incremental_plans_reach_desired(
+            a in prop::collection::vec(svc_gen(), 0..6),
+            b in prop::collection::vec(svc_gen(), 0..6),
+        ) {
+            let mut p = Proxier::new(ProxyConfig::default(), node());
+            let mut k = KernelState::default();
+            load(&mut p, &a, 0);
+            let plan = p.sync(0);
+            prop_assert!(plan.internal_errors.is_empty(), "{:?}", plan.internal_errors);
+            k.apply_all(&plan.ops).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(&k, p.applied());
+            load(&mut p, &b, a.len());
+            let plan = p.sync(1);
+            prop_assert!(plan.internal_errors.is_empty(), "{:?}", plan.internal_errors);
+            k.apply_all(&plan.ops).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let plan = p.tick(10_000, no_conns);
+            k.apply_all(&plan.ops).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(&k, p.applied());
+            // Same result as building B from scratch.
+            let mut fresh = Proxier::new(ProxyConfig::default(), node());
+            load(&mut fresh, &b, 0);
+            prop_assert_eq!(&k, &fresh.desired_state());
+            prop_assert_eq!(k, p.desired_state());
+        }
+
+        #[test]
+        fn adoption_from_any_kernel_state_reaches_desired(
+            a in prop::collection::vec(svc_gen(), 0..6),
+            b in prop::collection::vec(svc_gen(), 0..6),
+            zero_weights in any::<bool>(),
+            drop_sets in any::<bool>(),
+        ) {
+            // Kernel state A: what a run with objects `a` left, perturbed,
+            // plus foreign state that must survive.
+            let mut pa = Proxier::new(ProxyConfig::default(), node());
+            load(&mut pa, &a, 0);
+            let mut k = pa.desired_state();
+            if zero_weights {
+                for s in k.services.values_mut() {
+                    for d in &mut s.destinations {
+                        d.weight = 0;
+                    }
+                }
+            }
+            if drop_sets {
+                k.sets.clear();
+            }
+            k.services.insert(tcp("192.168.0.100:80"), keepalived_vs());
+            let mut pb = Proxier::new(ProxyConfig::default(), node());
+            load(&mut pb, &b, 0);
+            let plan = pb.adopt(&k, 0);
+            prop_assert!(plan.internal_errors.is_empty(), "{:?}", plan.internal_errors);
+            k.apply_all(&plan.ops).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let plan = pb.tick(10_000, no_conns);
+            k.apply_all(&plan.ops).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(&k.services[&tcp("192.168.0.100:80")], &keepalived_vs());
+            prop_assert_eq!(pb.owned_view(&k), pb.desired_state());
+            prop_assert!(pb.repair(&k, 20_000).is_empty());
+        }
+    }
+}
