@@ -16,6 +16,9 @@ use nix::sys::time::TimeVal;
 
 use crate::error::NetlinkError;
 
+/// Netlink protocol numbers (`NETLINK_GENERIC`, `NETLINK_NETFILTER`, `NETLINK_ROUTE`, ...).
+pub use netlink_sys::protocols;
+
 /// Size of `struct nlmsghdr`.
 pub const NLMSG_HDRLEN: usize = 16;
 pub const NLMSG_NOOP: u16 = 1;

@@ -1,5 +1,6 @@
 //! A blocking IPVS client on one netlink socket, with batched `apply` for bulk changes.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 
@@ -215,22 +216,29 @@ impl IpvsClient {
     }
 
     /// Every virtual service (one dump).
+    ///
+    /// The kernel's service dump resumes by position in hash tables shared by
+    /// all network namespaces and never flags NLM_F_DUMP_INTR, so concurrent
+    /// changes (even in another namespace) can repeat or skip entries; repeats
+    /// are dropped here. Seen in the lab: one service reported 4 times.
     pub fn services(&mut self) -> Result<Vec<ServiceEntry>> {
         let replies = self.dump(
             "dump services",
             IpvsMessage::new(IpvsCmd::GetService, vec![]),
         )?;
-        replies
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                let attrs = m.service().ok_or_else(|| {
-                    Error::decode(format!("service dump message {i}"), "no SERVICE nest")
-                })?;
-                service_from_attrs(attrs)
-                    .map_err(|e| Error::decode(format!("service dump message {i}"), e))
-            })
-            .collect()
+        let mut seen = HashSet::with_capacity(replies.len());
+        let mut out = Vec::with_capacity(replies.len());
+        for (i, m) in replies.iter().enumerate() {
+            let attrs = m.service().ok_or_else(|| {
+                Error::decode(format!("service dump message {i}"), "no SERVICE nest")
+            })?;
+            let entry = service_from_attrs(attrs)
+                .map_err(|e| Error::decode(format!("service dump message {i}"), e))?;
+            if seen.insert(entry.service.key) {
+                out.push(entry);
+            }
+        }
+        Ok(out)
     }
 
     /// One service, or `None` if the kernel does not have it.

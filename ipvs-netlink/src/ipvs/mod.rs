@@ -1,5 +1,7 @@
 //! The kernel's IPVS (generic netlink family "IPVS"): typed model, codec and client.
 
+#[cfg(test)]
+mod captured;
 pub mod client;
 pub mod message;
 pub mod nla;
