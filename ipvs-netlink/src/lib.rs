@@ -6,6 +6,7 @@
 pub mod error;
 pub mod genl;
 pub mod ipvs;
+pub mod link;
 pub mod netlink;
 
 pub use error::{Error, NetlinkError};
