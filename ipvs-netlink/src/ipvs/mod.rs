@@ -5,6 +5,8 @@ mod captured;
 pub mod client;
 pub mod message;
 pub mod nla;
+#[cfg(test)]
+mod proptests;
 pub mod types;
 
 pub use client::{IpvsClient, Operation};
