@@ -3,6 +3,7 @@
 //! The flow is watch → model → reconcile → apply; the model and the reconciler
 //! are pure functions, and only the apply step touches the kernel.
 
+pub mod cli;
 pub mod ipvsadm;
 pub mod model;
 pub mod reconcile;

@@ -1,6 +1,16 @@
-//! The `kube-ipvs` binary.
+//! The `kube-ipvs` binary: parses the command line and reports errors as one readable message.
 
-fn main() -> anyhow::Result<()> {
-    println!("kube-ipvs {}", env!("CARGO_PKG_VERSION"));
-    Ok(())
+use clap::Parser;
+use kube_ipvs::cli::{Cli, run};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // `{:#}` prints the whole context chain on one line: "what failed: why".
+            eprintln!("kube-ipvs: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

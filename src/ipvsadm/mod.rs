@@ -13,10 +13,12 @@
 //!   prints as `-1`.
 
 mod format;
+mod kernel;
 mod order;
 mod restore;
 
 pub use format::{ListFormat, list, save};
+pub use kernel::{ApplyFailure, RestoreTarget, apply_restore, read_table};
 pub use order::{sort_destinations, sort_services};
 pub use restore::{Command, ParseError, RestoreLine, parse_restore};
 

@@ -1,0 +1,249 @@
+//! The `kube-ipvs` command line: clap definitions and the `ipvs` (ipvsadm-compatible) subcommands.
+
+use std::io::{Read, Write};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use ipvs_netlink::ipvs::IpvsClient;
+
+use crate::ipvsadm::{self, ListFormat};
+
+/// Kubernetes service proxy that programs Linux IPVS over netlink.
+#[derive(Debug, Parser)]
+#[command(name = "kube-ipvs", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Inspect and change the kernel's IPVS table, ipvsadm-compatible.
+    #[command(subcommand)]
+    Ipvs(IpvsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IpvsCommand {
+    /// Print the table exactly as `ipvsadm -Ln` does.
+    #[command(after_help = "Examples:
+  kube-ipvs ipvs list               # same bytes as `ipvsadm -Ln`
+  kube-ipvs ipvs list --stats       # same bytes as `ipvsadm -Ln --stats`
+  kube-ipvs ipvs list --rate --exact
+
+Services and real servers are sorted the way ipvsadm sorts them.")]
+    List(ListArgs),
+    /// Print the table as rules, exactly as `ipvsadm -Sn` does.
+    #[command(after_help = "Examples:
+  kube-ipvs ipvs save > rules       # same bytes as `ipvsadm -Sn`
+  kube-ipvs ipvs save | ipvsadm -R  # the rules are ipvsadm -R input
+
+Thresholds (-x/-y) are not saved, as in ipvsadm.")]
+    Save,
+    /// Apply `ipvsadm -R` rules read from standard input.
+    #[command(after_help = "Input: one command per line, in ipvsadm syntax:
+  -A|-E  -t|-u|--sctp-service ADDR:PORT | -f MARK [-6]  [-s SCHED] [-p [SECS]] [-M MASK] [--pe NAME] [-o] [-b FLAGS]
+  -D     SERVICE
+  -a|-e  SERVICE -r ADDR[:PORT] [-g|-i|-m] [-w WEIGHT] [-x UPPER] [-y LOWER]
+         [--tun-type ipip|gue|gre] [--tun-port PORT] [--tun-nocsum|--tun-csum|--tun-remcsum]
+  -d     SERVICE -r ADDR[:PORT]
+  -C
+Long forms (--add-service, --scheduler, --persistent, --real-server, --weight, ...) are
+accepted too. Defaults are ipvsadm's: scheduler wlc, -p alone is 360 s, real servers use
+direct routing (-g) with weight 1. Addresses and ports must be numeric; `#` starts a comment.
+
+The whole input is checked first: if any line is wrong, every bad line is reported with its
+number and nothing is applied. Then the lines are applied in order, in batches; each line the
+kernel refuses is reported with its number, and the exit status is non-zero.
+
+Examples:
+  ipvsadm -Sn | kube-ipvs ipvs restore
+  kube-ipvs ipvs save > rules && kube-ipvs ipvs restore --check < rules
+  printf '%s\\n' '-A -t 10.96.0.1:443 -s rr' '-a -t 10.96.0.1:443 -r 10.244.1.5:6443 -m' | kube-ipvs ipvs restore")]
+    Restore(RestoreArgs),
+    /// Delete every virtual service and real server (`ipvsadm -C`).
+    #[command(after_help = "Example:
+  kube-ipvs ipvs clear && kube-ipvs ipvs list")]
+    Clear,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Traffic counters (`ipvsadm -Ln --stats`).
+    #[arg(long, group = "columns")]
+    pub stats: bool,
+    /// Traffic rates (`ipvsadm -Ln --rate`).
+    #[arg(long, group = "columns")]
+    pub rate: bool,
+    /// Connection thresholds (`ipvsadm -Ln --thresholds`).
+    #[arg(long, group = "columns")]
+    pub thresholds: bool,
+    /// Persistent connection counts (`ipvsadm -Ln --persistent-conn`).
+    #[arg(long, group = "columns")]
+    pub persistent_conn: bool,
+    /// Tunnel settings of real servers (`ipvsadm -Ln --tun-info`).
+    #[arg(long, group = "columns")]
+    pub tun_info: bool,
+    /// Exact numbers instead of K/M/G/T (`--exact`).
+    #[arg(long)]
+    pub exact: bool,
+}
+
+impl ListArgs {
+    fn format(&self) -> ListFormat {
+        if self.stats {
+            ListFormat::Stats
+        } else if self.rate {
+            ListFormat::Rate
+        } else if self.thresholds {
+            ListFormat::Thresholds
+        } else if self.persistent_conn {
+            ListFormat::PersistentConn
+        } else if self.tun_info {
+            ListFormat::TunInfo
+        } else {
+            ListFormat::Plain
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Only check the input; change nothing.
+    #[arg(long)]
+    pub check: bool,
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Some(Command::Ipvs(cmd)) => run_ipvs(cmd),
+        None => bail!(
+            "the proxy daemon is not implemented yet; use a subcommand such as `kube-ipvs ipvs list` (see `kube-ipvs --help`)"
+        ),
+    }
+}
+
+fn client() -> Result<IpvsClient> {
+    IpvsClient::new().context("cannot open the kernel's IPVS over netlink")
+}
+
+fn write_stdout(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        // `kube-ipvs ipvs list | head` closing the pipe early is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("cannot write to standard output"),
+    }
+}
+
+fn run_ipvs(cmd: IpvsCommand) -> Result<()> {
+    match cmd {
+        IpvsCommand::List(args) => {
+            let mut c = client()?;
+            let info = c.info().context("cannot read IPVS version")?;
+            let table = ipvsadm::read_table(&mut c).context("cannot read the IPVS table")?;
+            write_stdout(&ipvsadm::list(&info, &table, args.format(), args.exact))
+        }
+        IpvsCommand::Save => {
+            let table =
+                ipvsadm::read_table(&mut client()?).context("cannot read the IPVS table")?;
+            write_stdout(&ipvsadm::save(&table))
+        }
+        IpvsCommand::Clear => client()?.flush().context("cannot clear the IPVS table"),
+        IpvsCommand::Restore(args) => {
+            let mut input = String::new();
+            std::io::stdin()
+                .read_to_string(&mut input)
+                .context("cannot read restore rules from standard input (it must be UTF-8 text)")?;
+            restore(&input, args.check, client)
+        }
+    }
+}
+
+/// Parses everything, then applies; `connect` is only called when there is something to apply.
+fn restore(input: &str, check: bool, connect: impl FnOnce() -> Result<IpvsClient>) -> Result<()> {
+    let lines = ipvsadm::parse_restore(input).map_err(|errors| {
+        let mut msg: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        msg.push(format!(
+            "nothing applied: fix the {} line(s) above and run the restore again",
+            errors.len()
+        ));
+        anyhow!(msg.join("\n"))
+    })?;
+    if check || lines.is_empty() {
+        return Ok(());
+    }
+    let mut c = connect()?;
+    let failures = ipvsadm::apply_restore(&mut c, &lines);
+    if failures.is_empty() {
+        return Ok(());
+    }
+    let mut msg: Vec<String> = failures
+        .iter()
+        .map(|f| {
+            let err = f.error.to_string();
+            if err.contains(&f.what) {
+                format!("line {}: {err}", f.line)
+            } else {
+                format!("line {}: {}: {err}", f.line, f.what)
+            }
+        })
+        .collect();
+    let unsure = failures.iter().any(|f| f.error.is_unconfirmed());
+    msg.push(format!(
+        "{} of {} line(s) failed; the other lines were applied{}",
+        failures.len(),
+        lines.len(),
+        if unsure {
+            " (some outcomes are unknown: check with `kube-ipvs ipvs save`)"
+        } else {
+            ""
+        }
+    ));
+    Err(anyhow!(msg.join("\n")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn list_options_parse_and_conflict() {
+        let cli = Cli::try_parse_from(["kube-ipvs", "ipvs", "list", "--rate", "--exact"]).unwrap();
+        match cli.command {
+            Some(Command::Ipvs(IpvsCommand::List(a))) => {
+                assert_eq!(a.format(), ListFormat::Rate);
+                assert!(a.exact);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["kube-ipvs", "ipvs", "list", "--stats", "--rate"]).is_err());
+        assert!(Cli::try_parse_from(["kube-ipvs", "ipvs", "restore", "--check"]).is_ok());
+        assert!(Cli::try_parse_from(["kube-ipvs", "ipvs", "bogus"]).is_err());
+    }
+
+    #[test]
+    fn no_subcommand_is_an_honest_error() {
+        let err = run(Cli { command: None }).unwrap_err().to_string();
+        assert!(err.contains("not implemented"), "{err}");
+    }
+
+    #[test]
+    fn bad_input_is_reported_without_touching_the_kernel() {
+        let input = "-A -t 10.0.0.1:80 -s rr\n-a -t 10.0.0.1:80 -r 10.0.0.2 -w heavy\n";
+        let err = restore(input, false, || panic!("must not connect"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("line 2: invalid weight 'heavy'"), "{err}");
+        assert!(err.contains("nothing applied"), "{err}");
+        assert!(restore("-A -t 10.0.0.1:80\n", true, || panic!("must not connect")).is_ok());
+        assert!(restore("\n# nothing\n", false, || panic!("must not connect")).is_ok());
+    }
+}
