@@ -10,4 +10,6 @@ pub use plan::{ConntrackFilter, IpvsOp, Op, Plan};
 pub use proxier::{ConnCounts, Proxier};
 
 #[cfg(test)]
+mod golden;
+#[cfg(test)]
 mod tests;

@@ -70,6 +70,12 @@ fn timeouts_ok(want: &Timeouts, have: Option<&Timeouts>) -> bool {
         && (want.udp == 0 || want.udp == h.udp)
 }
 
+fn sorted<T: Ord>(set: HashSet<T>) -> Vec<T> {
+    let mut v: Vec<T> = set.into_iter().collect();
+    v.sort_unstable();
+    v
+}
+
 /// Keeps desired state per Service, the last applied state and drains.
 #[derive(Debug)]
 pub struct Proxier {
@@ -287,14 +293,16 @@ impl Proxier {
                 self.diff_iptables(*f, &mut plan);
             }
         }
-        for k in &touched.vs {
-            self.diff_vs(k, now, &mut plan);
+        // Sorted so a plan is deterministic (golden tests, readable logs);
+        // the sort is over touched keys only.
+        for k in sorted(touched.vs) {
+            self.diff_vs(&k, now, &mut plan);
         }
-        for a in &touched.addresses {
-            self.diff_address(a, &mut plan);
+        for a in sorted(touched.addresses) {
+            self.diff_address(&a, &mut plan);
         }
-        for e in &touched.entries {
-            self.diff_entry(e, &mut plan);
+        for e in sorted(touched.entries) {
+            self.diff_entry(&e, &mut plan);
         }
         self.finish(plan)
     }
@@ -575,10 +583,8 @@ impl Proxier {
             .chain(self.applied.services.keys())
             .copied()
             .collect();
-        let mut keys: Vec<ServiceKey> = keys.into_iter().collect();
-        keys.sort();
-        for k in &keys {
-            self.diff_vs(k, now, &mut plan);
+        for k in sorted(keys) {
+            self.diff_vs(&k, now, &mut plan);
         }
         let addrs: HashSet<IpAddr> = self
             .agg
@@ -586,15 +592,15 @@ impl Proxier {
             .chain(self.applied.addresses.iter())
             .copied()
             .collect();
-        for a in &addrs {
-            self.diff_address(a, &mut plan);
+        for a in sorted(addrs) {
+            self.diff_address(&a, &mut plan);
         }
         let mut entries: HashSet<(SetName, IpsetEntry)> = self.agg.entries().copied().collect();
         for (s, es) in &self.applied.sets {
             entries.extend(es.iter().map(|e| (*s, *e)));
         }
-        for e in &entries {
-            self.diff_entry(e, &mut plan);
+        for e in sorted(entries) {
+            self.diff_entry(&e, &mut plan);
         }
         plan.order();
         plan.repairs = plan.ops.iter().map(|o| o.to_string()).collect();
