@@ -715,6 +715,68 @@ mod tests {
         assert!(r.is_empty());
     }
 
+    /// A CTRL_CMD_GETFAMILY request for `name` (nlctrl is always there).
+    fn get_family(name: &str) -> Vec<u8> {
+        use netlink_packet_core::{NetlinkHeader, NetlinkMessage, NetlinkPayload};
+        use netlink_packet_generic::GenlMessage;
+        use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
+        use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
+        let mut nlas = vec![];
+        if !name.is_empty() {
+            nlas.push(GenlCtrlAttrs::FamilyName(name.to_owned()));
+        }
+        let mut msg = NetlinkMessage::new(
+            NetlinkHeader::default(),
+            NetlinkPayload::from(GenlMessage::from_payload(GenlCtrl {
+                cmd: GenlCtrlCmd::GetFamily,
+                nlas,
+            })),
+        );
+        msg.finalize();
+        let mut buf = vec![0; msg.buffer_len()];
+        msg.serialize(&mut buf);
+        buf
+    }
+
+    #[test]
+    fn batch_dump_and_request_against_nlctrl() {
+        let Ok(mut s) = NetlinkSocket::new(protocols::NETLINK_GENERIC) else {
+            return; // no netlink in this sandbox
+        };
+        // One sendmsg, three requests, one failing in the middle: the kernel goes on.
+        let mut msgs = get_family("nlctrl");
+        msgs.extend(get_family("no-such-family"));
+        msgs.extend(get_family("nlctrl"));
+        let r = s.batch(&mut msgs).unwrap();
+        assert_eq!(r.len(), 3);
+        assert!(r[0].is_ok(), "{:?}", r[0]);
+        assert_eq!(r[1].as_ref().unwrap_err().errno(), Some(2), "ENOENT");
+        assert!(r[2].is_ok(), "{:?}", r[2]);
+        assert_eq!(s.stats().sendmsg_calls, 1);
+        assert_eq!(s.stats().messages_sent, 3);
+
+        // A dump of every family includes nlctrl itself.
+        let mut replies = Replies::new();
+        let mut all = get_family("");
+        s.dump(&mut all, &mut replies).unwrap();
+        assert!(replies.len() > 1);
+        assert!(
+            replies
+                .iter()
+                .any(|r| r.payload.windows(7).any(|w| w == b"nlctrl\0"))
+        );
+
+        // genl resolution goes through request() and is cached.
+        assert_eq!(s.genl_family_id("nlctrl").unwrap(), 0x10);
+        let sent = s.stats().sendmsg_calls;
+        assert_eq!(s.genl_family_id("nlctrl").unwrap(), 0x10);
+        assert_eq!(s.stats().sendmsg_calls, sent);
+        assert_eq!(
+            s.genl_family_id("no-such-family").unwrap_err().errno(),
+            Some(2)
+        );
+    }
+
     #[test]
     fn batch_rejects_malformed_input_without_sending() {
         let Ok(mut s) = NetlinkSocket::new(netlink_sys::protocols::NETLINK_GENERIC) else {
