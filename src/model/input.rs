@@ -175,7 +175,7 @@ pub fn parse_service(svc: &Service, cfg: &ProxyConfig) -> ParsedService {
         Some(v) if !v.is_empty() => v.iter().map(String::as_str).collect(),
         _ => spec.cluster_ip.as_deref().into_iter().collect(),
     };
-    if raw_ips.iter().any(|s| *s == "None") {
+    if raw_ips.contains(&"None") {
         return ParsedService::Ignored("headless");
     }
     let mut warnings = Vec::new();

@@ -52,7 +52,7 @@ fn tcp(s: &str) -> ServiceKey {
     ServiceKey::Tcp(sa(s))
 }
 
-fn vs<'a>(c: &'a Contribution, k: ServiceKey) -> &'a super::contribution::VirtualServer {
+fn vs(c: &Contribution, k: ServiceKey) -> &super::contribution::VirtualServer {
     c.virtual_servers
         .iter()
         .find(|v| v.service.key == k)

@@ -93,7 +93,7 @@ fn first_sync_builds_everything_in_safe_order() {
     assert_eq!(k, p.desired_state());
     assert_eq!(&k, p.applied());
     // The address is bound only after its service and all real servers exist.
-    let pos = |pred: &dyn Fn(&Op) -> bool| plan.ops.iter().position(|o| pred(o)).unwrap();
+    let pos = |pred: &dyn Fn(&Op) -> bool| plan.ops.iter().position(pred).unwrap();
     let bind = pos(&|o| matches!(o, Op::AddAddress(a) if *a == ip("10.96.0.10")));
     let add_svc = pos(&|o| matches!(o, Op::Ipvs(IpvsOp::AddService(_))));
     let last_dest = plan
@@ -283,7 +283,7 @@ fn udp_removal_is_immediate_with_conntrack_cleanup() {
 fn service_changes_type_and_family() {
     let mut p = Proxier::new(ProxyConfig::default(), node());
     let mut k = KernelState::default();
-    let steps = vec![
+    let steps = [
         web(json!({})),
         web(
             json!({"type": "NodePort", "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}),
