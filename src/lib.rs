@@ -4,6 +4,7 @@
 //! are pure functions, and only the apply step touches the kernel.
 
 pub mod cli;
+pub mod iptables;
 pub mod ipvsadm;
 pub mod model;
 pub mod reconcile;
