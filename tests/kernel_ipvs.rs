@@ -9,7 +9,7 @@ use std::time::Instant;
 use common::{netns, sh, try_sh};
 use ipvs_netlink::Error;
 use ipvs_netlink::ipvs::*;
-use ipvs_netlink::netlink::{NetlinkSocket, Replies, SocketConfig};
+use ipvs_netlink::netlink::{AckMode, NetlinkSocket, Replies, SocketConfig};
 
 fn client() -> IpvsClient {
     IpvsClient::new().expect("IPVS client (the lab loads ip_vs)")
@@ -419,7 +419,23 @@ fn error_paths_name_the_object() {
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn partial_failure_in_a_batch() {
     netns();
-    let mut c = client();
+    partial_failure(&mut client());
+}
+
+#[test]
+#[ignore = "kernel test: runs in the lab via scripts/test.sh"]
+fn partial_failure_in_a_batch_with_acks_on_last_only() {
+    netns();
+    partial_failure(
+        &mut IpvsClient::with_config(SocketConfig {
+            ack_mode: AckMode::ErrorsAndLast,
+            ..SocketConfig::default()
+        })
+        .unwrap(),
+    );
+}
+
+fn partial_failure(c: &mut IpvsClient) {
     let dup = tcp("10.96.0.50:80");
     c.add_service(&Service::new(dup)).unwrap();
     let ops: Vec<Operation> = (0..100)
@@ -610,6 +626,37 @@ fn benchmark_against_ipvsadm_restore() {
         .unwrap();
     });
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+#[ignore = "kernel test: runs in the lab via scripts/test.sh"]
+fn benchmark_ack_modes() {
+    // 5,000 services × 2 destinations, each mode in a fresh namespace.
+    for mode in [AckMode::EveryMessage, AckMode::ErrorsAndLast] {
+        std::thread::spawn(move || {
+            netns();
+            let mut c = IpvsClient::with_config(SocketConfig {
+                ack_mode: mode,
+                ..SocketConfig::default()
+            })
+            .unwrap();
+            let (ops, _) = big_table(5000, 2);
+            let t = Instant::now();
+            let r = c.apply(&ops);
+            let el = t.elapsed();
+            assert!(r.iter().all(|r| r.is_ok()));
+            let st = c.netlink_stats();
+            eprintln!(
+                "{mode:?}: {} ops in {el:?} ({} sendmsg, {} recvmsg)",
+                ops.len(),
+                st.sendmsg_calls,
+                st.recvmsg_calls
+            );
+            assert_eq!(c.services().unwrap().len(), 5000);
+        })
+        .join()
+        .unwrap();
+    }
 }
 
 /// Prints raw kernel replies as hex, to refresh the captured-bytes unit tests

@@ -50,6 +50,19 @@ pub const fn align(len: usize) -> usize {
     (len + 3) & !3
 }
 
+/// Which messages of a batch ask the kernel for an ACK.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AckMode {
+    /// NLM_F_ACK on every message: one ACK (and one recvmsg) per message.
+    #[default]
+    EveryMessage,
+    /// NLM_F_ACK only on the last message of each sendmsg. The kernel still
+    /// answers every failure, and handles a sendmsg's messages in order, so
+    /// the last ACK vouches for every earlier message without an error. If
+    /// the queue overflowed (ENOBUFS) nothing unacknowledged counts as applied.
+    ErrorsAndLast,
+}
+
 /// Socket tuning; the defaults suit batches of thousands of messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SocketConfig {
@@ -62,6 +75,7 @@ pub struct SocketConfig {
     pub recv_buffer: usize,
     /// Upper bound on the bytes packed into one sendmsg.
     pub max_batch_bytes: usize,
+    pub ack_mode: AckMode,
 }
 
 impl Default for SocketConfig {
@@ -71,6 +85,7 @@ impl Default for SocketConfig {
             send_buffer: 1 << 20,
             recv_buffer: 8 << 20,
             max_batch_bytes: 256 << 10,
+            ack_mode: AckMode::EveryMessage,
         }
     }
 }
@@ -224,6 +239,7 @@ pub struct NetlinkSocket {
     recv_timeout: Duration,
     batch_bytes: usize,
     batch_messages: usize,
+    ack_mode: AckMode,
     stats: NetlinkStats,
     /// Generic netlink family ids by name (see `genl`).
     pub(crate) genl_families: HashMap<String, u16>,
@@ -275,6 +291,7 @@ impl NetlinkSocket {
             recv_timeout: config.recv_timeout,
             batch_bytes,
             batch_messages,
+            ack_mode: config.ack_mode,
             stats: NetlinkStats::default(),
             genl_families: HashMap::new(),
         })
@@ -350,6 +367,8 @@ impl NetlinkSocket {
     /// A result is `Ok` only when its ACK arrived. If ACKs are dropped (ENOBUFS)
     /// or the kernel stops answering, the affected results are
     /// [`NetlinkError::Unconfirmed`] / [`NetlinkError::Timeout`]: re-read state.
+    /// With [`AckMode::ErrorsAndLast`] only each sendmsg's last message asks
+    /// for an ACK (see there): far fewer recvmsg calls, same guarantees.
     /// The outer error means the input is not a sequence of netlink messages.
     pub fn batch(&mut self, msgs: &mut [u8]) -> Result<Vec<AckResult>, NetlinkError> {
         let mut bounds = Vec::new();
@@ -389,10 +408,14 @@ impl NetlinkSocket {
                 continue;
             }
             let base = self.seq.wrapping_add(1);
-            for &(s, _) in &bounds[first..last] {
+            let implicit = self.ack_mode == AckMode::ErrorsAndLast;
+            for (i, &(s, _)) in bounds[first..last].iter().enumerate() {
                 let seq = self.next_seq();
                 let mut h = MsgHeader::parse(&msgs[s..])?;
                 h.flags |= NLM_F_REQUEST | NLM_F_ACK;
+                if implicit && first + i + 1 < last {
+                    h.flags &= !NLM_F_ACK;
+                }
                 h.seq = seq;
                 h.pid = 0;
                 h.emit(&mut msgs[s..]);
@@ -410,7 +433,7 @@ impl NetlinkSocket {
                 first = last;
                 continue;
             }
-            if let Err(e) = self.collect_acks(base, &mut results[first..last]) {
+            if let Err(e) = self.collect_acks(base, &mut results[first..last], implicit) {
                 // Timeout or a broken socket: the rest stays unsent.
                 for r in &mut results[first..last] {
                     if r.is_none() {
@@ -430,13 +453,16 @@ impl NetlinkSocket {
             .collect())
     }
 
-    /// Reads ACKs for the messages numbered `base..base+results.len()`.
+    /// Reads ACKs for the messages numbered `base..base+results.len()`; with
+    /// `implicit`, only errors and the last message's ACK are expected.
     fn collect_acks(
         &mut self,
         base: u32,
         results: &mut [Option<AckResult>],
+        implicit: bool,
     ) -> Result<(), NetlinkError> {
-        let mut pending = results.len();
+        let mut pending = if implicit { 1 } else { results.len() };
+        let last = results.len().saturating_sub(1);
         let mut overrun = false;
         while pending > 0 {
             // After an overrun every ACK that survived is already queued (the
@@ -459,12 +485,17 @@ impl NetlinkSocket {
                 }
                 if results[idx].is_none() {
                     results[idx] = Some(parse_ack(&h, payload));
-                    pending -= 1;
+                    if !implicit || idx == last {
+                        pending -= 1;
+                    }
                 }
             }
         }
         for (i, r) in results.iter_mut().enumerate() {
-            if r.is_none() {
+            if r.is_none() && implicit && !overrun {
+                // Processed before the last message and no error came back.
+                *r = Some(Ok(()));
+            } else if r.is_none() {
                 *r = Some(Err(NetlinkError::Unconfirmed {
                     seq: base.wrapping_add(i as u32),
                 }));
@@ -754,6 +785,23 @@ mod tests {
         assert!(r[2].is_ok(), "{:?}", r[2]);
         assert_eq!(s.stats().sendmsg_calls, 1);
         assert_eq!(s.stats().messages_sent, 3);
+
+        // Same with ACKs only on the last message: errors still come back.
+        let mut s2 = NetlinkSocket::with_config(
+            protocols::NETLINK_GENERIC,
+            SocketConfig {
+                ack_mode: AckMode::ErrorsAndLast,
+                ..SocketConfig::default()
+            },
+        )
+        .unwrap();
+        let mut msgs = get_family("nlctrl");
+        msgs.extend(get_family("no-such-family"));
+        msgs.extend(get_family("nlctrl"));
+        msgs.extend(get_family("nlctrl"));
+        let r = s2.batch(&mut msgs).unwrap();
+        assert!(r[0].is_ok() && r[2].is_ok() && r[3].is_ok(), "{r:?}");
+        assert_eq!(r[1].as_ref().unwrap_err().errno(), Some(2), "ENOENT");
 
         // A dump of every family includes nlctrl itself.
         let mut replies = Replies::new();
