@@ -34,7 +34,9 @@ pub enum ListFormat {
 fn ntop6(a: &Ipv6Addr) -> String {
     let w = a.segments();
     // Longest run of at least two zero words; the first one wins a tie.
-    let (mut best, mut cur): (Option<(usize, usize)>, Option<(usize, usize)>) = (None, None);
+    // (start, length) of zero-word runs.
+    let mut best: Option<(usize, usize)> = None;
+    let mut cur: Option<(usize, usize)> = None;
     for (i, &x) in w.iter().enumerate() {
         if x == 0 {
             cur = Some(cur.map_or((i, 1), |(b, l)| (b, l + 1)));
