@@ -8,3 +8,4 @@ pub mod iptables;
 pub mod ipvsadm;
 pub mod model;
 pub mod reconcile;
+pub mod sysctl;

@@ -236,7 +236,7 @@ pub fn missing_jumps_payload(
         let spec = j.spec();
         let present = t
             .and_then(|t| t.rules.get(j.from))
-            .is_some_and(|rs| rs.iter().any(|r| *r == spec));
+            .is_some_and(|rs| rs.contains(&spec));
         if present {
             continue;
         }
