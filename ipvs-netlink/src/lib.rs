@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod genl;
+pub mod ipset;
 pub mod ipvs;
 pub mod link;
 pub mod netlink;
