@@ -11,6 +11,16 @@ use ipvs_netlink::Error;
 use ipvs_netlink::ipvs::*;
 use ipvs_netlink::netlink::{AckMode, NetlinkSocket, Replies, SocketConfig};
 
+/// IPVS service hash tables are shared by all namespaces and a dump resumes by
+/// position in them, so a change in one test's namespace can make another
+/// test's dump (ours or ipvsadm's) skip or repeat entries. Tests in this
+/// binary therefore run one at a time; each holds this lock throughout.
+static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    LAB.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn client() -> IpvsClient {
     IpvsClient::new().expect("IPVS client (the lab loads ip_vs)")
 }
@@ -42,6 +52,7 @@ fn nth_addr(base: u8, i: u32) -> Ipv4Addr {
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn info_matches_proc() {
+    let _serial = serial();
     netns();
     let info = client().info().unwrap();
     let proc = std::fs::read_to_string("/proc/net/ip_vs").unwrap();
@@ -59,6 +70,7 @@ fn info_matches_proc() {
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn timeouts_get_and_set() {
+    let _serial = serial();
     netns();
     let mut c = client();
     let before = c.timeouts().unwrap();
@@ -101,6 +113,7 @@ fn timeouts_get_and_set() {
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn services_add_dump_get_edit_delete() {
+    let _serial = serial();
     netns();
     let mut c = client();
     let keys = [
@@ -165,6 +178,7 @@ fn services_add_dump_get_edit_delete() {
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn destinations_with_every_forward_method() {
+    let _serial = serial();
     netns();
     let mut c = client();
     let key = tcp("10.96.0.1:80");
@@ -227,6 +241,7 @@ fn destinations_with_every_forward_method() {
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn thresholds_tunnels_and_mixed_family() {
+    let _serial = serial();
     netns();
     let mut c = client();
     let key = tcp("10.96.0.1:80");
@@ -284,6 +299,7 @@ fn thresholds_tunnels_and_mixed_family() {
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn persistence_netmask_and_scheduler_flags() {
+    let _serial = serial();
     netns();
     let mut c = client();
     let mut p4 = Service::new(tcp("10.96.0.1:443"));
@@ -337,6 +353,7 @@ fn persistence_netmask_and_scheduler_flags() {
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn zero_and_flush() {
+    let _serial = serial();
     netns();
     let mut c = client();
     let key = tcp("10.96.0.1:80");
@@ -361,6 +378,7 @@ fn zero_and_flush() {
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn error_paths_name_the_object() {
+    let _serial = serial();
     netns();
     let mut c = client();
     let key = tcp("10.0.0.1:80");
@@ -418,6 +436,7 @@ fn error_paths_name_the_object() {
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn partial_failure_in_a_batch() {
+    let _serial = serial();
     netns();
     partial_failure(&mut client());
 }
@@ -425,6 +444,7 @@ fn partial_failure_in_a_batch() {
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn partial_failure_in_a_batch_with_acks_on_last_only() {
+    let _serial = serial();
     netns();
     partial_failure(
         &mut IpvsClient::with_config(SocketConfig {
@@ -457,6 +477,7 @@ fn partial_failure(c: &mut IpvsClient) {
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn lost_acks_are_reported_unconfirmed_never_ok() {
+    let _serial = serial();
     netns();
     // The smallest receive buffer the kernel allows: the ACK storm overflows it.
     let mut c = IpvsClient::with_config(SocketConfig {
@@ -514,6 +535,7 @@ fn big_table(n: u32, m: u32) -> (Vec<Operation>, BTreeMap<ServiceKey, BTreeSet<S
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn batch_of_2000_services_with_10_destinations() {
+    let _serial = serial();
     netns();
     let mut c = client();
     let (ops, want) = big_table(2000, 10);
@@ -555,6 +577,7 @@ fn batch_of_2000_services_with_10_destinations() {
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn dump_of_10000_services_is_complete() {
+    let _serial = serial();
     netns();
     let mut c = client();
     let (ops, want) = big_table(10_000, 0);
@@ -581,6 +604,7 @@ fn dump_of_10000_services_is_complete() {
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn benchmark_against_ipvsadm_restore() {
+    let _serial = serial();
     // Same table, two fresh namespaces: ipvsadm -R versus one apply().
     let n = 1000;
     let dir = std::env::temp_dir().join(format!("kube-ipvs-bench-{}", std::process::id()));
@@ -631,6 +655,7 @@ fn benchmark_against_ipvsadm_restore() {
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn benchmark_ack_modes() {
+    let _serial = serial();
     // 5,000 services × 2 destinations, each mode in a fresh namespace.
     for mode in [AckMode::EveryMessage, AckMode::ErrorsAndLast] {
         std::thread::spawn(move || {
@@ -664,6 +689,7 @@ fn benchmark_ack_modes() {
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn capture_kernel_replies() {
+    let _serial = serial();
     netns();
     let mut c = client();
     let mut svc = Service::new(tcp("10.96.0.1:80"));
