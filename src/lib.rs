@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod iptables;
+pub mod ipset_cmd;
 pub mod ipvsadm;
 pub mod model;
 pub mod reconcile;
