@@ -684,6 +684,32 @@ fn benchmark_ack_modes() {
     }
 }
 
+#[test]
+#[ignore = "kernel test: runs in the lab via scripts/test.sh"]
+fn permission_denied_without_cap_net_admin() {
+    if std::env::var("KUBE_IPVS_AS_NOBODY").as_deref() == Ok("1") {
+        // Re-executed below as an unprivileged user, in the parent's namespace.
+        let mut c = IpvsClient::new().expect("resolving the family needs no privilege");
+        let e = c
+            .add_service(&Service::new(tcp("10.96.0.1:80")))
+            .unwrap_err();
+        assert!(matches!(e, Error::PermissionDenied { .. }), "{e:?}");
+        assert!(e.to_string().contains("CAP_NET_ADMIN"), "{e}");
+        let e = c.services().unwrap_err();
+        assert!(matches!(e, Error::PermissionDenied { .. }), "{e:?}");
+        return;
+    }
+    let _serial = serial();
+    netns();
+    let exe = std::env::current_exe().unwrap();
+    let out = sh(&format!(
+        "setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all \
+         env KUBE_IPVS_AS_NOBODY=1 {} --ignored --exact permission_denied_without_cap_net_admin 2>&1",
+        exe.display()
+    ));
+    assert!(out.contains("1 passed"), "{out}");
+}
+
 /// Prints raw kernel replies as hex, to refresh the captured-bytes unit tests
 /// (run with --nocapture). Also checks they decode.
 #[test]

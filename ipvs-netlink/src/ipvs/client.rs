@@ -378,6 +378,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn missing_ipvs_family_is_reported_as_unavailable() {
+        // Only meaningful where ip_vs is not loaded (e.g. a build sandbox).
+        if std::path::Path::new("/proc/net/ip_vs").exists()
+            || NetlinkSocket::new(NETLINK_GENERIC).is_err()
+        {
+            return;
+        }
+        match IpvsClient::new() {
+            Err(e @ Error::IpvsUnavailable) => assert_eq!(
+                e.to_string(),
+                "IPVS is not available: load it with scripts/load-modules.sh"
+            ),
+            Err(e) => panic!("{e:?}"),
+            Ok(_) => {} // autoloaded by the kernel after all
+        }
+    }
+
+    #[test]
     fn errors_name_the_object() {
         let k = ServiceKey::Tcp("10.0.0.1:80".parse().unwrap());
         let kernel = |errno| NetlinkError::Kernel {
