@@ -557,17 +557,15 @@ fn batch_of_2000_services_with_10_destinations() {
     );
 
     let t = Instant::now();
-    let services = c.services().unwrap();
-    let mut got = BTreeMap::new();
-    for s in &services {
-        let dests: BTreeSet<SocketAddr> = c
-            .destinations(&s.service.key)
-            .unwrap()
-            .into_iter()
-            .map(|d| d.destination.addr)
-            .collect();
-        got.insert(s.service.key, dests);
-    }
+    let got: BTreeMap<ServiceKey, BTreeSet<SocketAddr>> = c
+        .table()
+        .unwrap()
+        .into_iter()
+        .map(|(s, d)| {
+            let addrs = d.into_iter().map(|d| d.destination.addr).collect();
+            (s.service.key, addrs)
+        })
+        .collect();
     eprintln!("dump 2000 services + their destinations: {:?}", t.elapsed());
     assert_eq!(got, want);
     let lines = sh("ipvsadm -Sn | wc -l");

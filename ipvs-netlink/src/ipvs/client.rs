@@ -284,6 +284,18 @@ impl IpvsClient {
             .collect()
     }
 
+    /// Every service with its real servers: one service dump plus one
+    /// destination dump per service (the kernel has no "all destinations" dump).
+    pub fn table(&mut self) -> Result<Vec<(ServiceEntry, Vec<DestinationEntry>)>> {
+        let services = self.services()?;
+        let mut out = Vec::with_capacity(services.len());
+        for s in services {
+            let dests = self.destinations(&s.service.key)?;
+            out.push((s, dests));
+        }
+        Ok(out)
+    }
+
     fn apply_one(&mut self, op: Operation) -> Result<()> {
         let mut r = self.apply(std::slice::from_ref(&op));
         r.pop().unwrap_or(Ok(()))
