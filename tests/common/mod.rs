@@ -26,7 +26,11 @@ pub fn netns() {
 
 /// Runs a shell command in the current namespace; panics with its output on failure.
 pub fn sh(cmd: &str) -> String {
-    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("spawn sh");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("spawn sh");
     assert!(
         out.status.success(),
         "`{cmd}` failed with {}:\nstdout: {}\nstderr: {}",
@@ -39,7 +43,11 @@ pub fn sh(cmd: &str) -> String {
 
 /// Runs a shell command and returns (success, stdout, stderr) without asserting.
 pub fn try_sh(cmd: &str) -> (bool, String, String) {
-    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("spawn sh");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("spawn sh");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
