@@ -132,6 +132,7 @@ impl Operation {
                 }
             }
             Operation::Add { set, members, .. } => {
+                mixed(set, members.iter().map(|m| &m.entry))?;
                 for m in members {
                     if let Some(c) = &m.comment
                         && (c.len() > IPSET_MAX_COMMENT_SIZE || c.contains('\0'))
@@ -143,9 +144,26 @@ impl Operation {
                     }
                 }
             }
+            Operation::Del { set, entries, .. } => mixed(set, entries.iter())?,
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// One set holds one kind and family of entry; the kernel would answer a
+/// mixed batch with a bare IPSET_ERR_PROTOCOL midway.
+fn mixed<'a>(set: &str, mut entries: impl Iterator<Item = &'a Entry>) -> Result<()> {
+    let Some(first) = entries.next() else {
+        return Ok(());
+    };
+    let key = |e: &Entry| (e.set_type(), e.family());
+    let want = key(first);
+    match entries.find(|e| key(e) != want) {
+        Some(e) => Err(IpsetError::InvalidArgument(format!(
+            "set {set}: entries mix kinds or families ({first:?} and {e:?})"
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -523,7 +541,14 @@ impl IpsetClient {
                 } else {
                     IpsetCmd::Flush
                 };
-                IpsetMessage::new(cmd, vec![p, CmdAttr::SetName(s.clone())]).append(0, buf);
+                // Without NLM_F_EXCL the kernel destroys a missing set "successfully"
+                // (flag_exist); like the ipset tool, we want to hear about it.
+                let flags = if cmd == IpsetCmd::Destroy {
+                    NLM_F_EXCL
+                } else {
+                    0
+                };
+                IpsetMessage::new(cmd, vec![p, CmdAttr::SetName(s.clone())]).append(flags, buf);
                 Ok(whole(op))
             }
             Operation::Rename { from: a, to: b } | Operation::Swap(a, b) => {
@@ -581,20 +606,20 @@ impl IpsetClient {
         let mut first = 0;
         let mut flush = |chunk: &mut Vec<Vec<AdtAttr>>, first: usize, buf: &mut Vec<u8>| {
             let n = chunk.len();
-            let data = if n == 1 {
-                CmdAttr::AdtData(chunk.pop().unwrap_or_default())
+            let mut attrs = vec![
+                CmdAttr::Protocol(self.protocol),
+                CmdAttr::SetName(set.into()),
+            ];
+            if n == 1 {
+                attrs.push(CmdAttr::AdtData(chunk.pop().unwrap_or_default()));
             } else {
-                CmdAttr::Adt(std::mem::take(chunk))
-            };
-            IpsetMessage::new(
-                cmd,
-                vec![
-                    CmdAttr::Protocol(self.protocol),
-                    CmdAttr::SetName(set.into()),
-                    data,
-                ],
-            )
-            .append(flags, buf);
+                // ip_set_ad() refuses an ADT nest without a top-level LINENO
+                // (IPSET_ERR_PROTOCOL). Entries carry no CADT_LINENO, so a failure
+                // comes back as a plain error ACK rather than ipset's lineno echo.
+                attrs.push(CmdAttr::LineNo(0));
+                attrs.push(CmdAttr::Adt(std::mem::take(chunk)));
+            }
+            IpsetMessage::new(cmd, attrs).append(flags, buf);
             let what = if n == total {
                 format!("{verb} {n} entries {prep} set {set}")
             } else {

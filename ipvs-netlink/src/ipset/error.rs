@@ -89,10 +89,12 @@ pub enum IpsetError {
         ours: u8,
         ours_min: u8,
     },
+    /// The kernel also answers this for an entry of the wrong address family
+    /// or kind for the set: it checks the attribute layout before the set's type.
     #[error(
-        "{op}: the kernel rejected the message as malformed (IPSET_ERR_PROTOCOL): a client bug, please report it"
+        "{op}: the kernel refused the message as malformed (IPSET_ERR_PROTOCOL): check that the entries' address family and kind match set {set}'s family and type"
     )]
-    Protocol { op: String },
+    Protocol { op: String, set: String },
     #[error(
         "{op}: set type {set_type}{} is not supported by this kernel: load the ip_set_{} module or pick another revision",
         revision.map(|r| format!(" revision {r}")).unwrap_or_default(),
@@ -113,12 +115,14 @@ pub enum IpsetError {
         "{op}: set {set} already exists with another type or options: destroy it first or create with exist"
     )]
     SetExists { op: String, set: String },
-    #[error("{op}: set {set} is busy (a dump or swap is running on it): retry")]
+    #[error(
+        "{op}: set {set} is busy (in use by a kernel component, or being dumped): remove its users or retry"
+    )]
     Busy { op: String, set: String },
     #[error(
         "{op}: set {set} is in use by a kernel component (an iptables `-m set` rule or a list:set): delete the rule first"
     )]
-    Referenced { op: String, set: String },
+    Referenced { op: String, set: String, code: i32 },
     #[error("rename set {set}: a set named {other} already exists: destroy or rename it first")]
     NameTaken { set: String, other: String },
     #[error("swap set {set}: the second set {other} does not exist")]
@@ -184,7 +188,6 @@ impl IpsetError {
             IpsetError::SetNotFound { .. } => ENOENT,
             IpsetError::SetExists { .. } => EEXIST,
             IpsetError::Busy { .. } => IPSET_ERR_BUSY,
-            IpsetError::Referenced { .. } => IPSET_ERR_REFERENCED,
             IpsetError::NameTaken { .. } | IpsetError::SwapTargetMissing { .. } => {
                 IPSET_ERR_EXIST_SETNAME2
             }
@@ -192,7 +195,9 @@ impl IpsetError {
             IpsetError::EntryExists { .. } | IpsetError::EntryMissing { .. } => IPSET_ERR_EXIST,
             IpsetError::SetFull { .. } => IPSET_ERR_HASH_FULL,
             IpsetError::OutOfRange { .. } => IPSET_ERR_BITMAP_RANGE,
-            IpsetError::Kernel { code, .. } | IpsetError::InvalidEntry { code, .. } => *code,
+            IpsetError::Kernel { code, .. }
+            | IpsetError::InvalidEntry { code, .. }
+            | IpsetError::Referenced { code, .. } => *code,
             IpsetError::Unconfirmed { source, .. } | IpsetError::Netlink { source, .. } => {
                 return source.errno();
             }
@@ -293,7 +298,7 @@ pub fn map_error(
         (EPERM | EACCES, _) => IpsetError::PermissionDenied { op },
         // nfnetlink answers EOPNOTSUPP when the ip_set module is not loaded.
         (EOPNOTSUPP | EPROTONOSUPPORT, OpKind::Protocol) => IpsetError::Unavailable,
-        (IPSET_ERR_PROTOCOL, _) => IpsetError::Protocol { op },
+        (IPSET_ERR_PROTOCOL, _) => IpsetError::Protocol { op, set },
         (IPSET_ERR_FIND_TYPE, _) => IpsetError::TypeNotSupported {
             op,
             set_type: ctx
@@ -305,8 +310,10 @@ pub fn map_error(
         (IPSET_ERR_MAX_SETS, _) => IpsetError::MaxSets { op },
         (ENOENT, _) => IpsetError::SetNotFound { op, set },
         (EEXIST, _) => IpsetError::SetExists { op, set },
+        // ip_set_destroy() answers BUSY for a set with kernel references.
+        (IPSET_ERR_BUSY, OpKind::Destroy) => IpsetError::Referenced { op, set, code },
         (IPSET_ERR_BUSY, _) => IpsetError::Busy { op, set },
-        (IPSET_ERR_REFERENCED, _) => IpsetError::Referenced { op, set },
+        (IPSET_ERR_REFERENCED, _) => IpsetError::Referenced { op, set, code },
         (IPSET_ERR_EXIST_SETNAME2, OpKind::Rename) => IpsetError::NameTaken { set, other },
         (IPSET_ERR_EXIST_SETNAME2, OpKind::Swap) => IpsetError::SwapTargetMissing { set, other },
         (IPSET_ERR_TYPE_MISMATCH, _) => IpsetError::TypeMismatch { set, other },
@@ -320,8 +327,12 @@ pub fn map_error(
         (IPSET_ERR_TIMEOUT, _) => {
             invalid("a timeout needs a set created with the timeout extension")
         }
-        (IPSET_ERR_IPADDR_IPV4, _) => invalid("an IPv4 address where the set is IPv6"),
-        (IPSET_ERR_IPADDR_IPV6, _) => invalid("an IPv6 address where the set is IPv4"),
+        (IPSET_ERR_IPADDR_IPV4, _) => {
+            invalid("the set holds IPv4 addresses, the entry has another kind")
+        }
+        (IPSET_ERR_IPADDR_IPV6, _) => {
+            invalid("the set holds IPv6 addresses, the entry has another kind")
+        }
         (IPSET_ERR_COUNTER, _) => {
             invalid("counters need a set created with the counters extension")
         }
@@ -411,8 +422,13 @@ mod tests {
             (OpKind::Flush, None, errno::ENOENT, "set S does not exist"),
             (OpKind::Create, hip, errno::EEXIST, "already exists"),
             (OpKind::Add, hip, IPSET_ERR_COMMENT, "comment extension"),
-            (OpKind::Add, hip, IPSET_ERR_IPADDR_IPV6, "IPv6 address"),
-            (OpKind::Add, hip, IPSET_ERR_PROTOCOL, "malformed"),
+            (OpKind::Add, hip, IPSET_ERR_IPADDR_IPV6, "holds IPv6"),
+            (
+                OpKind::Add,
+                hip,
+                IPSET_ERR_PROTOCOL,
+                "address family and kind match set S",
+            ),
             (OpKind::Add, hip, 4999, "type-specific error 4999"),
             (OpKind::Add, hip, errno::ENOMEM, "kernel error 12"),
             (OpKind::Add, hip, errno::EPERM, "CAP_NET_ADMIN"),

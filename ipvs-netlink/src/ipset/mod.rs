@@ -9,3 +9,6 @@ pub mod types;
 pub use client::{IpsetClient, Operation};
 pub use error::IpsetError;
 pub use types::*;
+
+#[cfg(test)]
+mod tests;

@@ -266,6 +266,18 @@ impl Entry {
         }
     }
 
+    /// The address family, `None` for bitmap:port entries.
+    pub fn family(&self) -> Option<Family> {
+        match self {
+            Entry::Ip(a)
+            | Entry::IpPort { ip: a, .. }
+            | Entry::IpPortIp { ip: a, .. }
+            | Entry::IpPortNet { ip: a, .. }
+            | Entry::Net(a, _) => Some(Family::of(a)),
+            Entry::Port(_) => None,
+        }
+    }
+
     /// The entry DATA attributes, in the order the ipset tool sends them.
     pub fn attrs(&self) -> Vec<AdtAttr> {
         let ip = |a: &IpAddr| AdtAttr::Ip(IpNest::request(*a));
