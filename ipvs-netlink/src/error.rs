@@ -69,6 +69,29 @@ impl NetlinkError {
         }
     }
 
+    /// A copy, to report one failure against several messages of a batch.
+    pub fn duplicate(&self) -> Self {
+        match self {
+            NetlinkError::Io { op, source } => NetlinkError::Io {
+                op,
+                source: match source.raw_os_error() {
+                    Some(code) => io::Error::from_raw_os_error(code),
+                    None => io::Error::new(source.kind(), source.to_string()),
+                },
+            },
+            NetlinkError::Kernel { errno, message } => NetlinkError::Kernel {
+                errno: *errno,
+                message: message.clone(),
+            },
+            NetlinkError::Timeout(d) => NetlinkError::Timeout(*d),
+            NetlinkError::Unconfirmed { seq } => NetlinkError::Unconfirmed { seq: *seq },
+            NetlinkError::Decode(m) => NetlinkError::Decode(m.clone()),
+            NetlinkError::DumpInterrupted(n) => NetlinkError::DumpInterrupted(*n),
+            NetlinkError::NotSent => NetlinkError::NotSent,
+            NetlinkError::InvalidRequest(m) => NetlinkError::InvalidRequest(m.clone()),
+        }
+    }
+
     pub(crate) fn io(op: &'static str, source: io::Error) -> Self {
         NetlinkError::Io { op, source }
     }
@@ -156,7 +179,10 @@ impl Error {
         }
     }
 
-    /// True when the kernel may or may not have applied the request.
+    /// True when the kernel may or may not have applied the request (ACK lost
+    /// or no answer in time). Of an `apply` result, only `Ok` means applied and
+    /// an error carrying a kernel errno means refused; treat anything else
+    /// (decode or socket failures) as unknown too and re-read state.
     pub fn is_unconfirmed(&self) -> bool {
         matches!(self, Error::Unconfirmed { .. })
     }

@@ -423,24 +423,18 @@ impl NetlinkSocket {
             let end = bounds[last - 1].1;
             if let Err(e) = self.send(&msgs[start..end], last - first) {
                 // Nothing of a failed sendmsg was processed.
-                let msg = e.to_string();
                 for r in &mut results[first..last] {
-                    *r = Some(Err(NetlinkError::io(
-                        "sendmsg",
-                        io::Error::other(msg.clone()),
-                    )));
+                    *r = Some(Err(e.duplicate()));
                 }
                 first = last;
                 continue;
             }
             if let Err(e) = self.collect_acks(base, &mut results[first..last], implicit) {
-                // Timeout or a broken socket: the rest stays unsent.
+                // Timeout, garbled reply or broken socket: the outcome of the
+                // rest of this sendmsg is unknown, and later ones stay unsent.
                 for r in &mut results[first..last] {
                     if r.is_none() {
-                        *r = Some(Err(match &e {
-                            NetlinkError::Timeout(d) => NetlinkError::Timeout(*d),
-                            other => NetlinkError::Decode(other.to_string()),
-                        }));
+                        *r = Some(Err(e.duplicate()));
                     }
                 }
                 aborted = true;
