@@ -3,6 +3,7 @@
 //! Knows nothing of Kubernetes and never shells out: every request is a netlink
 //! message built from typed values, and many requests travel in one `sendmsg`.
 
+pub mod conntrack;
 pub mod error;
 pub mod genl;
 pub mod ipset;
