@@ -127,7 +127,8 @@ impl IpNest {
     }
 
     fn parse(value: &[u8]) -> Result<Self, DecodeError> {
-        for nla in NlasIterator::new(value) {
+        // The kernel puts exactly one address in the nest; the first one counts.
+        if let Some(nla) = NlasIterator::new(value).next() {
             let nla = nla.context("malformed attribute in IP nest")?;
             let flagged = nla.network_byte_order_flag();
             let v = nla.value();
