@@ -21,6 +21,30 @@ pub enum Command {
     /// Inspect and change the kernel's IPVS table, ipvsadm-compatible.
     #[command(subcommand)]
     Ipvs(IpvsCommand),
+    /// Inspect the kernel's ipsets, ipset-compatible.
+    #[command(subcommand)]
+    Ipset(IpsetCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IpsetCommand {
+    /// Print sets exactly as `ipset list [NAME]` does.
+    #[command(after_help = "Examples:
+  kube-ipvs ipset list                  # same bytes as `ipset list`
+  kube-ipvs ipset list KUBE-CLUSTER-IP  # one set
+  kube-ipvs ipset list --terse          # headers only, as `ipset list -t`")]
+    List {
+        /// Only this set.
+        name: Option<String>,
+        /// Headers only (`ipset list -t`).
+        #[arg(short, long)]
+        terse: bool,
+    },
+    /// Print sets as `ipset restore` input, exactly as `ipset save [NAME]` does.
+    Save {
+        /// Only this set.
+        name: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -118,6 +142,7 @@ pub struct RestoreArgs {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Ipvs(cmd)) => run_ipvs(cmd),
+        Some(Command::Ipset(cmd)) => run_ipset(cmd),
         None => bail!(
             "the proxy daemon is not implemented yet; use a subcommand such as `kube-ipvs ipvs list` (see `kube-ipvs --help`)"
         ),
@@ -135,6 +160,21 @@ fn write_stdout(text: &str) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => other.context("cannot write to standard output"),
     }
+}
+
+fn run_ipset(cmd: IpsetCommand) -> Result<()> {
+    let mut c = ipvs_netlink::ipset::IpsetClient::new()
+        .context("cannot open the kernel's ipset over netlink")?;
+    let text = match cmd {
+        IpsetCommand::List { name, terse: true } => {
+            crate::ipset_cmd::list_headers(&c.headers(name.as_deref())?)
+        }
+        IpsetCommand::List { name, terse: false } => {
+            crate::ipset_cmd::list(&c.list(name.as_deref())?)
+        }
+        IpsetCommand::Save { name } => crate::ipset_cmd::save(&c.list(name.as_deref())?),
+    };
+    write_stdout(&text)
 }
 
 fn run_ipvs(cmd: IpvsCommand) -> Result<()> {
