@@ -6,6 +6,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use common::{netns, sh, try_sh};
+use ipvs_netlink::ipvs::IpvsClient;
+use kube_ipvs::ipvsadm;
 
 const BIN: &str = env!("CARGO_BIN_EXE_kube-ipvs");
 
@@ -322,4 +324,196 @@ fn edit_delete_and_clear_lines() {
     // An empty table lists as ipvsadm lists it: header and titles only.
     assert_same("-Ln", &["ipvs", "list"]);
     assert_same("-Sn", &["ipvs", "save"]);
+}
+
+/// The table, including what -S leaves out (thresholds), read in-process: the
+/// other tests prove these formatters print what ipvsadm prints, and skipping
+/// two ipvsadm runs per case keeps this test fast under an emulated CPU.
+fn snapshot(client: &mut IpvsClient) -> String {
+    let info = client.info().expect("IPVS info");
+    let table = ipvsadm::read_table(client).expect("read table");
+    ipvsadm::save(&table) + &ipvsadm::list(&info, &table, ipvsadm::ListFormat::Thresholds, false)
+}
+
+/// Lines ipvsadm accepts, each on its own service or real server so they can
+/// share one restore; a few are refused by the kernel, which both tools
+/// report and step over.
+const ACCEPTED: &str = "\
+-A -t 10.9.9.9:80 -s rr
+-C
+-A -t 10.1.0.1:80
+-A -t 10.1.0.2:80 -p
+-A -t 10.1.0.3 -p 10
+-A -u 10.1.0.4:53 -o
+-A -f 3 -o -s rr
+-A -t 10.1.0.5:80 -s sh -b sh-port,sh-fallback
+-A -t 10.1.0.6:80 -s mh -b mh-port
+-A -t 10.1.0.7:80 -s rr -b flag-3,flag-1
+-A -f 5 -6 -s rr -p -M 48
+-A -t [2001:db8::1]:80 -p 5 -M 64
+-A -t 10.1.0.8:80 -p 5 -M 255.255.255.128
+-A -t 10.1.0.9:80 -p 2678400
+-A --sctp-service 10.1.0.10:80
+-A -u [::ffff:10.0.0.1]:53 -s lc
+--add-service --tcp-service 10.1.0.11:80 --scheduler rr --persistent 20 --netmask 255.255.0.0
+-A -u 10.1.0.12:5060 -s rr -p 60 --pe sip
+-A -f 4294967295 -s rr
+ipvsadm -A -t 10.1.0.13:80 -s wrr
+-A -t 10.0.0.1:80 -s rr
+-a -t 10.0.0.1:80 -r 10.0.0.2:8080
+-a -t 10.0.0.1:80 -r 10.0.0.3
+-a -t 10.0.0.1:80 -r 10.0.0.4:8080 -m -w 0 -x 10 -y 5
+-a -t 10.0.0.1:80 -r 10.0.0.5:8080 -m -w 2147483647
+-a -t 10.0.0.1:80 -r 10.0.0.6 -i
+-a -t 10.0.0.1:80 -r 10.0.0.7 -i --tun-type ipip
+-a -t 10.0.0.1:80 -r 10.0.0.8 -i --tun-type gue --tun-port 5000 --tun-csum
+-a -t 10.0.0.1:80 -r 10.0.0.9 -i --tun-type gue --tun-port 5000
+-a -t 10.0.0.1:80 -r 10.0.0.10 -i --tun-type gre --tun-csum
+-a -t 10.0.0.1:80 -r [2001:db8::2]:80 -i
+-a -t 10.0.0.1:80 -r 10.0.0.11 --weight 3 --masquerading --u-threshold 4 --l-threshold 2
+-a -t 10.0.0.1:80 --real-server 10.0.0.12 --gatewaying
+-a -t 10.0.0.1:80 -r 10.0.0.13 --ipip
+-a -t 10.0.0.99:80 -r 10.0.0.2 -m
+-e -t 10.0.0.1:80 -r 10.0.0.99 -m
+-d -t 10.0.0.1:80 -r 10.0.0.99
+-A -t 10.2.0.1:80 -s rr
+-E -t 10.2.0.1:80 -s wrr -p
+-A -t 10.2.0.2:80 -s rr -p 30
+-E -t 10.2.0.2:80
+-E -t 10.2.0.99:80 -s rr
+-A -t 10.2.0.1:80 -s rr
+-A -t 10.2.0.3:80 -s rr
+-D -t 10.2.0.3:80
+-A -u 10.2.0.4:53 -s nosuchsched
+-A -f 7 -s rr
+-a -f 7 -r 10.0.0.2 -m
+-a -f 7 -r 10.0.0.3:99 -g
+-A -f 7 -6 -s rr
+-a -f 7 -6 -r [2001:db8::5]:99 -m
+-A -t 10.3.0.1:80 -s rr
+-a -t 10.3.0.1:80 -r 10.0.0.2:80 -m -w 2
+-a -t 10.3.0.1:80 -r 10.0.0.3:80 -m -w 2
+-a -t 10.3.0.1:80 -r 10.0.0.4:80 -m -w 2
+-e -t 10.3.0.1:80 -r 10.0.0.2
+-e -t 10.3.0.1:80 -r 10.0.0.3:80 -m -w 9 -x 3
+-d -t 10.3.0.1:80 -r 10.0.0.4
+-d -t 10.3.0.1:80 -r 10.0.0.4:81
+";
+
+/// Lines ipvsadm refuses before touching the kernel.
+const REJECTED: &[&str] = &[
+    "-A -t 10.0.0.1:0 -s rr",
+    "-A -t 10.0.0.1:80 -o",
+    "-A -t 10.0.0.1:80 -b sh-port",
+    "-A -t 10.0.0.1:80 -s mh -b sh-port",
+    "-A -t 10.0.0.1:80 -s rr -b nosuchflag",
+    "-A -f 5 -6 -s rr -p -M 129",
+    "-A -t 10.0.0.1:80 -p 0",
+    "-A -t 10.0.0.1:80 -p 2678401",
+    "-A -t 10.0.0.1:80 -s rr -x 5",
+    "-A -t 10.0.0.1:80 -r 10.0.0.2",
+    "-A -t 10.0.0.1:65536",
+    "-A -f 0",
+    "-A -t 10.0.0.1:80 -s rr -s wrr",
+    "-A -t 10.0.0.1:80 -6",
+    "-C -t 10.0.0.1:80",
+    "-D -t 10.0.0.1:80 -s rr",
+    "-d -t 10.0.0.1:80 -r 10.0.0.2 -w 3",
+    "-a -t 10.0.0.1:80",
+    "-a -t 10.0.0.1:80 -r 10.0.0.2:8080 -m -w 2147483648",
+    "-a -t 10.0.0.1:80 -r 10.0.0.2 -m -x -1",
+    "-a -t 10.0.0.1:80 -r 10.0.0.2 -i --tun-type gue",
+    "-a -t 10.0.0.1:80 -r 10.0.0.2 -i --tun-type gue --tun-port 5 --tun-csum --tun-nocsum",
+    "-a -t 10.0.0.1:80 -r 10.0.0.2 -i --tun-type gre --tun-remcsum",
+    "-a -t 10.0.0.1:80 -r 10.0.0.2 -i --tun-type gre --tun-port 5",
+    "-a -t 10.0.0.1:80 -r 10.0.0.2 -i --tun-type vxlan",
+    "-a -t 10.0.0.1:80 -r 10.0.0.2 -i --tun-port 5",
+    "-a -t 10.0.0.1:80 -r 10.0.0.2 -m --tun-type gre",
+    "-a -t 10.0.0.1:80 -r [2001:db8::2] -m",
+    "-a -t 10.0.0.1:80 -r 10.0.0.2 -m -g",
+    "-a -t 10.0.0.1:80 -r 10.0.0.2 -s rr",
+];
+
+#[test]
+#[ignore = "kernel test: runs in the lab via scripts/test.sh"]
+fn restore_lines_do_what_ipvsadm_does_with_them() {
+    netns();
+    load_optional_modules();
+    let mut client = IpvsClient::new().expect("IPVS client");
+    // One restore each way (spawning is slow in the emulated lab).
+    let mut child = Command::new("ipvsadm")
+        .arg("-R")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ipvsadm");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(ACCEPTED.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait ipvsadm");
+    let theirs_err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !theirs_err.contains("Try `"),
+        "ipvsadm refused to parse a line meant to be accepted: {theirs_err}"
+    );
+    let theirs = snapshot(&mut client);
+    client.flush().expect("flush");
+    let (ours_ok, _, ours_err) = kube_ipvs(&["ipvs", "restore"], ACCEPTED);
+    let mine = snapshot(&mut client);
+    assert_eq!(
+        mine, theirs,
+        "ipvsadm said: {theirs_err}\nwe said: {ours_err}"
+    );
+    // The kernel refused some lines: say which, by number.
+    assert!(!ours_ok);
+    let refused: Vec<usize> = ours_err
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("kube-ipvs: ")
+                .unwrap_or(l)
+                .strip_prefix("line ")
+        })
+        .filter_map(|l| l.split(':').next()?.parse().ok())
+        .collect();
+    let want: Vec<usize> = ACCEPTED
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            ["10.0.0.99", "-E -t 10.2.0.99", "nosuchsched", "10.0.0.4:81"]
+                .iter()
+                .any(|m| l.contains(m))
+        })
+        .map(|(i, _)| i + 1)
+        .chain(std::iter::once(
+            1 + ACCEPTED
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| *l == "-A -t 10.2.0.1:80 -s rr")
+                .nth(1)
+                .map(|(i, _)| i)
+                .unwrap_or(0),
+        ))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(refused, want, "{ours_err}");
+
+    // Refused lines: ipvsadm rejects them and so does our parser; nothing changes.
+    let before = snapshot(&mut client);
+    let mut mismatches = Vec::new();
+    for line in REJECTED {
+        let (theirs_ok, _, _) = try_sh(&format!("ipvsadm {line}"));
+        let ours = ipvsadm::parse_restore(line);
+        if theirs_ok || ours.is_ok() {
+            mismatches.push(format!(
+                "`{line}`: ipvsadm ok={theirs_ok}, ours {:?}",
+                ours.map(|_| ())
+            ));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    assert_eq!(snapshot(&mut client), before);
 }

@@ -731,7 +731,8 @@ fn build_destination(raw: &Raw, key: &ServiceKey, addr: SocketAddr) -> Result<De
         ));
     }
     if let Some(w) = &raw.weight {
-        dest.weight = number(w, 0, 65535, "weight")? as u32;
+        // ipvsadm 1.31 takes any non-negative int (1.29 stopped at 65535).
+        dest.weight = number(w, 0, i32::MAX as u64, "weight")? as u32;
     }
     if let Some(x) = &raw.u_threshold {
         dest.upper_threshold = number(x, 0, i32::MAX as u64, "upper threshold")? as u32;
@@ -1016,7 +1017,9 @@ mod tests {
         assert_eq!(d.addr, sa("10.0.1.1:80"));
         assert_eq!(d.tunnel_type, TunnelType::IpIp);
         assert!(err("-a -t 10.0.0.1:80 -r 10.0.1.1 -m -g").contains("conflicts"));
-        assert!(err("-a -t 10.0.0.1:80 -r 10.0.1.1 -w 65536").contains("weight"));
+        assert!(err("-a -t 10.0.0.1:80 -r 10.0.1.1 -w 2147483648").contains("weight"));
+        let (_, d) = dest(one("-a -t 10.0.0.1:80 -r 10.0.1.1 -w 2147483647"));
+        assert_eq!(d.weight, i32::MAX as u32);
         assert!(err("-a -t 10.0.0.1:80 -r 10.0.1.1 -w -1").contains("weight"));
         assert!(err("-a -t 10.0.0.1:80 -r 10.0.1.1 -x 2147483648").contains("upper threshold"));
         assert!(err("-a -t 10.0.0.1:80").contains("add -r"));
