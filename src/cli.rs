@@ -223,10 +223,11 @@ fn restore(input: &str, check: bool, connect: impl FnOnce() -> Result<IpvsClient
         .iter()
         .map(|f| {
             let err = f.error.to_string();
+            let hint = fix_hint(&f.error);
             if err.contains(&f.what) {
-                format!("line {}: {err}", f.line)
+                format!("line {}: {err}{hint}", f.line)
             } else {
-                format!("line {}: {}: {err}", f.line, f.what)
+                format!("line {}: {}: {err}{hint}", f.line, f.what)
             }
         })
         .collect();
@@ -242,6 +243,18 @@ fn restore(input: &str, check: bool, connect: impl FnOnce() -> Result<IpvsClient
         }
     ));
     Err(anyhow!(msg.join("\n")))
+}
+
+/// How to fix a line the kernel refused, where the error itself does not say.
+fn fix_hint(e: &ipvs_netlink::Error) -> &'static str {
+    use ipvs_netlink::Error;
+    match e {
+        Error::ServiceExists(_) => " (change it with -E, or delete it with -D first)",
+        Error::DestinationExists { .. } => " (change it with -e, or delete it with -d first)",
+        Error::ServiceNotFound(_) => " (add the service with -A first)",
+        Error::DestinationNotFound { .. } => " (add the real server with -a first)",
+        _ => "",
+    }
 }
 
 #[cfg(test)]
@@ -267,6 +280,13 @@ mod tests {
         assert!(Cli::try_parse_from(["kube-ipvs", "ipvs", "list", "--stats", "--rate"]).is_err());
         assert!(Cli::try_parse_from(["kube-ipvs", "ipvs", "restore", "--check"]).is_ok());
         assert!(Cli::try_parse_from(["kube-ipvs", "ipvs", "bogus"]).is_err());
+    }
+
+    #[test]
+    fn kernel_refusals_come_with_a_fix() {
+        let k = ipvs_netlink::ipvs::ServiceKey::Tcp("10.0.0.1:80".parse().unwrap());
+        assert!(fix_hint(&ipvs_netlink::Error::ServiceExists(k)).contains("-E"));
+        assert!(fix_hint(&ipvs_netlink::Error::ServiceNotFound(k)).contains("-A"));
     }
 
     #[test]
