@@ -361,35 +361,32 @@ pub fn parse_slice(slice: &EndpointSlice, node_name: &str) -> Option<SliceInput>
             })
         })
         .collect();
-    let endpoints = slice
-        .endpoints
-        .iter()
-        .filter_map(|e| {
-            let ip: IpAddr = e.addresses.first()?.parse().ok()?;
-            if Family::of(&ip) != family {
-                return None;
-            }
-            let c = e.conditions.as_ref();
-            // API semantics: nil ready = true, nil serving = ready, nil terminating = false.
-            let ready = c.and_then(|c| c.ready).unwrap_or(true);
-            let serving = c.and_then(|c| c.serving).unwrap_or(ready);
-            let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
-            let zone_hints = e
-                .hints
-                .as_ref()
-                .and_then(|h| h.for_zones.as_ref())
-                .filter(|z| !z.is_empty())
-                .map(|z| z.iter().map(|z| Box::from(z.name.as_str())).collect());
-            Some(EndpointInput {
-                ip,
-                ready,
-                serving,
-                terminating,
-                local: !node_name.is_empty() && e.node_name.as_deref() == Some(node_name),
-                zone_hints,
-            })
+    let mut endpoints = Vec::with_capacity(slice.endpoints.len());
+    endpoints.extend(slice.endpoints.iter().filter_map(|e| {
+        let ip: IpAddr = e.addresses.first()?.parse().ok()?;
+        if Family::of(&ip) != family {
+            return None;
+        }
+        let c = e.conditions.as_ref();
+        // API semantics: nil ready = true, nil serving = ready, nil terminating = false.
+        let ready = c.and_then(|c| c.ready).unwrap_or(true);
+        let serving = c.and_then(|c| c.serving).unwrap_or(ready);
+        let terminating = c.and_then(|c| c.terminating).unwrap_or(false);
+        let zone_hints = e
+            .hints
+            .as_ref()
+            .and_then(|h| h.for_zones.as_ref())
+            .filter(|z| !z.is_empty())
+            .map(|z| z.iter().map(|z| Box::from(z.name.as_str())).collect());
+        Some(EndpointInput {
+            ip,
+            ready,
+            serving,
+            terminating,
+            local: !node_name.is_empty() && e.node_name.as_deref() == Some(node_name),
+            zone_hints,
         })
-        .collect();
+    }));
     Some(SliceInput {
         service: svc_id(ns, svc),
         family,

@@ -171,7 +171,15 @@ impl KernelState {
                 }
                 match k.find(&d.addr) {
                     Ok(_) => return Err(KernelError::DestinationExists(*key, d.addr)),
-                    Err(i) => k.destinations.insert(i, *d),
+                    Err(i) => {
+                        // Grow by a quarter, not double: tens of thousands of
+                        // small real-server lists dominate the model's memory.
+                        let v = &mut k.destinations;
+                        if v.len() == v.capacity() {
+                            v.reserve_exact((v.len() / 4).max(1));
+                        }
+                        v.insert(i, *d)
+                    }
                 }
             }
             IpvsOp::EditDestination(key, d) => {

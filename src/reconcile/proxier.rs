@@ -82,8 +82,10 @@ pub struct Proxier {
     cfg: ProxyConfig,
     node: NodeInfo,
     services: HashMap<SvcId, ServiceInput>,
-    /// Slices by Service, then by slice name (ordered: merging is deterministic).
-    slices: HashMap<SvcId, BTreeMap<Arc<str>, SliceInput>>,
+    /// Slices by Service, sorted by slice name (merging is deterministic).
+    /// A sorted Vec, not a BTreeMap: most Services have one to three slices
+    /// and a BTreeMap leaf alone costs ~1 KB.
+    slices: HashMap<SvcId, Vec<(Arc<str>, SliceInput)>>,
     slice_owner: HashMap<Arc<str>, SvcId>,
     contributions: HashMap<SvcId, Contribution>,
     agg: Aggregate,
@@ -202,9 +204,16 @@ impl Proxier {
         if let Some(p) = parsed {
             let owner = p.service.clone();
             let per = self.slices.entry(owner.clone()).or_default();
-            if per.get(&key) != Some(&p) {
-                per.insert(key.clone(), p);
-                self.dirty.insert(owner.clone());
+            match per.binary_search_by(|(k, _)| k.cmp(&key)) {
+                Ok(i) if per[i].1 == p => {}
+                Ok(i) => {
+                    per[i].1 = p;
+                    self.dirty.insert(owner.clone());
+                }
+                Err(i) => {
+                    per.insert(i, (key.clone(), p));
+                    self.dirty.insert(owner.clone());
+                }
             }
             self.slice_owner.insert(key, owner);
         }
@@ -220,7 +229,8 @@ impl Proxier {
     fn remove_slice_from(&mut self, owner: &SvcId, key: &Arc<str>) {
         self.slice_owner.remove(key);
         if let Some(per) = self.slices.get_mut(owner) {
-            if per.remove(key).is_some() {
+            if let Ok(i) = per.binary_search_by(|(k, _)| k.cmp(key)) {
+                per.remove(i);
                 self.dirty.insert(owner.clone());
             }
             if per.is_empty() {
@@ -251,8 +261,8 @@ impl Proxier {
     // ---- planning ----------------------------------------------------------
 
     fn recompute(&mut self) {
-        let dirty: Vec<SvcId> = self.dirty.drain().collect();
-        for id in dirty {
+        // take(), not drain(): a full rebuild must not leave a huge empty table behind.
+        for id in std::mem::take(&mut self.dirty) {
             if let Some(old) = self.contributions.remove(&id) {
                 self.agg.remove(&id, &old, &mut self.touched);
             }
@@ -262,7 +272,7 @@ impl Proxier {
             let slices: Vec<&SliceInput> = self
                 .slices
                 .get(&id)
-                .map(|m| m.values().collect())
+                .map(|m| m.iter().map(|(_, s)| s).collect())
                 .unwrap_or_default();
             let c = contribution(svc, &slices, &self.node, &self.cfg);
             self.agg.add(&id, &c, &mut self.touched);

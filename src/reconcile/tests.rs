@@ -811,3 +811,72 @@ mod property {
         }
     }
 }
+
+#[test]
+fn config_sysctls_timeouts_and_node_changes() {
+    let mut p = proxier();
+    let mut k = KernelState::default();
+    p.upsert_service(&web(
+        json!({"type": "NodePort", "ports": [{"name": "http", "port": 80, "nodePort": 30080}]}),
+    ));
+    apply(&mut k, &p.sync(0));
+    assert!(k.timeouts.is_none());
+    assert!(!k.sysctls.contains_key("net.ipv4.conf.all.arp_ignore"));
+    // strictARP and timeouts: only the global ops, no per-service work.
+    let mut cfg = p.config().clone();
+    cfg.strict_arp = true;
+    cfg.timeouts.tcp = 900;
+    p.set_config(cfg);
+    let plan = p.sync(1);
+    let ops: Vec<String> = plan.ops.iter().map(|o| o.to_string()).collect();
+    assert_eq!(
+        ops,
+        vec![
+            "sysctl net.ipv4.conf.all.arp_announce=2",
+            "sysctl net.ipv4.conf.all.arp_ignore=1",
+            "ipvs timeouts tcp=900 tcpfin=0 udp=0",
+        ]
+    );
+    apply(&mut k, &plan);
+    // A new node address gets the NodePort; an old one loses it.
+    let mut n = node();
+    n.addresses = vec![ip("192.168.0.11")];
+    p.set_node(n);
+    let plan = p.sync(2);
+    apply(&mut k, &plan);
+    assert!(k.services.contains_key(&tcp("192.168.0.11:30080")));
+    assert!(!k.services.contains_key(&tcp("192.168.0.10:30080")));
+    assert_eq!(k, p.desired_state());
+}
+
+#[test]
+fn slice_moving_between_services_and_deletion() {
+    let mut p = proxier();
+    let mut k = KernelState::default();
+    p.upsert_service(&web(json!({})));
+    p.upsert_service(&service(
+        "ns",
+        "other",
+        json!({"clusterIP": "10.96.0.11", "ports": [{"name": "http", "port": 80}]}),
+    ));
+    p.upsert_slice(&web_slice(&["10.244.1.5"]));
+    apply(&mut k, &p.sync(0));
+    // The slice's service-name label now points at "other".
+    let mut moved = web_slice(&["10.244.1.5"]);
+    moved
+        .metadata
+        .labels
+        .as_mut()
+        .unwrap()
+        .insert("kubernetes.io/service-name".into(), "other".into());
+    p.upsert_slice(&moved);
+    apply(&mut k, &p.sync(1));
+    apply(&mut k, &p.tick(10_000, no_conns));
+    assert!(k.services[&tcp("10.96.0.10:80")].destinations.is_empty());
+    assert_eq!(k.services[&tcp("10.96.0.11:80")].destinations.len(), 1);
+    p.delete_slice("ns", "web-1");
+    apply(&mut k, &p.sync(2));
+    apply(&mut k, &p.tick(20_000, no_conns));
+    assert!(k.services[&tcp("10.96.0.11:80")].destinations.is_empty());
+    assert_eq!(k, p.desired_state());
+}
