@@ -209,6 +209,8 @@ if [ ! -s "$run/status" ]; then
   exit 125
 fi
 status=$(cat "$run/status")
-# Keep only the last few runs.
-ls -1dt "$cache"/runs/run.* 2>/dev/null | tail -n +6 | xargs -r rm -rf
+# A finished run's folder goes; failed ones (kept above for their logs) are
+# pruned after a day. Never touch other runs: labs may run concurrently.
+rm -rf "$run"
+find "$cache/runs" -mindepth 1 -maxdepth 1 -name 'run.*' -mmin +1440 -exec rm -rf {} + 2>/dev/null || true
 exit "$status"
