@@ -6,20 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Instant;
 
-use common::{netns, sh, try_sh};
+use common::{ipvs_serial as serial, netns, sh};
 use ipvs_netlink::Error;
 use ipvs_netlink::ipvs::*;
 use ipvs_netlink::netlink::{AckMode, NetlinkSocket, Replies, SocketConfig};
-
-/// IPVS service hash tables are shared by all namespaces and a dump resumes by
-/// position in them, so a change in one test's namespace can make another
-/// test's dump (ours or ipvsadm's) skip or repeat entries. Tests in this
-/// binary therefore run one at a time; each holds this lock throughout.
-static LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    LAB.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn client() -> IpvsClient {
     IpvsClient::new().expect("IPVS client (the lab loads ip_vs)")
@@ -597,89 +587,6 @@ fn dump_of_10000_services_is_complete() {
     let saved = sh("ipvsadm -Sn | wc -l");
     eprintln!("ipvsadm -Sn of 10000 services: {:?}", t.elapsed());
     assert_eq!(saved.trim(), "10000");
-}
-
-#[test]
-#[ignore = "kernel test: runs in the lab via scripts/test.sh"]
-fn benchmark_against_ipvsadm_restore() {
-    let _serial = serial();
-    // Same table, two fresh namespaces: ipvsadm -R versus one apply().
-    let n = 1000;
-    let dir = std::env::temp_dir().join(format!("kube-ipvs-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let rules = dir.join("rules");
-    let mut text = String::new();
-    for i in 0..n {
-        text.push_str(&format!("-A -t {}:80 -s rr\n", nth_addr(10, i)));
-        text.push_str(&format!(
-            "-a -t {}:80 -r {}:8080 -m -w 1\n",
-            nth_addr(10, i),
-            nth_addr(11, i)
-        ));
-    }
-    std::fs::write(&rules, text).unwrap();
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            netns();
-            let t = Instant::now();
-            sh(&format!("ipvsadm -R < {}", rules.display()));
-            eprintln!("ipvsadm -R, {n} services + {n} dests: {:?}", t.elapsed());
-        })
-        .join()
-        .unwrap();
-        s.spawn(|| {
-            netns();
-            let mut c = client();
-            let (ops, _) = big_table(n, 1);
-            let t = Instant::now();
-            let r = c.apply(&ops);
-            let el = t.elapsed();
-            assert!(r.iter().all(|r| r.is_ok()));
-            let st = c.netlink_stats();
-            eprintln!(
-                "apply(), {n} services + {n} dests: {el:?} ({} sendmsg, {} recvmsg)",
-                st.sendmsg_calls, st.recvmsg_calls
-            );
-            let (ok, out, _) = try_sh("ipvsadm -Sn | wc -l");
-            assert!(ok);
-            assert_eq!(out.trim(), (2 * n).to_string());
-        })
-        .join()
-        .unwrap();
-    });
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[test]
-#[ignore = "kernel test: runs in the lab via scripts/test.sh"]
-fn benchmark_ack_modes() {
-    let _serial = serial();
-    // 5,000 services × 2 destinations, each mode in a fresh namespace.
-    for mode in [AckMode::EveryMessage, AckMode::ErrorsAndLast] {
-        std::thread::spawn(move || {
-            netns();
-            let mut c = IpvsClient::with_config(SocketConfig {
-                ack_mode: mode,
-                ..SocketConfig::default()
-            })
-            .unwrap();
-            let (ops, _) = big_table(5000, 2);
-            let t = Instant::now();
-            let r = c.apply(&ops);
-            let el = t.elapsed();
-            assert!(r.iter().all(|r| r.is_ok()));
-            let st = c.netlink_stats();
-            eprintln!(
-                "{mode:?}: {} ops in {el:?} ({} sendmsg, {} recvmsg)",
-                ops.len(),
-                st.sendmsg_calls,
-                st.recvmsg_calls
-            );
-            assert_eq!(c.services().unwrap().len(), 5000);
-        })
-        .join()
-        .unwrap();
-    }
 }
 
 #[test]

@@ -114,6 +114,7 @@ fn assert_all_formats_match() {
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn save_and_list_match_ipvsadm_on_the_corpus() {
+    let _serial = common::ipvs_serial();
     netns();
     load_optional_modules();
     ipvsadm_restore(CORPUS);
@@ -123,6 +124,7 @@ fn save_and_list_match_ipvsadm_on_the_corpus() {
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn listings_match_ipvsadm_with_traffic_counters() {
+    let _serial = common::ipvs_serial();
     netns();
     // A local real server: the kernel reports it as "Local", saves it as -g.
     sh("ip addr add 10.96.9.1/32 dev lo");
@@ -172,6 +174,7 @@ impl Rng {
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn order_matches_ipvsadm_on_a_large_scattered_table() {
+    let _serial = common::ipvs_serial();
     // Addresses across the whole space make ipvsadm's wrapping comparator
     // inconsistent, so only an exact replay of its merge sort matches.
     netns();
@@ -225,6 +228,7 @@ fn order_matches_ipvsadm_on_a_large_scattered_table() {
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn our_restore_builds_what_ipvsadm_restore_builds() {
+    let _serial = common::ipvs_serial();
     netns();
     load_optional_modules();
     let (ok, out, err) = kube_ipvs(&["ipvs", "restore"], CORPUS);
@@ -243,6 +247,7 @@ fn our_restore_builds_what_ipvsadm_restore_builds() {
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn saved_rules_restore_to_the_same_table() {
+    let _serial = common::ipvs_serial();
     netns();
     load_optional_modules();
     ipvsadm_restore(CORPUS);
@@ -263,6 +268,7 @@ fn saved_rules_restore_to_the_same_table() {
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn a_bad_line_applies_nothing() {
+    let _serial = common::ipvs_serial();
     netns();
     let input = "-A -t 10.96.0.1:443 -s rr\n\
                  -a -t 10.96.0.1:443 -r 10.244.1.5:6443 -m -w 1\n\
@@ -279,6 +285,7 @@ fn a_bad_line_applies_nothing() {
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn kernel_refusals_name_the_line_and_the_rest_applies() {
+    let _serial = common::ipvs_serial();
     netns();
     let input = "-A -t 10.96.0.1:443 -s rr\n\
                  -A -t 10.96.0.1:443 -s rr\n\
@@ -306,6 +313,7 @@ fn kernel_refusals_name_the_line_and_the_rest_applies() {
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn edit_delete_and_clear_lines() {
+    let _serial = common::ipvs_serial();
     netns();
     let input = "-A -t 10.96.0.1:443 -s rr\n\
                  -a -t 10.96.0.1:443 -r 10.244.1.5:6443 -m -w 1\n\
@@ -442,6 +450,7 @@ const REJECTED: &[&str] = &[
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn restore_lines_do_what_ipvsadm_does_with_them() {
+    let _serial = common::ipvs_serial();
     netns();
     load_optional_modules();
     let mut client = IpvsClient::new().expect("IPVS client");

@@ -7,6 +7,18 @@
 #![allow(dead_code)]
 
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+
+/// IPVS service hash tables are shared by all namespaces and a dump resumes by
+/// position in them, so a change in one test's namespace can make another
+/// test's dump (ours or ipvsadm's) skip or repeat entries. Tests that dump
+/// IPVS therefore run one at a time within a binary, each holding this lock.
+static IPVS_LOCK: Mutex<()> = Mutex::new(());
+
+/// Serialises IPVS tests of one binary; hold the guard for the whole test.
+pub fn ipvs_serial() -> MutexGuard<'static, ()> {
+    IPVS_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Moves the calling thread into a fresh network namespace with `lo` up.
 ///

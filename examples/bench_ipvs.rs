@@ -1,0 +1,257 @@
+//! IPVS bulk create, full dump and delete-all: our batched client vs ipvsadm, in one boot.
+//!
+//! Run as root on a kernel with IPVS (scripts/bench-kernel.sh runs it in the
+//! lab): `cargo run --release --example bench_ipvs -- [N,N,...]` (default
+//! 1000,10000). For each N it builds N TCP services (rr) with 10 masquerading
+//! real servers each. Each tool works in a fresh network namespace, and the
+//! other tool's table is cleared first: the kernel's service hash table is
+//! shared by all namespaces, and deleted real servers linger in a
+//! per-namespace trash list that slows later adds. Times cover whole batches
+//! (reading the clock is a syscall in the VM). Prints a markdown table with the
+//! ratio ipvsadm / ours, plus netlink messages and syscalls per operation.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ipvs_netlink::ipvs::{Destination, IpvsClient, Operation, Service, ServiceKey};
+
+const DESTS: u32 = 10;
+
+fn addr(base: u8, i: u32) -> Ipv4Addr {
+    Ipv4Addr::new(base, (i >> 16) as u8, (i >> 8) as u8, i as u8)
+}
+
+fn table(n: u32) -> (Vec<Operation>, String) {
+    let mut ops = Vec::with_capacity((n * (DESTS + 1)) as usize);
+    let mut text = String::new();
+    for i in 0..n {
+        let vip = SocketAddr::new(IpAddr::V4(addr(10, i)), 80);
+        let key = ServiceKey::Tcp(vip);
+        ops.push(Operation::AddService(Service::new(key)));
+        let _ = writeln!(text, "-A -t {vip} -s rr");
+        for j in 0..DESTS {
+            let rip = SocketAddr::new(IpAddr::V4(addr(11, i * DESTS + j)), 8080);
+            ops.push(Operation::AddDestination(key, Destination::masq(rip)));
+            let _ = writeln!(text, "-a -t {vip} -r {rip} -m -w 1");
+        }
+    }
+    (ops, text)
+}
+
+fn fresh_netns() -> Result<(), String> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| format!("unshare(CLONE_NEWNET): {e}: run as root"))?;
+    sh("ip link set lo up", None).map(|_| ())
+}
+
+/// Runs a shell command (in the calling thread's namespace), optionally feeding stdin.
+fn sh(cmd: &str, input: Option<&str>) -> Result<String, String> {
+    use std::io::Write;
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn `{cmd}`: {e}"))?;
+    if let Some(text) = input {
+        let mut stdin = child.stdin.take().ok_or("no stdin")?;
+        stdin
+            .write_all(text.as_bytes())
+            .map_err(|e| format!("write to `{cmd}`: {e}"))?;
+    }
+    drop(child.stdin.take());
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("wait for `{cmd}`: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`{cmd}` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn timed<T>(f: impl FnOnce() -> Result<T, String>) -> Result<(Duration, T), String> {
+    let t = Instant::now();
+    let v = f()?;
+    Ok((t.elapsed(), v))
+}
+
+#[derive(Default)]
+struct Row {
+    create: Duration,
+    dump: Duration,
+    clear: Duration,
+    lines: usize,
+}
+
+/// Counts (messages, sendmsg/recvmsg syscalls) of an ipvsadm command with strace.
+fn ipvsadm_syscalls(cmd: &str, input: &str) -> Result<(u64, u64), String> {
+    let out = sh(
+        &format!(
+            "strace -f -c -e trace=sendmsg,recvmsg,sendto,recvfrom -o /dev/stdout {cmd} >/dev/null"
+        ),
+        Some(input),
+    )?;
+    // strace -c: "% time seconds usecs/call calls errors syscall"
+    let mut sends = 0;
+    let mut recvs = 0;
+    for line in out.lines() {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let Some(name) = cols.last() else { continue };
+        let calls = cols.get(3).and_then(|c| c.parse::<u64>().ok()).unwrap_or(0);
+        match *name {
+            "sendmsg" | "sendto" => sends += calls,
+            "recvmsg" | "recvfrom" => recvs += calls,
+            _ => {}
+        }
+    }
+    Ok((sends, recvs))
+}
+
+fn run(n: u32, out: &mut String) -> Result<(), String> {
+    let (ops, text) = table(n);
+    let total = n as usize * (DESTS as usize + 1);
+
+    // ipvsadm, in its own namespace.
+    let theirs = std::thread::scope(|s| {
+        s.spawn(|| -> Result<Row, String> {
+            fresh_netns()?;
+            let (create, _) = timed(|| sh("ipvsadm -R", Some(&text)))?;
+            let (dump, saved) = timed(|| sh("ipvsadm -Sn", None))?;
+            let (clear, _) = timed(|| sh("ipvsadm -C", None))?;
+            Ok(Row {
+                create,
+                dump,
+                clear,
+                lines: saved.lines().count(),
+            })
+        })
+        .join()
+        .map_err(|_| "ipvsadm thread panicked".to_string())?
+    })?;
+
+    // Ours, in another fresh namespace.
+    let (ours, stats) = std::thread::scope(|s| {
+        s.spawn(|| -> Result<_, String> {
+            fresh_netns()?;
+            let mut c = IpvsClient::new().map_err(|e| e.to_string())?;
+            let s0 = c.netlink_stats();
+            let (create, results) = timed(|| Ok(c.apply(&ops)))?;
+            if let Some(e) = results.into_iter().find_map(Result::err) {
+                return Err(format!("apply failed: {e}"));
+            }
+            let s1 = c.netlink_stats();
+            let (dump, tbl) = timed(|| c.table().map_err(|e| e.to_string()))?;
+            let s2 = c.netlink_stats();
+            let lines = tbl.len() + tbl.iter().map(|(_, d)| d.len()).sum::<usize>();
+            let (clear, _) = timed(|| c.flush().map_err(|e| e.to_string()))?;
+            Ok((
+                Row {
+                    create,
+                    dump,
+                    clear,
+                    lines,
+                },
+                (s0, s1, s2),
+            ))
+        })
+        .join()
+        .map_err(|_| "our thread panicked".to_string())?
+    })?;
+
+    if ours.lines != total || theirs.lines != total {
+        return Err(format!(
+            "N={n}: expected {total} entries, ours dumped {}, ipvsadm -Sn printed {}",
+            ours.lines, theirs.lines
+        ));
+    }
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+    let (s0, s1, s2) = stats;
+    let _ = writeln!(
+        out,
+        "| {n} × {DESTS} | bulk create | {} | `ipvsadm -R` {} | **{:.1}×** | {} msgs, {} sendmsg, {} recvmsg |",
+        ms(ours.create),
+        ms(theirs.create),
+        ratio(theirs.create, ours.create),
+        s1.messages_sent - s0.messages_sent,
+        s1.sendmsg_calls - s0.sendmsg_calls,
+        s1.recvmsg_calls - s0.recvmsg_calls,
+    );
+    let _ = writeln!(
+        out,
+        "| {n} × {DESTS} | full dump | {} | `ipvsadm -Sn` {} | **{:.1}×** | {} msgs, {} sendmsg, {} recvmsg |",
+        ms(ours.dump),
+        ms(theirs.dump),
+        ratio(theirs.dump, ours.dump),
+        s2.messages_sent - s1.messages_sent,
+        s2.sendmsg_calls - s1.sendmsg_calls,
+        s2.recvmsg_calls - s1.recvmsg_calls,
+    );
+    let _ = writeln!(
+        out,
+        "| {n} × {DESTS} | delete all | {} | `ipvsadm -C` {} | **{:.1}×** | 1 msg (FLUSH) |",
+        ms(ours.clear),
+        ms(theirs.clear),
+        ratio(theirs.clear, ours.clear),
+    );
+    Ok(())
+}
+
+fn main() {
+    let sizes: Vec<u32> = match std::env::args().nth(1) {
+        Some(arg) => match arg.split(',').map(str::parse).collect() {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!(
+                    "bench_ipvs: sizes must be a comma-separated list of numbers ({e}): e.g. 1000,10000"
+                );
+                std::process::exit(2);
+            }
+        },
+        None => vec![1000, 10_000],
+    };
+    let mut out = String::new();
+    out.push_str("## IPVS: kube-ipvs (ipvs-netlink) vs ipvsadm\n\n");
+    out.push_str(
+        "| services × dests | operation | ours | baseline | speed-up | our netlink traffic |\n",
+    );
+    out.push_str("|---|---|---|---|---|---|\n");
+    let mut failed = false;
+    for &n in &sizes {
+        if let Err(e) = run(n, &mut out) {
+            eprintln!("bench_ipvs: {e}");
+            failed = true;
+        }
+    }
+    // ipvsadm's own syscalls for the smallest size (strace slows it; counts don't vary).
+    if let Some(&n) = sizes.iter().min() {
+        let (_, text) = table(n);
+        let r = std::thread::spawn(move || -> Result<(u64, u64), String> {
+            fresh_netns()?;
+            ipvsadm_syscalls("ipvsadm -R", &text)
+        })
+        .join();
+        match r {
+            Ok(Ok((s, r))) => {
+                let _ = writeln!(
+                    out,
+                    "\n`ipvsadm -R` at {n} × {DESTS} ({} operations): {s} send and {r} receive syscalls (strace -c).",
+                    n * (DESTS + 1)
+                );
+            }
+            Ok(Err(e)) => eprintln!("bench_ipvs: strace of ipvsadm: {e}"),
+            Err(_) => eprintln!("bench_ipvs: strace thread panicked"),
+        }
+    }
+    print!("{out}");
+    if failed {
+        std::process::exit(1);
+    }
+}
