@@ -208,3 +208,43 @@ fn backend_detection_follows_existing_rules() {
     let (ok, _, _) = try_sh("iptables-nft-save | grep -q KUBE-IPTABLES-HINT");
     assert!(ok);
 }
+
+/// The model's real payload and jumps, for both families, on the ipsets it refers to.
+#[test]
+#[ignore = "kernel test: runs in the lab via scripts/test.sh"]
+fn model_ruleset_applies_and_reapplies_unchanged() {
+    use kube_ipvs::model::{ProxyConfig, SetName, iptables as rules};
+    netns();
+    let cfg = ProxyConfig::default();
+    let sets: String = SetName::all(&cfg.families)
+        .iter()
+        .map(|s| s.create_line() + "\n")
+        .collect();
+    sh(&format!("printf '%s' '{sets}' | ipset restore"));
+    let owned = OwnedChains::new()
+        .with("nat", rules::NAT_CHAINS)
+        .with("filter", rules::FILTER_CHAINS);
+    let jumps: Vec<Jump<'_>> = rules::JUMPS
+        .iter()
+        .map(|j| Jump {
+            table: j.table,
+            from: j.from,
+            to: j.to,
+            comment: j.comment,
+        })
+        .collect();
+    for family in [Family::Inet, Family::Inet6] {
+        let t = Iptables::new(Backend::Nft, family);
+        foreign(&t.binary(""));
+        let before = save(&t);
+        let payload = rules::render(&cfg, family, []);
+        t.apply(&payload, &owned)
+            .unwrap_or_else(|e| panic!("{family:?}: {e}\n{payload}"));
+        assert_eq!(t.ensure_jumps(&jumps).unwrap(), jumps.len());
+        let after = save(&t);
+        assert_eq!(without_ours(&after), without_ours(&before), "{family:?}");
+        t.apply(&payload, &owned).unwrap();
+        assert_eq!(t.ensure_jumps(&jumps).unwrap(), 0);
+        assert_eq!(save(&t), after, "{family:?}: re-apply changed something");
+    }
+}
