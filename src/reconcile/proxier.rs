@@ -211,6 +211,7 @@ impl Proxier {
                     self.dirty.insert(owner.clone());
                 }
                 Err(i) => {
+                    per.reserve_exact(1);
                     per.insert(i, (key.clone(), p));
                     self.dirty.insert(owner.clone());
                 }
