@@ -809,3 +809,59 @@ fn duplicate_endpoints_across_slices_once() {
     let c = build(&svc, &[a, b], &node(), &ProxyConfig::default());
     assert_eq!(dests(&c, tcp("10.96.0.10:80")).len(), 2);
 }
+
+mod no_panic {
+    //! Arbitrary field values never panic the model.
+
+    use super::*;
+    use proptest::prelude::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("10.96.0.1".to_string()),
+            Just("fd00::1".to_string()),
+            Just("None".to_string()),
+            Just("".to_string()),
+            Just("10.0.0.0/8".to_string()),
+            Just("::/0".to_string()),
+            "[0-9a-f.:/]{0,20}",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_fields(
+            ty in prop_oneof![Just("ClusterIP"), Just("NodePort"), Just("LoadBalancer"), Just("ExternalName"), Just("x")],
+            cips in prop::collection::vec(text(), 0..3),
+            ext in prop::collection::vec(text(), 0..3),
+            ranges in prop::collection::vec(text(), 0..3),
+            ports in prop::collection::vec((any::<i32>(), any::<i32>(), prop_oneof![Just("TCP"), Just("UDP"), Just("SCTP"), Just("X")]), 0..4),
+            eps in prop::collection::vec((text(), any::<Option<bool>>(), any::<Option<bool>>()), 0..4),
+            sport in any::<i32>(),
+            fam in prop_oneof![Just("IPv4"), Just("IPv6"), Just("FQDN")],
+            hc in any::<i32>(),
+            timeout in any::<i32>(),
+        ) {
+            let ports: Vec<Value> = ports.iter().enumerate().map(|(i, (p, np, proto))| json!({"name": format!("p{}", i % 2), "port": p, "nodePort": np, "protocol": proto})).collect();
+            let svc = service_full(json!({"metadata": {"namespace": "ns", "name": "web"},
+                "spec": {"type": ty, "clusterIP": cips.first().cloned().unwrap_or_default(), "clusterIPs": cips,
+                         "externalIPs": ext, "loadBalancerSourceRanges": ranges, "ports": ports,
+                         "externalTrafficPolicy": "Local", "healthCheckNodePort": hc,
+                         "sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": timeout}}},
+                "status": {"loadBalancer": {"ingress": [{"ip": ext.first().cloned().unwrap_or_default()}]}}}));
+            let endpoints: Vec<Value> = eps.iter().map(|(a, r, t)| json!({"addresses": [a], "conditions": {"ready": r, "terminating": t}, "nodeName": "node-a"})).collect();
+            let sl: k8s_openapi::api::discovery::v1::EndpointSlice = serde_json::from_value(json!({
+                "metadata": {"namespace": "ns", "name": "w", "labels": {"kubernetes.io/service-name": "web"}},
+                "addressType": fam, "ports": [{"name": "p0", "port": sport}, {"name": "p1", "port": sport}], "endpoints": endpoints})).unwrap();
+            let cfg = ProxyConfig::default();
+            if let ParsedService::Proxied(input) = parse_service(&svc, &cfg) {
+                let parsed: Vec<_> = parse_slice(&sl, "node-a").into_iter().collect();
+                let refs: Vec<_> = parsed.iter().collect();
+                let c = contribution(&input, &refs, &node(), &cfg);
+                for (set, e) in &c.entries {
+                    prop_assert!(e.fits(set));
+                }
+            }
+        }
+    }
+}
