@@ -174,32 +174,30 @@ chmod +x "$run/guest.sh"
 
 cleanup() {
   [ -n "${vpid:-}" ] && kill -KILL -- "-$vpid" 2>/dev/null || true
-  # The watchdog's sleep is its child: stop it too, so nothing is left behind.
-  [ -n "${wpid:-}" ] && { pkill -P "$wpid" 2>/dev/null; kill "$wpid" 2>/dev/null; } || true
   [ -n "${t1:-}" ] && kill "$t1" 2>/dev/null || true
   [ -n "${t2:-}" ] && kill "$t2" 2>/dev/null || true
 }
 trap cleanup EXIT
 trap 'cleanup; exit 130' INT TERM
 
-# setsid: qemu and everything vng starts share one process group, killed as one.
-setsid "$vng" -r "$vmlinuz" --disable-kvm --cpus "$cpus" --memory "$memory" \
+# timeout makes itself a process group leader and, on expiry, signals the
+# whole group: vng and the qemu it starts go together, and nothing else is
+# left running to watch the clock.
+timeout -k 5 "$timeout_s" "$vng" -r "$vmlinuz" --disable-kvm --cpus "$cpus" --memory "$memory" \
   --rwdir="$run" --exec "/bin/bash $run/guest.sh" -v >"$run/boot.log" 2>&1 </dev/null &
 vpid=$!
-( sleep "$timeout_s"; touch "$run/timed-out"; kill -TERM -- "-$vpid" 2>/dev/null; sleep 5; kill -KILL -- "-$vpid" 2>/dev/null ) &
-wpid=$!
 # Stream what the guest writes through the shared folder as it arrives.
 tail -s 0.2 -n +1 -f --pid="$vpid" "$run/stdout" &
 t1=$!
 tail -s 0.2 -n +1 -f --pid="$vpid" "$run/stderr" >&2 &
 t2=$!
-wait "$vpid" || true
+vng_rc=0
+wait "$vpid" || vng_rc=$?
 wait "$t1" "$t2" 2>/dev/null || true
 t1=; t2=
-vpid=
-cleanup; wpid=
+cleanup; vpid=
 
-if [ -e "$run/timed-out" ]; then
+if [ ! -s "$run/status" ] && { [ "$vng_rc" = 124 ] || [ "$vng_rc" = 137 ]; }; then
   say "timed out after ${timeout_s}s; the VM was killed (logs in $run)"
   exit 124
 fi
