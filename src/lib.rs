@@ -4,8 +4,8 @@
 //! are pure functions, and only the apply step touches the kernel.
 
 pub mod cli;
-pub mod iptables;
 pub mod ipset_cmd;
+pub mod iptables;
 pub mod ipvsadm;
 pub mod model;
 pub mod reconcile;
