@@ -16,10 +16,10 @@ fn insert(proto: &str, client: &str, service: &str, backend: &str) {
     let (c, cp) = client.split_once(':').unwrap();
     let (s, sp) = service.split_once(':').unwrap();
     let (b, bp) = backend.split_once(':').unwrap();
-    let state = if proto == "tcp" {
-        " --state ESTABLISHED"
-    } else {
-        ""
+    let state = match proto {
+        "tcp" => " --state ESTABLISHED",
+        "sctp" => " --state ESTABLISHED --orig-vtag 1 --reply-vtag 2",
+        _ => "",
     };
     sh(&format!(
         "conntrack -I -p {proto} -s {c} -d {s} --sport {cp} --dport {sp} \
@@ -126,4 +126,35 @@ fn service_scoped_and_batched_cleanup() {
     assert_eq!(after.lines().count(), 2, "{after}");
     assert!(after.contains("dst=10.96.0.11 "), "{after}");
     assert!(after.contains("dport=80 "), "{after}");
+}
+
+#[test]
+#[ignore = "kernel test: runs in the lab via scripts/test.sh"]
+fn ipv6_and_sctp_flows_are_cleared_too() {
+    use ipvs_netlink::conntrack::IPPROTO_SCTP;
+    netns();
+    sh(
+        "conntrack -I -p udp -s fd00::1 -d fd00:96::10 --sport 40000 --dport 53 \
+        -r fd00:244::5 -q fd00::1 --reply-port-src 53 --reply-port-dst 40000 -t 300",
+    );
+    sh(
+        "conntrack -I -p udp -s fd00::2 -d fd00:96::10 --sport 40001 --dport 53 \
+        -r fd00:244::6 -q fd00::2 --reply-port-src 53 --reply-port-dst 40001 -t 300",
+    );
+    insert(
+        "sctp",
+        "10.0.0.1:40000",
+        "10.96.0.30:3868",
+        "10.244.1.5:3868",
+    );
+    let mut c = ConntrackClient::new().unwrap();
+    let res = c.clear(&[
+        FlowFilter::backend(IPPROTO_UDP, sa("[fd00:244::5]:53")),
+        FlowFilter::backend(IPPROTO_SCTP, sa("10.244.1.5:3868")),
+    ]);
+    let got: Vec<_> = res.iter().map(|r| r.as_ref().unwrap().deleted).collect();
+    assert_eq!(got, [1, 1], "{res:?}");
+    let after = table();
+    assert_eq!(after.lines().count(), 1, "{after}");
+    assert!(after.contains("fd00:244::6"), "{after}");
 }

@@ -6,7 +6,8 @@
 //! the kernel for a filtered dump (CTA_FILTER, kernel 5.8+) of just the flows
 //! whose reply comes from that backend, then delete those by tuple and id in
 //! one batch. Every dumped flow is re-checked against the filter here too, so
-//! a kernel that ignores CTA_FILTER can never make us delete a stranger's flow.
+//! a kernel that ignores CTA_FILTER can never make us delete a stranger's flow
+//! (and IPv6 addresses are only checked here: the kernel's IPv6 filter is inverted).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -287,14 +288,18 @@ fn tuple_attr(
 fn append_dump_request(buf: &mut Vec<u8>, f: &FlowFilter) -> Result<()> {
     let family = f.family()?;
     let start = begin(buf, IPCTNL_MSG_CT_GET, family);
-    let mut reply_flags = F_PROTO_NUM | F_IP_SRC;
+    // Kernels up to at least 6.1 invert the IPv6 address test of CTA_FILTER
+    // (`!ipv6_addr_cmp` drops equal addresses), so for IPv6 the kernel filters
+    // by protocol and ports only and the address test is ours (`matches`).
+    let ip_flag = |f: u32| if family == AF_INET { f } else { 0 };
+    let mut reply_flags = F_PROTO_NUM | ip_flag(F_IP_SRC);
     if f.backend.port() != 0 {
         reply_flags |= F_PROTO_SRC_PORT;
     }
     tuple_attr(buf, CTA_TUPLE_REPLY, f.proto, Some(f.backend), None);
     let mut orig_flags = 0;
     if let Some(s) = f.service {
-        orig_flags = F_PROTO_NUM | F_IP_DST;
+        orig_flags = F_PROTO_NUM | ip_flag(F_IP_DST);
         if s.port() != 0 {
             orig_flags |= F_PROTO_DST_PORT;
         }
@@ -631,6 +636,22 @@ mod tests {
             }
         }
         assert_eq!(kinds, [CTA_TUPLE_REPLY, CTA_TUPLE_ORIG, CTA_FILTER]);
+
+        // IPv6: no address flags for the kernel (its IPv6 test is inverted).
+        let mut buf = Vec::new();
+        let f6 = FlowFilter::backend(IPPROTO_UDP, sa("[fd00:244::5]:53"));
+        append_dump_request(&mut buf, &f6).unwrap();
+        let (_, payload) = Messages::new(&buf).next().unwrap().unwrap();
+        assert_eq!(payload[0], AF_INET6);
+        let filter = NlasIterator::new(&payload[4..])
+            .map(|a| a.unwrap())
+            .find(|a| a.kind() == CTA_FILTER)
+            .unwrap();
+        let reply = NlasIterator::new(filter.value()).next().unwrap().unwrap();
+        assert_eq!(
+            reply.value(),
+            (F_PROTO_NUM | F_PROTO_SRC_PORT).to_ne_bytes()
+        );
 
         let mixed =
             FlowFilter::service_backend(IPPROTO_UDP, sa("[fd00::10]:53"), sa("10.244.1.5:53"));

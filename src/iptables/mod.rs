@@ -239,7 +239,8 @@ impl Iptables {
     /// Applies our chains: checks that `payload` only touches chains in
     /// `owned` (nothing runs otherwise), restores it with `--noflush` (each
     /// declared chain is rewritten whole, others untouched), then reads back
-    /// and checks every chain holds the number of rules we wrote.
+    /// and checks every chain holds the number of rules we wrote. (A rule with
+    /// comma-separated addresses saves as several rules: render one per address.)
     pub fn apply(&self, payload: &str, owned: &OwnedChains) -> Result<()> {
         let counts = check_payload(payload, owned)?;
         self.restore(payload)?;
