@@ -4,21 +4,13 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use ipvs_netlink::ipvs::{Destination, Family, Protocol, Service, ServiceKey, Timeouts};
+use ipvs_netlink::ipvs::{Family, Protocol, Timeouts};
 
 use crate::model::ipset::{IpsetEntry, SetName, proto_name};
 
-/// An IPVS change; mirrors `ipvs_netlink::ipvs::Operation` so the apply layer
-/// maps it one to one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IpvsOp {
-    AddService(Service),
-    EditService(Service),
-    DeleteService(ServiceKey),
-    AddDestination(ServiceKey, Destination),
-    EditDestination(ServiceKey, Destination),
-    DeleteDestination(ServiceKey, SocketAddr),
-}
+/// An IPVS change: the netlink client's own operation, so the apply layer
+/// hands plans to `IpvsClient::apply` unchanged.
+pub use ipvs_netlink::ipvs::Operation as IpvsOp;
 
 /// Which conntrack entries to delete (UDP/SCTP have no FIN: stale entries
 /// would keep sending a flow to a vanished endpoint, #71514).
