@@ -92,12 +92,16 @@ struct Row {
 
 /// Counts (messages, sendmsg/recvmsg syscalls) of an ipvsadm command with strace.
 fn ipvsadm_syscalls(cmd: &str, input: &str) -> Result<(u64, u64), String> {
-    let out = sh(
+    let log = std::env::temp_dir().join(format!("bench_ipvs-strace-{}", std::process::id()));
+    sh(
         &format!(
-            "strace -f -c -e trace=sendmsg,recvmsg,sendto,recvfrom -o /dev/stdout {cmd} >/dev/null"
+            "strace -f -c -e trace=sendmsg,recvmsg,sendto,recvfrom -o {} {cmd} >/dev/null",
+            log.display()
         ),
         Some(input),
     )?;
+    let out = std::fs::read_to_string(&log).map_err(|e| format!("read strace log: {e}"))?;
+    let _ = std::fs::remove_file(&log);
     // strace -c: "% time seconds usecs/call calls errors syscall"
     let mut sends = 0;
     let mut recvs = 0;

@@ -54,12 +54,13 @@ pub const fn align(len: usize) -> usize {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AckMode {
     /// NLM_F_ACK on every message: one ACK (and one recvmsg) per message.
-    #[default]
     EveryMessage,
     /// NLM_F_ACK only on the last message of each sendmsg. The kernel still
     /// answers every failure, and handles a sendmsg's messages in order, so
     /// the last ACK vouches for every earlier message without an error. If
     /// the queue overflowed (ENOBUFS) nothing unacknowledged counts as applied.
+    /// The default: a batch of 110,000 operations costs ~60 recvmsg, not 110,000.
+    #[default]
     ErrorsAndLast,
 }
 
@@ -85,7 +86,7 @@ impl Default for SocketConfig {
             send_buffer: 1 << 20,
             recv_buffer: 8 << 20,
             max_batch_bytes: 256 << 10,
-            ack_mode: AckMode::EveryMessage,
+            ack_mode: AckMode::ErrorsAndLast,
         }
     }
 }
