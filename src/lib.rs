@@ -3,10 +3,12 @@
 //! The flow is watch → model → reconcile → apply; the model and the reconciler
 //! are pure functions, and only the apply step touches the kernel.
 
+pub mod changes;
 pub mod cli;
 pub mod ipset_cmd;
 pub mod iptables;
 pub mod ipvsadm;
 pub mod model;
 pub mod reconcile;
+pub mod runner;
 pub mod sysctl;
