@@ -8,6 +8,7 @@ pub mod cli;
 pub mod ipset_cmd;
 pub mod iptables;
 pub mod ipvsadm;
+pub mod metrics;
 pub mod model;
 pub mod reconcile;
 pub mod runner;

@@ -1,0 +1,346 @@
+//! Prometheus metrics: upstream's `kubeproxy_*` names plus `kube_ipvs_*`, rendered as text for /metrics.
+
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets, linear_buckets};
+use prometheus_client::registry::Registry;
+
+/// Set by the EndpointSlice controller on every slice change it triggers.
+pub const LAST_CHANGE_TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
+/// Content type of `Metrics::encode` (OpenMetrics text; Prometheus scrapes it natively).
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum TrafficPolicy {
+    internal,
+    external,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TrafficPolicyLabel {
+    pub traffic_policy: TrafficPolicy,
+}
+
+type GaugeF64 = Gauge<f64, AtomicU64>;
+
+/// All metrics of the proxy. Cheap atomics; share it behind an `Arc`.
+/// Counters are registered without `_total`: the encoder appends it.
+pub struct Metrics {
+    registry: Registry,
+    pub sync_duration: Histogram,
+    pub last_sync_timestamp: GaugeF64,
+    pub last_queued_timestamp: GaugeF64,
+    pub network_programming_duration: Histogram,
+    pub endpoint_changes_total: Counter,
+    pub service_changes_total: Counter,
+    pub endpoint_changes_pending: Gauge,
+    pub service_changes_pending: Gauge,
+    pub no_local_endpoints: Family<TrafficPolicyLabel, Gauge>,
+    pub iptables_restore_failures_total: Counter,
+    pub netlink_operations_total: Counter,
+    pub netlink_batches_total: Counter,
+    pub drift_repairs_total: Counter,
+    pub draining_real_servers: Gauge,
+    pub last_verification_timestamp: GaugeF64,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Upstream NetworkProgrammingLatency buckets: 0.25 s, 0.5 s, 1..59 s,
+/// 60..115 s by 5, 2..5 min by 30 s.
+fn network_programming_buckets() -> impl Iterator<Item = f64> {
+    linear_buckets(0.25, 0.25, 2)
+        .chain(linear_buckets(1.0, 1.0, 59))
+        .chain(linear_buckets(60.0, 5.0, 12))
+        .chain(linear_buckets(120.0, 30.0, 7))
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            registry: Registry::default(),
+            // Upstream SyncProxyRulesLatency: ExponentialBuckets(0.001, 2, 15).
+            sync_duration: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            last_sync_timestamp: GaugeF64::default(),
+            last_queued_timestamp: GaugeF64::default(),
+            network_programming_duration: Histogram::new(network_programming_buckets()),
+            endpoint_changes_total: Counter::default(),
+            service_changes_total: Counter::default(),
+            endpoint_changes_pending: Gauge::default(),
+            service_changes_pending: Gauge::default(),
+            no_local_endpoints: Family::default(),
+            iptables_restore_failures_total: Counter::default(),
+            netlink_operations_total: Counter::default(),
+            netlink_batches_total: Counter::default(),
+            drift_repairs_total: Counter::default(),
+            draining_real_servers: Gauge::default(),
+            last_verification_timestamp: GaugeF64::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "kubeproxy_sync_proxy_rules_duration_seconds",
+            "SyncProxyRules latency in seconds",
+            m.sync_duration.clone(),
+        );
+        r.register(
+            "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+            "The last time proxy rules were successfully synced",
+            m.last_sync_timestamp.clone(),
+        );
+        r.register(
+            "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
+            "The last time a sync of proxy rules was queued",
+            m.last_queued_timestamp.clone(),
+        );
+        r.register(
+            "kubeproxy_network_programming_duration_seconds",
+            "In Cluster Network Programming Latency in seconds",
+            m.network_programming_duration.clone(),
+        );
+        r.register(
+            "kubeproxy_sync_proxy_rules_endpoint_changes",
+            "Cumulative proxy rules Endpoint changes",
+            m.endpoint_changes_total.clone(),
+        );
+        r.register(
+            "kubeproxy_sync_proxy_rules_service_changes",
+            "Cumulative proxy rules Service changes",
+            m.service_changes_total.clone(),
+        );
+        r.register(
+            "kubeproxy_sync_proxy_rules_endpoint_changes_pending",
+            "Pending proxy rules Endpoint changes",
+            m.endpoint_changes_pending.clone(),
+        );
+        r.register(
+            "kubeproxy_sync_proxy_rules_service_changes_pending",
+            "Pending proxy rules Service changes",
+            m.service_changes_pending.clone(),
+        );
+        // A gauge despite the name, as upstream.
+        r.register(
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total",
+            "Number of services with a Local traffic policy and no endpoints",
+            m.no_local_endpoints.clone(),
+        );
+        r.register(
+            "kubeproxy_sync_proxy_rules_iptables_restore_failures",
+            "Cumulative proxy iptables restore failures",
+            m.iptables_restore_failures_total.clone(),
+        );
+        r.register(
+            "kube_ipvs_netlink_operations",
+            "IPVS, ipset and address operations sent over netlink",
+            m.netlink_operations_total.clone(),
+        );
+        r.register(
+            "kube_ipvs_netlink_batches",
+            "Netlink batches (sendmsg calls) sent",
+            m.netlink_batches_total.clone(),
+        );
+        r.register(
+            "kube_ipvs_drift_repairs",
+            "Kernel objects found different from the applied state and repaired",
+            m.drift_repairs_total.clone(),
+        );
+        r.register(
+            "kube_ipvs_draining_real_servers",
+            "Real servers at weight 0 waiting for their connections to end",
+            m.draining_real_servers.clone(),
+        );
+        r.register(
+            "kube_ipvs_last_verification_timestamp_seconds",
+            "The last time the kernel state was verified against the applied state",
+            m.last_verification_timestamp.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The exposition text (OpenMetrics, ends with `# EOF`).
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
+        s
+    }
+
+    /// A sync finished successfully at `now` after `took`.
+    pub fn sync_done(&self, took: Duration, now: SystemTime) {
+        self.sync_duration.observe(took.as_secs_f64());
+        self.last_sync_timestamp.set(unix_seconds(now));
+    }
+
+    /// A change was queued (upstream sets this when a run is requested).
+    pub fn queued(&self, now: SystemTime) {
+        self.last_queued_timestamp.set(unix_seconds(now));
+    }
+
+    pub fn set_pending(&self, services: usize, endpoints: usize) {
+        self.service_changes_pending.set(services as i64);
+        self.endpoint_changes_pending.set(endpoints as i64);
+    }
+
+    pub fn set_no_local_endpoints(&self, internal: usize, external: usize) {
+        for (p, n) in [
+            (TrafficPolicy::internal, internal),
+            (TrafficPolicy::external, external),
+        ] {
+            self.no_local_endpoints
+                .get_or_create(&TrafficPolicyLabel { traffic_policy: p })
+                .set(n as i64);
+        }
+    }
+
+    /// Observes the time from a slice's trigger to `now`, the moment its change
+    /// is programmed. Like upstream, trigger times before `start` (a restart
+    /// replaying old slices) or in the future (clock skew) are ignored.
+    pub fn observe_network_programming(
+        &self,
+        trigger: SystemTime,
+        now: SystemTime,
+        start: SystemTime,
+    ) {
+        if trigger < start {
+            return;
+        }
+        if let Ok(d) = now.duration_since(trigger) {
+            self.network_programming_duration.observe(d.as_secs_f64());
+        }
+    }
+}
+
+/// Seconds since the Unix epoch (0 for times before it).
+pub fn unix_seconds(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The slice's `last-change-trigger-time` annotation (RFC 3339), if present and valid.
+pub fn last_change_trigger_time(slice: &EndpointSlice) -> Option<SystemTime> {
+    let v = slice
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(LAST_CHANGE_TRIGGER_TIME)?;
+    let ts: k8s_openapi::jiff::Timestamp = v.parse().ok()?;
+    Some(SystemTime::from(ts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn exposition_has_upstream_and_own_names() {
+        let m = Metrics::new();
+        m.sync_done(
+            Duration::from_millis(3),
+            UNIX_EPOCH + Duration::from_secs(1000),
+        );
+        m.queued(UNIX_EPOCH + Duration::from_secs(999));
+        m.endpoint_changes_total.inc();
+        m.service_changes_total.inc_by(2);
+        m.set_pending(4, 5);
+        m.set_no_local_endpoints(1, 2);
+        m.netlink_operations_total.inc_by(10);
+        let text = m.encode();
+        for name in [
+            "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.001\"} 0",
+            "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.004\"} 1",
+            "kubeproxy_sync_proxy_rules_duration_seconds_count 1",
+            "kubeproxy_sync_proxy_rules_last_timestamp_seconds 1000.0",
+            "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds 999.0",
+            "kubeproxy_network_programming_duration_seconds_bucket{le=\"0.25\"} 0",
+            "kubeproxy_sync_proxy_rules_endpoint_changes_total 1",
+            "kubeproxy_sync_proxy_rules_service_changes_total 2",
+            "kubeproxy_sync_proxy_rules_service_changes_pending 4",
+            "kubeproxy_sync_proxy_rules_endpoint_changes_pending 5",
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"internal\"} 1",
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"external\"} 2",
+            "kubeproxy_sync_proxy_rules_iptables_restore_failures_total 0",
+            "kube_ipvs_netlink_operations_total 10",
+            "kube_ipvs_netlink_batches_total 0",
+            "kube_ipvs_drift_repairs_total 0",
+            "kube_ipvs_draining_real_servers 0",
+            "kube_ipvs_last_verification_timestamp_seconds 0",
+            "# EOF",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+        assert!(!text.contains("_total_total"));
+    }
+
+    #[test]
+    fn network_programming_buckets_match_upstream() {
+        let b: Vec<f64> = network_programming_buckets().collect();
+        assert_eq!(b.len(), 2 + 59 + 12 + 7);
+        assert_eq!(&b[..4], &[0.25, 0.5, 1.0, 2.0]);
+        assert_eq!(b[61], 60.0);
+        assert_eq!(*b.last().unwrap(), 300.0);
+    }
+
+    fn slice_with(annotation: Option<&str>) -> EndpointSlice {
+        let mut s = EndpointSlice::default();
+        if let Some(a) = annotation {
+            s.metadata.annotations = Some(BTreeMap::from([(
+                LAST_CHANGE_TRIGGER_TIME.to_string(),
+                a.to_string(),
+            )]));
+        }
+        s
+    }
+
+    #[test]
+    fn trigger_time_annotation() {
+        let t = last_change_trigger_time(&slice_with(Some("2024-05-01T10:00:00Z"))).unwrap();
+        assert_eq!(unix_seconds(t), 1_714_557_600.0);
+        let t = last_change_trigger_time(&slice_with(Some("2024-05-01T10:00:00.5Z"))).unwrap();
+        assert_eq!(unix_seconds(t), 1_714_557_600.5);
+        assert_eq!(last_change_trigger_time(&slice_with(None)), None);
+        assert_eq!(
+            last_change_trigger_time(&slice_with(Some("yesterday"))),
+            None
+        );
+        assert_eq!(last_change_trigger_time(&slice_with(Some(""))), None);
+    }
+
+    #[test]
+    fn network_programming_observation() {
+        let m = Metrics::new();
+        let start = UNIX_EPOCH + Duration::from_secs(100);
+        let now = UNIX_EPOCH + Duration::from_secs(200);
+        m.observe_network_programming(UNIX_EPOCH + Duration::from_secs(199), now, start);
+        m.observe_network_programming(UNIX_EPOCH + Duration::from_secs(50), now, start);
+        m.observe_network_programming(UNIX_EPOCH + Duration::from_secs(300), now, start);
+        let text = m.encode();
+        assert!(
+            text.contains("kubeproxy_network_programming_duration_seconds_count 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("kubeproxy_network_programming_duration_seconds_sum 1.0"),
+            "{text}"
+        );
+    }
+}
