@@ -14,6 +14,8 @@ use crate::ipvsadm::{self, ListFormat};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    #[command(flatten)]
+    pub oneshot: crate::apply::cmd::OneshotFlags,
 }
 
 #[derive(Debug, Subcommand)]
@@ -24,6 +26,14 @@ pub enum Command {
     /// Inspect the kernel's ipsets, ipset-compatible.
     #[command(subcommand)]
     Ipset(IpsetCommand),
+    /// Print the desired kernel state for manifests, without touching the kernel.
+    Plan(crate::apply::cmd::OneshotArgs),
+    /// One full sync from manifests: adopt, apply, verify; exit 0 only if converged.
+    SyncOnce(crate::apply::cmd::OneshotArgs),
+    /// Show how the kernel differs from the desired state (reads only).
+    Diff(crate::apply::cmd::OneshotArgs),
+    /// Remove everything kube-ipvs created (our IPVS services, kube-ipvs0, KUBE-* sets and chains).
+    Cleanup(crate::apply::cmd::OneshotArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -143,6 +153,21 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Ipvs(cmd)) => run_ipvs(cmd),
         Some(Command::Ipset(cmd)) => run_ipset(cmd),
+        Some(Command::Plan(a)) => crate::apply::cmd::plan(&a, Default::default()),
+        Some(Command::SyncOnce(a)) => crate::apply::cmd::sync_once(&a, Default::default()),
+        Some(Command::Diff(a)) => crate::apply::cmd::diff(&a, Default::default()),
+        Some(Command::Cleanup(a)) => crate::apply::cmd::cleanup(&a, Default::default()),
+        None if cli.oneshot.sync_once || cli.oneshot.cleanup => {
+            let a = crate::apply::cmd::OneshotArgs {
+                manifests: cli.oneshot.manifests,
+                node: None,
+            };
+            if cli.oneshot.cleanup {
+                crate::apply::cmd::cleanup(&a, Default::default())
+            } else {
+                crate::apply::cmd::sync_once(&a, Default::default())
+            }
+        }
         None => bail!(
             "the proxy daemon is not implemented yet; use a subcommand such as `kube-ipvs ipvs list` (see `kube-ipvs --help`)"
         ),
@@ -291,7 +316,10 @@ mod tests {
 
     #[test]
     fn no_subcommand_is_an_honest_error() {
-        let err = run(Cli { command: None }).unwrap_err().to_string();
+        let err = run(Cli {
+            command: None,
+            oneshot: Default::default(),
+        }).unwrap_err().to_string();
         assert!(err.contains("not implemented"), "{err}");
     }
 

@@ -4,6 +4,7 @@
 //! are pure functions, and only the apply step touches the kernel.
 
 pub mod changes;
+pub mod apply;
 pub mod cli;
 pub mod ipset_cmd;
 pub mod iptables;
@@ -11,5 +12,6 @@ pub mod ipvsadm;
 pub mod metrics;
 pub mod model;
 pub mod reconcile;
+pub mod source;
 pub mod runner;
 pub mod sysctl;

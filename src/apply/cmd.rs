@@ -1,0 +1,138 @@
+//! The one-shot subcommands (`plan`, `sync-once`, `diff`, `cleanup`) behind the CLI: arguments and output.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use super::{Applier, oneshot};
+use crate::model::config::ProxyConfig;
+use crate::reconcile::Proxier;
+use crate::source::manifests::{self, Manifests};
+
+/// Where the objects come from and which node this is.
+#[derive(Debug, Clone, Args)]
+pub struct OneshotArgs {
+    /// A YAML/JSON manifest file, or a directory of them (Service, EndpointSlice, Node).
+    #[arg(long, value_name = "PATH")]
+    pub manifests: Option<PathBuf>,
+    /// This node's name (default: $NODE_NAME, else the hostname).
+    #[arg(
+        long = "node",
+        visible_alias = "hostname-override",
+        value_name = "NAME"
+    )]
+    pub node: Option<String>,
+}
+
+/// Top-level flag form: `kube-ipvs --manifests PATH --sync-once`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct OneshotFlags {
+    /// Read objects from manifests instead of the API server (file or directory).
+    #[arg(long, value_name = "PATH")]
+    pub manifests: Option<PathBuf>,
+    /// One full sync, then exit: 0 only if the kernel now equals the desired state.
+    #[arg(long, requires = "manifests")]
+    pub sync_once: bool,
+    /// Remove everything kube-ipvs created, then exit (as kube-proxy --cleanup).
+    #[arg(long, conflicts_with = "sync_once")]
+    pub cleanup: bool,
+}
+
+fn stdout(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("cannot write to standard output"),
+    }
+}
+
+fn load(args: &OneshotArgs) -> Result<Manifests> {
+    let Some(path) = &args.manifests else {
+        return Ok(Manifests::default());
+    };
+    let m = manifests::load(path)?;
+    for w in &m.warnings {
+        tracing::warn!("{w}");
+        eprintln!("kube-ipvs: warning: {w}");
+    }
+    Ok(m)
+}
+
+fn build(args: &OneshotArgs, cfg: ProxyConfig, use_local: bool) -> Result<Proxier> {
+    let m = load(args)?;
+    let name = oneshot::node_name(args.node.as_deref());
+    let node = oneshot::node_info(&name, &m, || {
+        if use_local {
+            oneshot::local_addresses()
+        } else {
+            Vec::new()
+        }
+    });
+    Ok(oneshot::proxier(cfg, node, &m))
+}
+
+fn need_manifests(args: &OneshotArgs) -> Result<()> {
+    if args.manifests.is_none() {
+        bail!("--manifests PATH is required (a YAML file or a directory of them)");
+    }
+    Ok(())
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `kube-ipvs plan`: the desired kernel state, without touching the kernel
+/// (node addresses are read only when no Node object names this node).
+pub fn plan(args: &OneshotArgs, cfg: ProxyConfig) -> Result<()> {
+    need_manifests(args)?;
+    let mut p = build(args, cfg, true)?;
+    stdout(&oneshot::plan_text(&mut p))
+}
+
+/// `kube-ipvs sync-once`: adopt, apply, verify; fails unless the kernel converged.
+pub fn sync_once(args: &OneshotArgs, cfg: ProxyConfig) -> Result<()> {
+    need_manifests(args)?;
+    let mut p = build(args, cfg, true)?;
+    let mut applier = Applier::new();
+    let s = oneshot::sync_once(&mut applier, &mut p, now()).context("sync failed")?;
+    stdout(&s.text())?;
+    if !s.converged() {
+        bail!(
+            "the kernel does not equal the desired state after the sync ({} failed operations, {} differences)",
+            s.report.failed.len(),
+            s.remaining.len()
+        );
+    }
+    Ok(())
+}
+
+/// `kube-ipvs diff`: kernel vs desired; reads only.
+pub fn diff(args: &OneshotArgs, cfg: ProxyConfig) -> Result<()> {
+    need_manifests(args)?;
+    let mut p = build(args, cfg, true)?;
+    let lines = oneshot::diff_kernel(&mut Applier::new(), &mut p)?;
+    if lines.is_empty() {
+        return stdout("kernel state equals the desired state\n");
+    }
+    stdout(&(lines.join("\n") + "\n"))
+}
+
+/// `kube-ipvs --cleanup`: removes what kube-ipvs created, nothing else.
+pub fn cleanup(args: &OneshotArgs, cfg: ProxyConfig) -> Result<()> {
+    let p = build(args, cfg, true)?;
+    let (done, errors) = oneshot::cleanup(&mut Applier::new(), &p);
+    let mut text: String = done.iter().map(|l| format!("removed: {l}\n")).collect();
+    if done.is_empty() {
+        text.push_str("nothing of kube-ipvs was left\n");
+    }
+    stdout(&text)?;
+    if !errors.is_empty() {
+        bail!("cleanup incomplete: {}", errors.join("; "));
+    }
+    Ok(())
+}

@@ -1,0 +1,330 @@
+//! Service, EndpointSlice and Node objects from YAML/JSON files (multi-document, `List` kinds), for one-shot runs and tests.
+
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use serde::Deserialize;
+use serde_json::Value;
+
+/// Why manifests could not be loaded; names the file and the document (0-based).
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: document {doc} is not valid YAML: {source}", path.display())]
+    Yaml {
+        path: PathBuf,
+        doc: usize,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("{}: document {doc} cannot be represented as JSON: {source}", path.display())]
+    Json {
+        path: PathBuf,
+        doc: usize,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{}: document {doc}: invalid {kind}{}: {source}", path.display(), name_suffix(name))]
+    Object {
+        path: PathBuf,
+        doc: usize,
+        kind: String,
+        name: Option<String>,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{}: no .yaml, .yml or .json files in this directory", path.display())]
+    Empty { path: PathBuf },
+}
+
+fn name_suffix(name: &Option<String>) -> String {
+    name.as_ref().map(|n| format!(" {n:?}")).unwrap_or_default()
+}
+
+/// Everything loaded, in file and document order.
+#[derive(Debug, Default, Clone)]
+pub struct Manifests {
+    pub services: Vec<Service>,
+    pub slices: Vec<EndpointSlice>,
+    pub nodes: Vec<Node>,
+    /// Skipped documents (unknown kinds, no kind): one line each, naming the file.
+    pub warnings: Vec<String>,
+}
+
+impl Manifests {
+    /// The Node called `name`, if the manifests hold it.
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(name))
+    }
+}
+
+/// Loads a file, or every `.yaml`/`.yml`/`.json` file of a directory (sorted by name, not recursive).
+pub fn load(path: &Path) -> Result<Manifests, ManifestError> {
+    let mut m = Manifests::default();
+    let meta = std::fs::metadata(path).map_err(|source| ManifestError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if meta.is_dir() {
+        let rd = std::fs::read_dir(path).map_err(|source| ManifestError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut files: Vec<PathBuf> = rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_file()
+                    && p.extension()
+                        .and_then(|e| e.to_str())
+                        .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+            })
+            .collect();
+        if files.is_empty() {
+            return Err(ManifestError::Empty {
+                path: path.to_path_buf(),
+            });
+        }
+        files.sort();
+        for f in files {
+            load_file(&f, &mut m)?;
+        }
+    } else {
+        load_file(path, &mut m)?;
+    }
+    Ok(m)
+}
+
+fn load_file(path: &Path, m: &mut Manifests) -> Result<(), ManifestError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    load_str(&text, path, m)
+}
+
+/// Parses the documents of `text` (YAML, so JSON too) into `m`; `path` names the source in errors.
+pub fn load_str(text: &str, path: &Path, m: &mut Manifests) -> Result<(), ManifestError> {
+    for (doc, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let y = serde_yaml::Value::deserialize(de).map_err(|source| ManifestError::Yaml {
+            path: path.to_path_buf(),
+            doc,
+            source,
+        })?;
+        if y.is_null() {
+            continue; // empty document, e.g. a trailing `---`
+        }
+        let v: Value = serde_json::to_value(y).map_err(|source| ManifestError::Json {
+            path: path.to_path_buf(),
+            doc,
+            source,
+        })?;
+        add(v, path, doc, None, m)?;
+    }
+    Ok(())
+}
+
+/// Dispatches one object by `kind` (`item_kind`: the kind implied by a typed list).
+fn add(
+    mut v: Value,
+    path: &Path,
+    doc: usize,
+    item_kind: Option<&str>,
+    m: &mut Manifests,
+) -> Result<(), ManifestError> {
+    let kind = v
+        .get("kind")
+        .and_then(Value::as_str)
+        .or(item_kind)
+        .map(str::to_string);
+    let name = v
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let Some(kind) = kind else {
+        m.warnings.push(format!(
+            "{}: document {doc} has no kind; skipped",
+            path.display()
+        ));
+        return Ok(());
+    };
+    let err = |source| ManifestError::Object {
+        path: path.to_path_buf(),
+        doc,
+        kind: kind.clone(),
+        name: name.clone(),
+        source,
+    };
+    // Items of a typed list carry no kind/apiVersion; the types want them consistent.
+    if item_kind.is_some()
+        && let Some(o) = v.as_object_mut()
+    {
+        o.entry("kind")
+            .or_insert_with(|| Value::from(kind.as_str()));
+    }
+    match kind.as_str() {
+        "Service" => m
+            .services
+            .push(serde_json::from_value(with_api(v, "v1")).map_err(err)?),
+        "EndpointSlice" => m
+            .slices
+            .push(serde_json::from_value(with_api(v, "discovery.k8s.io/v1")).map_err(err)?),
+        "Node" => m
+            .nodes
+            .push(serde_json::from_value(with_api(v, "v1")).map_err(err)?),
+        "List" | "ServiceList" | "EndpointSliceList" | "NodeList" => {
+            let item = kind.strip_suffix("List").filter(|k| !k.is_empty());
+            let items = match v.get_mut("items").map(Value::take) {
+                Some(Value::Array(a)) => a,
+                Some(Value::Null) | None => Vec::new(),
+                Some(_) => {
+                    return Err(err(serde::de::Error::custom("`items` must be a list")));
+                }
+            };
+            for it in items {
+                add(it, path, doc, item, m)?;
+            }
+        }
+        other => m.warnings.push(format!(
+            "{}: document {doc}: kind {other}{} is not used by kube-ipvs; skipped",
+            path.display(),
+            name_suffix(&name)
+        )),
+    }
+    Ok(())
+}
+
+/// Fills in a missing `apiVersion` (list items often omit it).
+fn with_api(mut v: Value, api: &str) -> Value {
+    if let Some(o) = v.as_object_mut() {
+        o.entry("apiVersion").or_insert_with(|| Value::from(api));
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Manifests, ManifestError> {
+        let mut m = Manifests::default();
+        load_str(text, Path::new("t.yaml"), &mut m).map(|()| m)
+    }
+
+    const SVC: &str = "apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: default}
+spec:
+  clusterIP: 10.96.0.10
+  ports: [{name: http, port: 80, protocol: TCP, targetPort: 8080}]
+";
+
+    #[test]
+    fn multi_document_kind_dispatch() {
+        let text = format!(
+            "{SVC}---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-abc
+  namespace: default
+  labels: {{kubernetes.io/service-name: web}}
+addressType: IPv4
+endpoints: [{{addresses: [10.0.0.1]}}]
+ports: [{{name: http, port: 8080, protocol: TCP}}]
+---
+apiVersion: v1
+kind: Node
+metadata: {{name: n1}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: cm}}
+---
+"
+        );
+        let m = parse(&text).unwrap();
+        assert_eq!(m.services.len(), 1);
+        assert_eq!(m.slices.len(), 1);
+        assert_eq!(m.slices[0].endpoints[0].addresses, vec!["10.0.0.1"]);
+        assert!(m.node("n1").is_some() && m.node("n2").is_none());
+        assert_eq!(m.warnings.len(), 1);
+        assert!(
+            m.warnings[0].contains("t.yaml: document 3: kind ConfigMap \"cm\""),
+            "{:?}",
+            m.warnings
+        );
+    }
+
+    #[test]
+    fn lists_typed_and_generic() {
+        let m = parse(
+            "apiVersion: v1
+kind: ServiceList
+items:
+- metadata: {name: a, namespace: x}
+  spec: {clusterIP: 10.96.0.1, ports: [{port: 53, protocol: UDP}]}
+---
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Node
+  metadata: {name: n1}
+- apiVersion: v1
+  kind: Service
+  metadata: {name: b, namespace: x}
+",
+        )
+        .unwrap();
+        assert_eq!(m.services.len(), 2);
+        assert_eq!(m.nodes.len(), 1);
+        assert!(m.warnings.is_empty());
+    }
+
+    #[test]
+    fn errors_name_file_document_and_object() {
+        let e = parse(&format!(
+            "{SVC}---\napiVersion: v1\nkind: Service\nmetadata: {{name: bad}}\nspec: {{ports: 7}}\n"
+        ))
+        .unwrap_err();
+        let s = e.to_string();
+        assert!(
+            s.starts_with("t.yaml: document 1: invalid Service \"bad\""),
+            "{s}"
+        );
+        let e = parse("kind: Service\nmetadata: [\n").unwrap_err();
+        assert!(matches!(e, ManifestError::Yaml { doc: 0, .. }), "{e}");
+        let m = parse("metadata: {name: x}\n").unwrap();
+        assert!(m.warnings[0].contains("no kind"), "{:?}", m.warnings);
+    }
+
+    #[test]
+    fn directories_load_sorted_and_missing_paths_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("b.yaml"), SVC.replace("web", "b")).unwrap();
+        std::fs::write(d.path().join("a.yml"), SVC.replace("web", "a")).unwrap();
+        std::fs::write(d.path().join("notes.txt"), "kind: Service\n").unwrap();
+        let m = load(d.path()).unwrap();
+        let names: Vec<_> = m
+            .services
+            .iter()
+            .map(|s| s.metadata.name.clone().unwrap())
+            .collect();
+        assert_eq!(names, ["a", "b"]);
+        let e = load(&d.path().join("nope")).unwrap_err();
+        assert!(e.to_string().contains("nope"), "{e}");
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            load(empty.path()),
+            Err(ManifestError::Empty { .. })
+        ));
+    }
+}

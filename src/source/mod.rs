@@ -1,0 +1,3 @@
+//! Where Kubernetes objects come from when not from the API server: manifest files.
+
+pub mod manifests;
