@@ -3,15 +3,16 @@
 //! The flow is watch → model → reconcile → apply; the model and the reconciler
 //! are pure functions, and only the apply step touches the kernel.
 
-pub mod changes;
 pub mod apply;
+pub mod changes;
 pub mod cli;
+pub mod health;
 pub mod ipset_cmd;
 pub mod iptables;
 pub mod ipvsadm;
 pub mod metrics;
 pub mod model;
 pub mod reconcile;
-pub mod source;
 pub mod runner;
+pub mod source;
 pub mod sysctl;

@@ -1,0 +1,577 @@
+//! HTTP endpoints: /metrics, /healthz and /livez (upstream ProxyHealthServer) and per-Service health-check node ports (ServiceHealthServer).
+
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use k8s_openapi::api::core::v1::Node;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::metrics::{self, Metrics};
+use crate::model::contribution::HealthCheck;
+use crate::model::input::SvcId;
+
+/// Upstream default bind addresses.
+pub const DEFAULT_HEALTHZ_BIND: &str = "0.0.0.0:10256";
+pub const DEFAULT_METRICS_BIND: &str = "127.0.0.1:10249";
+/// Taint the cluster autoscaler puts on a node it is about to remove.
+pub const TO_BE_DELETED_TAINT: &str = "ToBeDeletedByClusterAutoscaler";
+
+type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
+
+#[derive(Debug, Default)]
+struct HealthState {
+    last_updated: Option<SystemTime>,
+    oldest_queued: Option<SystemTime>,
+    node_eligible: bool,
+}
+
+/// What the sync loop reports: changes queued, rules applied. Upstream
+/// ProxyHealthServer: healthy while nothing is queued, or while the oldest
+/// queued change is younger than the timeout (2 × syncPeriod).
+pub struct ProxyHealth {
+    state: Mutex<HealthState>,
+    timeout: Duration,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for ProxyHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyHealth")
+            .field("state", &self.state)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One answer of the health check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HealthStatus {
+    pub healthy: bool,
+    pub last_updated: Option<SystemTime>,
+    pub current_time: SystemTime,
+    pub node_eligible: bool,
+}
+
+impl ProxyHealth {
+    pub fn new(sync_period: Duration) -> Self {
+        Self::with_clock(sync_period, Arc::new(SystemTime::now))
+    }
+
+    pub fn with_clock(sync_period: Duration, clock: Clock) -> Self {
+        ProxyHealth {
+            state: Mutex::new(HealthState {
+                node_eligible: true,
+                ..Default::default()
+            }),
+            timeout: sync_period.saturating_mul(2),
+            clock,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HealthState> {
+        // A panic elsewhere must not take the health endpoint down with it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A change was queued; only the oldest unapplied one counts.
+    pub fn queued_update(&self) {
+        let now = (self.clock)();
+        self.lock().oldest_queued.get_or_insert(now);
+    }
+
+    /// Rules were applied: everything queued so far is done.
+    pub fn updated(&self) {
+        let now = (self.clock)();
+        let mut s = self.lock();
+        s.last_updated = Some(now);
+        s.oldest_queued = None;
+    }
+
+    /// /healthz fails (but /livez does not) while the node is being deleted,
+    /// so load balancers drain it first (upstream KEP-3836).
+    pub fn set_node_eligible(&self, eligible: bool) {
+        self.lock().node_eligible = eligible;
+    }
+
+    pub fn status(&self) -> HealthStatus {
+        let now = (self.clock)();
+        let s = self.lock();
+        let healthy = match s.oldest_queued {
+            None => true,
+            Some(q) => now.duration_since(q).unwrap_or_default() < self.timeout,
+        };
+        HealthStatus {
+            healthy,
+            last_updated: s.last_updated,
+            current_time: now,
+            node_eligible: s.node_eligible,
+        }
+    }
+}
+
+/// Whether a Node should receive load-balancer traffic: not being deleted and
+/// not tainted for removal by the cluster autoscaler.
+pub fn node_eligible(node: &Node) -> bool {
+    if node.metadata.deletion_timestamp.is_some() {
+        return false;
+    }
+    !node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_ref())
+        .is_some_and(|t| t.iter().any(|t| t.key == TO_BE_DELETED_TAINT))
+}
+
+/// RFC 3339 in UTC; a time that was never set renders as Go's zero time.
+fn rfc3339(t: Option<SystemTime>) -> String {
+    t.and_then(|t| k8s_openapi::jiff::Timestamp::try_from(t).ok())
+        .map(|ts| ts.to_string())
+        .unwrap_or_else(|| "0001-01-01T00:00:00Z".to_string())
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn response(status: StatusCode, content_type: &'static str, body: String) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    r
+}
+
+fn not_found() -> Resp {
+    response(
+        StatusCode::NOT_FOUND,
+        "text/plain; charset=utf-8",
+        "404 page not found\n".into(),
+    )
+}
+
+fn health_response(health: &ProxyHealth, with_node: bool) -> Resp {
+    let s = health.status();
+    let ok = s.healthy && (!with_node || s.node_eligible);
+    let mut body = serde_json::json!({
+        "lastUpdated": rfc3339(s.last_updated),
+        "currentTime": rfc3339(Some(s.current_time)),
+    });
+    if with_node {
+        body["nodeEligible"] = s.node_eligible.into();
+    }
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    response(status, "application/json", body.to_string())
+}
+
+/// A running HTTP listener; dropping it stops accepting connections.
+#[derive(Debug)]
+pub struct HttpServer {
+    local_addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl HttpServer {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves `handler` on `listener`, one task per connection. HTTP/1.1 only,
+/// with a header read timeout so idle clients cannot pile up connections.
+fn serve<H>(listener: TcpListener, handler: H) -> io::Result<HttpServer>
+where
+    H: Fn(&Request<Incoming>) -> Resp + Send + Sync + 'static,
+{
+    let local_addr = listener.local_addr()?;
+    let handler = Arc::new(handler);
+    let task = tokio::spawn(async move {
+        loop {
+            let (stream, _) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, %local_addr, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let r = handler(&req);
+                    async move { Ok::<_, Infallible>(r) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(HttpServer { local_addr, task })
+}
+
+/// `/healthz` (node eligibility included) and `/livez` on healthzBindAddress.
+pub async fn healthz_server(addr: SocketAddr, health: Arc<ProxyHealth>) -> io::Result<HttpServer> {
+    let listener = TcpListener::bind(addr).await?;
+    serve(listener, move |req| match req.uri().path() {
+        "/healthz" => health_response(&health, true),
+        "/livez" => health_response(&health, false),
+        _ => not_found(),
+    })
+}
+
+/// `/metrics` (plus `/healthz`, `/livez` and `/proxyMode`, as upstream's
+/// metrics server) on metricsBindAddress.
+pub async fn metrics_server(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    health: Arc<ProxyHealth>,
+) -> io::Result<HttpServer> {
+    let listener = TcpListener::bind(addr).await?;
+    serve(listener, move |req| match req.uri().path() {
+        "/metrics" => response(StatusCode::OK, metrics::CONTENT_TYPE, metrics.encode()),
+        "/healthz" => health_response(&health, true),
+        "/livez" => health_response(&health, false),
+        "/proxyMode" => response(StatusCode::OK, "text/plain; charset=utf-8", "ipvs".into()),
+        _ => not_found(),
+    })
+}
+
+/// The Service a health-check node port answers for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ServiceEntry {
+    id: SvcId,
+    local_endpoints: usize,
+}
+
+/// One listener per healthCheckNodePort (Services with
+/// externalTrafficPolicy Local); load balancers probe it to find the nodes
+/// with local endpoints. Upstream answers 200 when the Service has local
+/// endpoints and the proxy itself is healthy, else 503.
+#[derive(Debug)]
+pub struct ServiceHealthServer {
+    bind: Vec<IpAddr>,
+    proxy: Arc<ProxyHealth>,
+    services: Arc<RwLock<HashMap<u16, ServiceEntry>>>,
+    listeners: Mutex<HashMap<u16, Vec<HttpServer>>>,
+}
+
+impl ServiceHealthServer {
+    /// `bind`: the addresses to listen on (upstream: nodePortAddresses, or
+    /// all, which `0.0.0.0` / `::` gives).
+    pub fn new(bind: Vec<IpAddr>, proxy: Arc<ProxyHealth>) -> Self {
+        ServiceHealthServer {
+            bind,
+            proxy,
+            services: Arc::default(),
+            listeners: Mutex::default(),
+        }
+    }
+
+    /// Ports currently listened on.
+    pub fn ports(&self) -> Vec<u16> {
+        let l = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<u16> = l.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Makes the listeners match `checks` (the proxier's `health_checks()`):
+    /// counts are updated in place, new ports opened, vanished ports closed.
+    /// A port that cannot be bound is logged and tried again next sync.
+    pub async fn sync(&self, checks: &HashMap<SvcId, HealthCheck>) {
+        // Sorted so that two Services claiming one port resolve the same way
+        // every time (the API server prevents it; a stale view may not).
+        let by_id: BTreeMap<&SvcId, &HealthCheck> = checks.iter().collect();
+        let mut want: HashMap<u16, ServiceEntry> = HashMap::new();
+        for (id, hc) in by_id {
+            if hc.node_port == 0 {
+                continue;
+            }
+            want.entry(hc.node_port).or_insert(ServiceEntry {
+                id: id.clone(),
+                local_endpoints: hc.local_endpoints,
+            });
+        }
+        let opened: Vec<u16> = {
+            let l = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+            l.keys().copied().collect()
+        };
+        let mut new = Vec::new();
+        for &port in want.keys() {
+            if !opened.contains(&port) {
+                let mut servers = Vec::new();
+                for ip in &self.bind {
+                    match self.listen(SocketAddr::new(*ip, port)).await {
+                        Ok(s) => servers.push(s),
+                        Err(e) => {
+                            tracing::warn!(error = %e, ip = %ip, port, "cannot open health check node port")
+                        }
+                    }
+                }
+                if !servers.is_empty() {
+                    new.push((port, servers));
+                }
+            }
+        }
+        *self.services.write().unwrap_or_else(|e| e.into_inner()) = want.clone();
+        let mut l = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        l.extend(new);
+        // Dropping an HttpServer stops its listener.
+        l.retain(|port, _| want.contains_key(port));
+    }
+
+    async fn listen(&self, addr: SocketAddr) -> io::Result<HttpServer> {
+        let listener = TcpListener::bind(addr).await?;
+        let services = self.services.clone();
+        let proxy = self.proxy.clone();
+        let port = addr.port();
+        serve(listener, move |_req| {
+            let entry = services
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&port)
+                .cloned();
+            let Some(e) = entry else {
+                return not_found();
+            };
+            let healthy = proxy.status().healthy;
+            let (ns, name) = e.id.split_once('/').unwrap_or(("", &e.id));
+            let body = serde_json::json!({
+                "service": {"namespace": ns, "name": name},
+                "localEndpoints": e.local_endpoints,
+                "serviceProxyHealthy": healthy,
+            });
+            let status = if e.local_endpoints > 0 && healthy {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            let mut r = response(status, "application/json", body.to_string());
+            r.headers_mut()
+                .insert("x-load-balancing-endpoints", e.local_endpoints.into());
+            r
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{NodeSpec, Taint};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    /// GET over a fresh connection; returns (status, headers+body text, body).
+    async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await.unwrap();
+        let status = buf[9..12].parse().unwrap();
+        let body = buf.split_once("\r\n\r\n").unwrap().1.to_string();
+        (status, buf, body)
+    }
+
+    fn fake_clock() -> (Arc<Mutex<SystemTime>>, Clock) {
+        let t = Arc::new(Mutex::new(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        ));
+        let c = t.clone();
+        (t, Arc::new(move || *c.lock().unwrap()))
+    }
+
+    fn advance(t: &Mutex<SystemTime>, secs: u64) {
+        *t.lock().unwrap() += Duration::from_secs(secs);
+    }
+
+    fn local() -> SocketAddr {
+        "127.0.0.1:0".parse().unwrap()
+    }
+
+    #[test]
+    fn health_semantics() {
+        let (t, clock) = fake_clock();
+        let h = ProxyHealth::with_clock(Duration::from_secs(30), clock);
+        assert!(
+            h.status().healthy,
+            "healthy while starting up, nothing queued"
+        );
+        h.queued_update();
+        advance(&t, 59);
+        assert!(h.status().healthy);
+        h.queued_update(); // the oldest queued change counts
+        advance(&t, 1);
+        assert!(!h.status().healthy, "queued 60 s = 2 × syncPeriod ago");
+        h.updated();
+        assert!(h.status().healthy);
+        assert_eq!(h.status().last_updated, Some(*t.lock().unwrap()));
+        advance(&t, 3600);
+        assert!(h.status().healthy, "no queued change: healthy however old");
+    }
+
+    #[tokio::test]
+    async fn healthz_and_livez_over_http() {
+        let (t, clock) = fake_clock();
+        let h = Arc::new(ProxyHealth::with_clock(Duration::from_secs(30), clock));
+        let srv = healthz_server(local(), h.clone()).await.unwrap();
+        let a = srv.local_addr();
+
+        let (code, raw, body) = get(a, "/healthz").await;
+        assert_eq!(code, 200, "{raw}");
+        assert!(
+            raw.to_ascii_lowercase()
+                .contains("content-type: application/json")
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["lastUpdated"], "0001-01-01T00:00:00Z");
+        assert_eq!(v["currentTime"], "2023-11-14T22:13:20Z");
+        assert_eq!(v["nodeEligible"], true);
+
+        h.queued_update();
+        advance(&t, 61);
+        assert_eq!(get(a, "/healthz").await.0, 503);
+        assert_eq!(get(a, "/livez").await.0, 503);
+        h.updated();
+        let (code, _, body) = get(a, "/livez").await;
+        assert_eq!(code, 200);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["lastUpdated"], "2023-11-14T22:14:21Z");
+        assert!(v.get("nodeEligible").is_none());
+
+        // A node being deleted fails /healthz only.
+        h.set_node_eligible(false);
+        assert_eq!(get(a, "/healthz").await.0, 503);
+        assert_eq!(get(a, "/livez").await.0, 200);
+        assert_eq!(get(a, "/nope").await.0, 404);
+    }
+
+    #[tokio::test]
+    async fn metrics_over_http() {
+        let m = Arc::new(Metrics::new());
+        m.drift_repairs_total.inc();
+        let h = Arc::new(ProxyHealth::new(Duration::from_secs(30)));
+        let srv = metrics_server(local(), m, h).await.unwrap();
+        let (code, raw, body) = get(srv.local_addr(), "/metrics").await;
+        assert_eq!(code, 200);
+        assert!(raw.contains("openmetrics-text"), "{raw}");
+        assert!(body.contains("kube_ipvs_drift_repairs_total 1"), "{body}");
+        assert!(body.contains("kubeproxy_sync_proxy_rules_duration_seconds_bucket"));
+        assert_eq!(get(srv.local_addr(), "/proxyMode").await.2, "ipvs");
+        assert_eq!(get(srv.local_addr(), "/healthz").await.0, 200);
+    }
+
+    async fn free_port() -> u16 {
+        TcpListener::bind(local())
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    fn hc(node_port: u16, local_endpoints: usize) -> HealthCheck {
+        HealthCheck {
+            node_port,
+            local_endpoints,
+        }
+    }
+
+    #[tokio::test]
+    async fn service_health_node_ports() {
+        let (t, clock) = fake_clock();
+        let proxy = Arc::new(ProxyHealth::with_clock(Duration::from_secs(30), clock));
+        let s = ServiceHealthServer::new(vec!["127.0.0.1".parse().unwrap()], proxy.clone());
+        let (p1, p2) = (free_port().await, free_port().await);
+        let addr = |p| SocketAddr::from(([127, 0, 0, 1], p));
+
+        let mut checks = HashMap::from([
+            (SvcId::from("default/web"), hc(p1, 2)),
+            (SvcId::from("kube-system/dns"), hc(p2, 0)),
+        ]);
+        s.sync(&checks).await;
+        let mut want = vec![p1, p2];
+        want.sort_unstable();
+        assert_eq!(s.ports(), want);
+
+        let (code, raw, body) = get(addr(p1), "/").await;
+        assert_eq!(code, 200, "{raw}");
+        assert!(
+            raw.to_ascii_lowercase()
+                .contains("x-load-balancing-endpoints: 2")
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["service"]["namespace"], "default");
+        assert_eq!(v["service"]["name"], "web");
+        assert_eq!(v["localEndpoints"], 2);
+        let (code, _, body) = get(addr(p2), "/anything").await;
+        assert_eq!(code, 503);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["service"]["name"], "dns");
+        assert_eq!(v["localEndpoints"], 0);
+
+        // Counts change in place; a port that vanished stops listening.
+        checks.insert("kube-system/dns".into(), hc(p2, 1));
+        checks.remove("default/web");
+        s.sync(&checks).await;
+        assert_eq!(s.ports(), vec![p2]);
+        assert_eq!(get(addr(p2), "/").await.0, 200);
+        tokio::task::yield_now().await;
+        assert!(TcpStream::connect(addr(p1)).await.is_err());
+
+        // An unhealthy proxy makes every service port fail.
+        proxy.queued_update();
+        advance(&t, 120);
+        let (code, _, body) = get(addr(p2), "/").await;
+        assert_eq!(code, 503);
+        assert!(body.contains("\"serviceProxyHealthy\":false"));
+    }
+
+    #[test]
+    fn node_eligibility() {
+        let mut n = Node::default();
+        assert!(node_eligible(&n));
+        n.spec = Some(NodeSpec {
+            taints: Some(vec![Taint {
+                key: TO_BE_DELETED_TAINT.into(),
+                effect: "NoSchedule".into(),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        });
+        assert!(!node_eligible(&n));
+        n.spec = None;
+        n.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        assert!(!node_eligible(&n));
+    }
+}
