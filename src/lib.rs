@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod changes;
 pub mod cli;
+pub mod config;
 pub mod health;
 pub mod ipset_cmd;
 pub mod iptables;
