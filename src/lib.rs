@@ -17,3 +17,4 @@ pub mod reconcile;
 pub mod runner;
 pub mod source;
 pub mod sysctl;
+pub mod watch;

@@ -1,0 +1,624 @@
+//! API watches (Services, EndpointSlices, this Node) feeding change trackers; nothing is programmed before every first list completes, and errors never flush.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+
+use crate::changes::{Change, ChangeTracker};
+use crate::health::{ProxyHealth, node_eligible};
+use crate::metrics::{Metrics, last_change_trigger_time};
+use crate::model::node::NodeInfo;
+use crate::reconcile::Proxier;
+use crate::runner::Trigger;
+
+/// Objects with this label belong to another proxy (upstream informer filter).
+pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
+/// Set by the EndpointSlice controller on slices of headless Services.
+pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
+/// Upstream's label selector for Services.
+pub const SERVICE_SELECTOR: &str = "!service.kubernetes.io/service-proxy-name";
+/// Upstream's label selector for EndpointSlices.
+pub const SLICE_SELECTOR: &str =
+    "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless";
+
+/// Field selector watching only this node.
+pub fn node_selector(node_name: &str) -> String {
+    format!("metadata.name={node_name}")
+}
+
+/// The node name: --hostname-override, else $NODE_NAME, else the hostname;
+/// trimmed and lowercased as upstream's `nodeutil.GetHostname`.
+pub fn resolve_node_name(
+    hostname_override: Option<&str>,
+    env_node_name: Option<&str>,
+    hostname: impl FnOnce() -> Option<String>,
+) -> Option<String> {
+    let pick = |s: &str| {
+        let s = s.trim().to_lowercase();
+        (!s.is_empty()).then_some(s)
+    };
+    hostname_override
+        .and_then(pick)
+        .or_else(|| env_node_name.and_then(pick))
+        .or_else(|| hostname().as_deref().and_then(pick))
+}
+
+/// `resolve_node_name` with the process environment and the kernel hostname.
+pub fn node_name(hostname_override: Option<&str>) -> Option<String> {
+    let env = std::env::var("NODE_NAME").ok();
+    resolve_node_name(hostname_override, env.as_deref(), || {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+            .ok()
+    })
+}
+
+/// Namespace and name of an object.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+fn key_of<K: Resource>(obj: &K) -> ObjKey {
+    ObjKey {
+        namespace: obj.meta().namespace.clone().unwrap_or_default(),
+        name: obj.meta().name.clone().unwrap_or_default(),
+    }
+}
+
+/// Drops bookkeeping fields that change without changing what the proxy
+/// programs, so an update back to an earlier state is recognised as a no-op
+/// (and managedFields do not sit in memory).
+fn normalize<K: Resource>(mut obj: K) -> K {
+    let m = obj.meta_mut();
+    m.managed_fields = None;
+    m.resource_version = None;
+    m.generation = None;
+    obj
+}
+
+/// One watched kind: its tracker and its list state.
+#[derive(Debug)]
+pub struct Source<K> {
+    tracker: ChangeTracker<ObjKey, Arc<K>>,
+    /// Keys seen since the last `Init`; Some while a (re-)list is running.
+    relist: Option<HashSet<ObjKey>>,
+    synced: bool,
+}
+
+impl<K> Default for Source<K> {
+    fn default() -> Self {
+        Source {
+            tracker: ChangeTracker::default(),
+            relist: None,
+            synced: false,
+        }
+    }
+}
+
+/// What one event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Handled {
+    /// The event carried an object (counts in `*_changes_total`).
+    pub counted: bool,
+    /// The pending changes changed.
+    pub changed: bool,
+    /// This event completed the first full list.
+    pub first_sync: bool,
+}
+
+impl<K: Resource + Clone + PartialEq> Source<K> {
+    /// Folds one watcher event in. A re-list (after an error or a 410 Gone)
+    /// replaces state only at `InitDone`, deleting just the objects the full
+    /// list no longer has; an interrupted re-list deletes nothing.
+    pub fn handle(&mut self, event: Event<K>) -> Handled {
+        let mut h = Handled::default();
+        match event {
+            Event::Init => self.relist = Some(HashSet::new()),
+            Event::InitApply(obj) => {
+                let k = key_of(&obj);
+                if let Some(seen) = &mut self.relist {
+                    seen.insert(k.clone());
+                }
+                h.counted = true;
+                h.changed = self.tracker.apply(k, Arc::new(normalize(obj)));
+            }
+            Event::Apply(obj) => {
+                h.counted = true;
+                h.changed = self.tracker.apply(key_of(&obj), Arc::new(normalize(obj)));
+            }
+            Event::Delete(obj) => {
+                h.counted = true;
+                h.changed = self.tracker.delete(key_of(&obj));
+            }
+            Event::InitDone => {
+                // Without a preceding Init this is not a complete list.
+                if let Some(seen) = self.relist.take() {
+                    for k in self.tracker.keys() {
+                        if !seen.contains(&k) {
+                            h.changed |= self.tracker.delete(k);
+                        }
+                    }
+                    h.first_sync = !self.synced;
+                    self.synced = true;
+                }
+            }
+        }
+        h
+    }
+
+    pub fn synced(&self) -> bool {
+        self.synced
+    }
+
+    pub fn pending(&self) -> usize {
+        self.tracker.pending()
+    }
+
+    pub fn get(&self, key: &ObjKey) -> Option<&Arc<K>> {
+        self.tracker.get(key)
+    }
+
+    pub fn drain(&mut self) -> Vec<(ObjKey, Change<Arc<K>>)> {
+        self.tracker.drain()
+    }
+}
+
+/// Everything the watches know, shared with the sync loop.
+#[derive(Debug, Default)]
+pub struct Sources {
+    pub services: Source<Service>,
+    pub slices: Source<EndpointSlice>,
+    pub node: Source<Node>,
+}
+
+/// Changes drained for one sync.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub services: Vec<(ObjKey, Change<Arc<Service>>)>,
+    pub slices: Vec<(ObjKey, Change<Arc<EndpointSlice>>)>,
+    /// The newest Node object, if it changed (a deleted Node is not reported:
+    /// the last known addresses stay programmed).
+    pub node: Option<Arc<Node>>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty() && self.slices.is_empty() && self.node.is_none()
+    }
+
+    /// Trigger times of the changed slices, for the network programming
+    /// latency observed once the sync that applies them succeeds.
+    pub fn trigger_times(&self) -> Vec<SystemTime> {
+        self.slices
+            .iter()
+            .filter_map(|(_, c)| c.current.as_deref().and_then(last_change_trigger_time))
+            .collect()
+    }
+
+    /// Feeds the batch into the proxier (slices after services, node first:
+    /// the proxier only marks Services dirty, order within a batch is free).
+    pub fn apply_to(&self, proxier: &mut Proxier, node_info: impl Fn(&Node) -> NodeInfo) {
+        if let Some(n) = &self.node {
+            proxier.set_node(node_info(n));
+        }
+        for (k, c) in &self.services {
+            match &c.current {
+                Some(s) => proxier.upsert_service(s),
+                None => proxier.delete_service(&k.namespace, &k.name),
+            }
+        }
+        for (k, c) in &self.slices {
+            match &c.current {
+                Some(s) => proxier.upsert_slice(s),
+                None => proxier.delete_slice(&k.namespace, &k.name),
+            }
+        }
+    }
+}
+
+impl Sources {
+    /// Every source has completed its first full list.
+    pub fn ready(&self) -> bool {
+        self.services.synced() && self.slices.synced() && self.node.synced()
+    }
+
+    /// Pending changes; None until `ready` (programming from a partial view
+    /// would delete what the missing objects describe).
+    pub fn take_batch(&mut self) -> Option<Batch> {
+        if !self.ready() {
+            return None;
+        }
+        let node = self
+            .node
+            .drain()
+            .into_iter()
+            .filter_map(|(_, c)| c.current)
+            .next_back();
+        Some(Batch {
+            services: self.services.drain(),
+            slices: self.slices.drain(),
+            node,
+        })
+    }
+
+    /// Whether this node currently exists (for /healthz node eligibility).
+    fn node_eligible(&self, node_name: &str) -> bool {
+        self.node
+            .get(&ObjKey {
+                namespace: String::new(),
+                name: node_name.to_string(),
+            })
+            .is_some_and(|n| node_eligible(n))
+    }
+}
+
+/// Where events are reported: the sync trigger, metrics and health.
+#[derive(Debug, Clone)]
+pub struct Hooks {
+    pub trigger: Trigger,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<ProxyHealth>,
+}
+
+impl Hooks {
+    fn queue(&self) {
+        if self.trigger.run() {
+            self.metrics.queued(SystemTime::now());
+            self.health.queued_update();
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Services,
+    Slices,
+    Node,
+}
+
+fn lock(s: &Mutex<Sources>) -> MutexGuard<'_, Sources> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Folds one event into `sources` and reports it to the hooks.
+fn on_event<K>(
+    sources: &Mutex<Sources>,
+    hooks: &Hooks,
+    node_name: &str,
+    kind: Kind,
+    pick: impl Fn(&mut Sources) -> &mut Source<K>,
+    event: Event<K>,
+) where
+    K: Resource + Clone + PartialEq,
+{
+    let mut s = lock(sources);
+    let h = pick(&mut s).handle(event);
+    if h.counted && kind == Kind::Services {
+        hooks.metrics.service_changes_total.inc();
+    }
+    if h.counted && kind == Kind::Slices {
+        hooks.metrics.endpoint_changes_total.inc();
+    }
+    hooks
+        .metrics
+        .set_pending(s.services.pending(), s.slices.pending());
+    if kind == Kind::Node {
+        hooks.health.set_node_eligible(s.node_eligible(node_name));
+    }
+    if h.first_sync {
+        tracing::info!(?kind, "initial list complete");
+    }
+    // Before every source has listed once, only the last first list triggers.
+    if s.ready() && (h.changed || h.first_sync) {
+        drop(s);
+        hooks.queue();
+    }
+}
+
+/// Runs one watch forever. kube's watcher re-lists after errors (API server
+/// down, 410 Gone) and `default_backoff` spaces the retries; errors are only
+/// logged here, and state changes only at a completed list.
+async fn run_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    sources: Arc<Mutex<Sources>>,
+    hooks: Hooks,
+    node_name: String,
+    kind: Kind,
+    pick: fn(&mut Sources) -> &mut Source<K>,
+) where
+    K: Resource<DynamicType = ()> + Clone + PartialEq + DeserializeOwned + std::fmt::Debug,
+    K: Send + Sync + 'static,
+{
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(ev) => on_event(&sources, &hooks, &node_name, kind, pick, ev),
+            Err(e) => tracing::warn!(?kind, error = %e, "watch failed; re-listing with backoff"),
+        }
+    }
+}
+
+/// Watches Services, EndpointSlices and this Node until the future is dropped.
+/// List with `resourceVersion=0` semantics (served from the API server cache,
+/// as upstream informers do).
+pub async fn watch_all(
+    client: Client,
+    node_name: String,
+    sources: Arc<Mutex<Sources>>,
+    hooks: Hooks,
+) {
+    let svc_cfg = watcher::Config::default()
+        .labels(SERVICE_SELECTOR)
+        .any_semantic();
+    let slice_cfg = watcher::Config::default()
+        .labels(SLICE_SELECTOR)
+        .any_semantic();
+    let node_cfg = watcher::Config::default()
+        .fields(&node_selector(&node_name))
+        .any_semantic();
+    tokio::join!(
+        run_watch(
+            Api::<Service>::all(client.clone()),
+            svc_cfg,
+            sources.clone(),
+            hooks.clone(),
+            node_name.clone(),
+            Kind::Services,
+            |s| &mut s.services,
+        ),
+        run_watch(
+            Api::<EndpointSlice>::all(client.clone()),
+            slice_cfg,
+            sources.clone(),
+            hooks.clone(),
+            node_name.clone(),
+            Kind::Slices,
+            |s| &mut s.slices,
+        ),
+        run_watch(
+            Api::<Node>::all(client),
+            node_cfg,
+            sources,
+            hooks,
+            node_name.clone(),
+            Kind::Node,
+            |s| &mut s.node,
+        ),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::config::ProxyConfig;
+    use crate::model::testutil;
+    use serde_json::json;
+    use std::time::Duration;
+
+    fn svc(name: &str, ip: &str) -> Service {
+        testutil::service(
+            "default",
+            name,
+            json!({"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip],
+                   "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}),
+        )
+    }
+
+    fn slice(name: &str, svc: &str, ip: &str) -> EndpointSlice {
+        testutil::slice(
+            "default",
+            name,
+            svc,
+            "IPv4",
+            &[("http", 8080, "TCP")],
+            &[(ip, true, true, false, "node-a")],
+        )
+    }
+
+    fn hooks() -> Hooks {
+        Hooks {
+            trigger: Trigger::new(),
+            metrics: Arc::new(Metrics::new()),
+            health: Arc::new(ProxyHealth::new(Duration::from_secs(30))),
+        }
+    }
+
+    fn list<K>(objs: Vec<K>) -> Vec<Event<K>> {
+        let mut v = vec![Event::Init];
+        v.extend(objs.into_iter().map(Event::InitApply));
+        v.push(Event::InitDone);
+        v
+    }
+
+    fn feed_services(s: &Mutex<Sources>, h: &Hooks, evs: Vec<Event<Service>>) {
+        for e in evs {
+            on_event(s, h, "node-a", Kind::Services, |s| &mut s.services, e);
+        }
+    }
+    fn feed_slices(s: &Mutex<Sources>, h: &Hooks, evs: Vec<Event<EndpointSlice>>) {
+        for e in evs {
+            on_event(s, h, "node-a", Kind::Slices, |s| &mut s.slices, e);
+        }
+    }
+    fn feed_node(s: &Mutex<Sources>, h: &Hooks, evs: Vec<Event<Node>>) {
+        for e in evs {
+            on_event(s, h, "node-a", Kind::Node, |s| &mut s.node, e);
+        }
+    }
+
+    #[test]
+    fn selectors_are_upstreams() {
+        assert_eq!(SERVICE_SELECTOR, format!("!{SERVICE_PROXY_NAME_LABEL}"));
+        assert_eq!(
+            SLICE_SELECTOR,
+            format!("!{SERVICE_PROXY_NAME_LABEL},!{HEADLESS_LABEL}")
+        );
+        assert_eq!(node_selector("n1"), "metadata.name=n1");
+    }
+
+    #[test]
+    fn node_name_resolution() {
+        let host = || Some("Host-1\n".to_string());
+        assert_eq!(
+            resolve_node_name(Some(" Over "), Some("env"), host).as_deref(),
+            Some("over")
+        );
+        assert_eq!(
+            resolve_node_name(Some(""), Some("Env"), host).as_deref(),
+            Some("env")
+        );
+        assert_eq!(
+            resolve_node_name(None, None, host).as_deref(),
+            Some("host-1")
+        );
+        assert_eq!(resolve_node_name(None, Some("  "), || None), None);
+    }
+
+    #[test]
+    fn nothing_until_every_first_list_completes() {
+        let s = Mutex::new(Sources::default());
+        let h = hooks();
+        feed_services(&s, &h, list(vec![svc("a", "10.0.0.1")]));
+        feed_slices(&s, &h, list(vec![slice("a-1", "a", "10.1.0.1")]));
+        assert!(!h.trigger.is_pending());
+        assert!(lock(&s).take_batch().is_none());
+        // The node list starts but is not complete yet.
+        feed_node(
+            &s,
+            &h,
+            vec![Event::Init, Event::InitApply(testutil::node_obj())],
+        );
+        assert!(lock(&s).take_batch().is_none());
+        feed_node(&s, &h, vec![Event::InitDone]);
+        assert!(h.trigger.is_pending());
+        let b = lock(&s).take_batch().unwrap();
+        assert_eq!(b.services.len(), 1);
+        assert_eq!(b.slices.len(), 1);
+        assert!(b.node.is_some());
+
+        let mut p = Proxier::new(ProxyConfig::default(), testutil::node());
+        b.apply_to(&mut p, NodeInfo::from_node);
+        let plan = p.sync(0);
+        assert!(
+            plan.ops.iter().any(|o| o.to_string().contains("10.0.0.1")),
+            "{:?}",
+            plan.ops
+        );
+    }
+
+    #[test]
+    fn relist_deletes_only_after_complete_list_and_errors_never_flush() {
+        let s = Mutex::new(Sources::default());
+        let h = hooks();
+        feed_services(
+            &s,
+            &h,
+            list(vec![svc("a", "10.0.0.1"), svc("b", "10.0.0.2")]),
+        );
+        feed_slices(&s, &h, list(vec![]));
+        feed_node(&s, &h, list(vec![testutil::node_obj()]));
+        lock(&s).take_batch().unwrap();
+
+        // Connection lost: the watcher restarts a list that never finishes.
+        feed_services(
+            &s,
+            &h,
+            vec![Event::Init, Event::InitApply(svc("a", "10.0.0.1"))],
+        );
+        let b = lock(&s).take_batch().unwrap();
+        assert!(
+            b.is_empty(),
+            "an interrupted re-list changes nothing: {b:?}"
+        );
+        // A second, complete re-list: b is gone for real, a is unchanged.
+        feed_services(&s, &h, list(vec![svc("a", "10.0.0.1")]));
+        let b = lock(&s).take_batch().unwrap();
+        assert_eq!(b.services.len(), 1);
+        assert_eq!(b.services[0].0.name, "b");
+        assert_eq!(b.services[0].1.current, None);
+        // A stray InitDone without Init is not a list.
+        feed_services(&s, &h, vec![Event::InitDone]);
+        assert!(lock(&s).take_batch().unwrap().is_empty());
+    }
+
+    #[test]
+    fn updates_coalesce_and_count() {
+        let s = Mutex::new(Sources::default());
+        let h = hooks();
+        feed_services(&s, &h, list(vec![svc("a", "10.0.0.1")]));
+        feed_slices(&s, &h, list(vec![]));
+        feed_node(&s, &h, list(vec![testutil::node_obj()]));
+        lock(&s).take_batch().unwrap();
+        // Update away and back: nothing pending; resourceVersion is not state.
+        let mut changed = svc("a", "10.0.0.9");
+        changed.metadata.resource_version = Some("7".into());
+        let mut back = svc("a", "10.0.0.1");
+        back.metadata.resource_version = Some("8".into());
+        feed_services(&s, &h, vec![Event::Apply(changed), Event::Apply(back)]);
+        assert!(lock(&s).take_batch().unwrap().is_empty());
+        for i in 0..100 {
+            feed_slices(
+                &s,
+                &h,
+                vec![Event::Apply(slice("a-1", "a", &format!("10.1.0.{i}")))],
+            );
+        }
+        let text = h.metrics.encode();
+        assert!(
+            text.contains("kubeproxy_sync_proxy_rules_endpoint_changes_pending 1"),
+            "{text}"
+        );
+        assert!(text.contains("kubeproxy_sync_proxy_rules_endpoint_changes_total 100"));
+        assert!(text.contains("kubeproxy_sync_proxy_rules_service_changes_total 3"));
+        let b = lock(&s).take_batch().unwrap();
+        assert_eq!(b.slices.len(), 1);
+    }
+
+    #[test]
+    fn node_eligibility_follows_the_node() {
+        let s = Mutex::new(Sources::default());
+        let h = hooks();
+        feed_node(&s, &h, list(vec![testutil::node_obj()]));
+        let mut n = testutil::node_obj();
+        n.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ));
+        assert!(h.health.status().node_eligible);
+        feed_node(&s, &h, vec![Event::Apply(n)]);
+        assert!(!h.health.status().node_eligible);
+    }
+
+    #[test]
+    fn trigger_times_from_changed_slices() {
+        let mut sl = slice("a-1", "a", "10.1.0.1");
+        sl.metadata.annotations = Some(
+            [(
+                crate::metrics::LAST_CHANGE_TRIGGER_TIME.to_string(),
+                "2024-05-01T10:00:00Z".to_string(),
+            )]
+            .into(),
+        );
+        let b = Batch {
+            slices: vec![(
+                key_of(&sl),
+                Change {
+                    previous: None,
+                    current: Some(Arc::new(sl)),
+                },
+            )],
+            ..Default::default()
+        };
+        assert_eq!(b.trigger_times().len(), 1);
+    }
+}
