@@ -592,3 +592,28 @@ fn capture_list_reply_bytes() {
     }
     assert_eq!(replies.len(), 3);
 }
+
+#[test]
+#[ignore = "kernel test: runs in the lab via scripts/test.sh"]
+fn kube_ipvs_ipset_list_and_save_print_what_ipset_prints() {
+    netns();
+    sh_stdin(
+        "ipset restore",
+        "create KUBE-CLUSTER-IP hash:ip,port family inet hashsize 1024 maxelem 65536 comment\n\
+         add KUBE-CLUSTER-IP 10.96.0.1,tcp:443 comment \"default/kubernetes:https\"\n\
+         add KUBE-CLUSTER-IP 10.96.0.10,udp:53\n\
+         create KUBE-NODE-PORT-TCP bitmap:port range 0-65535\n\
+         add KUBE-NODE-PORT-TCP 30080\n",
+    );
+    let bin = env!("CARGO_BIN_EXE_kube-ipvs");
+    assert_eq!(sh(&format!("{bin} ipset list")), sh("ipset list"));
+    assert_eq!(
+        sh(&format!("{bin} ipset list KUBE-CLUSTER-IP")),
+        sh("ipset list KUBE-CLUSTER-IP")
+    );
+    assert_eq!(sh(&format!("{bin} ipset list -t")), sh("ipset list -t"));
+    assert_eq!(sh(&format!("{bin} ipset save")), sh("ipset save"));
+    let (ok, _, err) = common::try_sh(&format!("{bin} ipset list NOPE"));
+    assert!(!ok);
+    assert!(err.contains("set NOPE does not exist"), "{err}");
+}
