@@ -9,13 +9,23 @@ use ipvs_netlink::ipvs::IpvsClient;
 use crate::ipvsadm::{self, ListFormat};
 
 /// Kubernetes service proxy that programs Linux IPVS over netlink.
+///
+/// Without a subcommand, kube-ipvs is the proxy (kube-proxy --proxy-mode=ipvs),
+/// configured by --config and kube-proxy's flags.
 #[derive(Debug, Parser)]
-#[command(name = "kube-ipvs", version, propagate_version = true)]
+#[command(
+    name = "kube-ipvs",
+    version,
+    propagate_version = true,
+    after_help = crate::config::flags::EXAMPLES
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
     #[command(flatten)]
     pub oneshot: crate::apply::cmd::OneshotFlags,
+    #[command(flatten)]
+    pub daemon: crate::config::flags::DaemonFlags,
 }
 
 #[derive(Debug, Subcommand)]
@@ -157,21 +167,38 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::SyncOnce(a)) => crate::apply::cmd::sync_once(&a, Default::default()),
         Some(Command::Diff(a)) => crate::apply::cmd::diff(&a, Default::default()),
         Some(Command::Cleanup(a)) => crate::apply::cmd::cleanup(&a, Default::default()),
-        None if cli.oneshot.sync_once || cli.oneshot.cleanup => {
-            let a = crate::apply::cmd::OneshotArgs {
-                manifests: cli.oneshot.manifests,
-                node: None,
-            };
-            if cli.oneshot.cleanup {
-                crate::apply::cmd::cleanup(&a, Default::default())
+        None => {
+            cli.daemon.init_logging();
+            let (settings, warnings) = cli.daemon.load()?;
+            for w in &warnings {
+                tracing::warn!("{w}");
+            }
+            if cli.oneshot.sync_once || cli.oneshot.cleanup {
+                let a = crate::apply::cmd::OneshotArgs {
+                    manifests: cli.oneshot.manifests,
+                    node: settings.hostname_override.clone(),
+                };
+                if cli.oneshot.cleanup {
+                    crate::apply::cmd::cleanup(&a, settings.proxy)
+                } else {
+                    crate::apply::cmd::sync_once(&a, settings.proxy)
+                }
             } else {
-                crate::apply::cmd::sync_once(&a, Default::default())
+                run_daemon(settings)
             }
         }
-        None => bail!(
-            "the proxy daemon is not implemented yet; use a subcommand such as `kube-ipvs ipvs list` (see `kube-ipvs --help`)"
-        ),
     }
+}
+
+/// The long-running proxy (API watch and sync loop), given validated settings.
+pub fn run_daemon(settings: crate::config::Settings) -> Result<()> {
+    bail!(
+        "the proxy daemon (API watch and sync loop) is not implemented yet; the configuration is valid \
+         (scheduler {}, sync period {}); use `kube-ipvs --manifests PATH --sync-once`, `--cleanup`, \
+         or a subcommand such as `kube-ipvs ipvs list` (see `kube-ipvs --help`)",
+        settings.proxy.scheduler,
+        crate::config::duration::format(settings.sync_period)
+    )
 }
 
 fn client() -> Result<IpvsClient> {
@@ -316,11 +343,33 @@ mod tests {
 
     #[test]
     fn no_subcommand_is_an_honest_error() {
-        let err = run(Cli {
-            command: None,
-            oneshot: Default::default(),
-        }).unwrap_err().to_string();
+        let err = run(Cli::try_parse_from(["kube-ipvs"]).unwrap())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not implemented"), "{err}");
+        // Settings are checked first: a bad config file is reported as such.
+        let err = run(Cli::try_parse_from(["kube-ipvs", "--config=/nonexistent/kp.conf"]).unwrap())
+            .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("/nonexistent/kp.conf"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn daemon_flags_live_beside_subcommands() {
+        let cli =
+            Cli::try_parse_from(["kube-ipvs", "--ipvs-scheduler=wlc", "--masquerade-all"]).unwrap();
+        assert!(cli.command.is_none());
+        assert_eq!(cli.daemon.masquerade_all, Some(true));
+        let e = Cli::try_parse_from(["kube-ipvs", "--ipvs-scheduler=fast"]).unwrap_err();
+        assert!(e.to_string().contains("accepted: rr"), "{e}");
+        assert!(Cli::try_parse_from(["kube-ipvs", "ipvs", "list"]).is_ok());
+        let help = Cli::command().render_long_help().to_string();
+        assert!(
+            help.contains("--ipvs-sync-period") && help.contains("Examples:"),
+            "{help}"
+        );
     }
 
     #[test]
