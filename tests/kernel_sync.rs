@@ -1,0 +1,239 @@
+//! Kernel tests of the one-shot commands: sync-once from the example manifests, idempotence, deltas, diff, cleanup.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{netns, sh, try_sh};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kube-ipvs");
+
+/// Runs kube-ipvs as node `lab-node`; returns (success, stdout, stderr).
+fn kube_ipvs(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("NODE_NAME", "lab-node")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run kube-ipvs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ok(args: &[&str]) -> String {
+    let (success, out, err) = kube_ipvs(args);
+    assert!(
+        success,
+        "kube-ipvs {args:?} failed\nstdout:\n{out}\nstderr:\n{err}"
+    );
+    out
+}
+
+/// A copy of examples/manifests the test may rewrite.
+fn manifests() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/manifests");
+    for e in std::fs::read_dir(src).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, d.path().join(p.file_name().unwrap())).unwrap();
+    }
+    d
+}
+
+fn changes(summary: &str) -> usize {
+    let line = summary
+        .lines()
+        .find(|l| l.contains(" changes, "))
+        .unwrap_or_else(|| panic!("no summary line in:\n{summary}"));
+    line.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+fn has_lines(text: &str, lines: &[&str]) {
+    for l in lines {
+        assert!(
+            text.lines().any(|t| t.trim() == *l),
+            "missing `{l}` in:\n{text}"
+        );
+    }
+}
+
+/// The node's own address lives on an ordinary link, as on a real node.
+fn node_link() {
+    sh(
+        "ip link add lab0 type dummy && ip addr add 192.168.100.10/24 dev lab0 && ip link set lab0 up",
+    );
+}
+
+#[test]
+#[ignore = "kernel test: runs in the lab via scripts/test.sh"]
+fn sync_once_programs_the_kernel_and_converges() {
+    netns();
+    let _serial = common::ipvs_serial();
+    node_link();
+    // Foreign state planted first: never adopted, never touched.
+    sh("ipvsadm -A -t 192.0.2.1:80 -s wrr && ipvsadm -a -t 192.0.2.1:80 -r 192.0.2.2:80 -m -w 3");
+    sh("ipset create FOREIGN hash:ip && ipset add FOREIGN 192.0.2.9");
+    let dir = manifests();
+    let path = dir.path().to_str().unwrap();
+
+    let out = ok(&["sync-once", "--manifests", path]);
+    assert!(
+        out.contains("kernel state equals the desired state"),
+        "{out}"
+    );
+    assert!(changes(&out) > 20, "{out}");
+
+    let ipvs = sh("ipvsadm -Sn");
+    has_lines(
+        &ipvs,
+        &[
+            "-A -t 10.96.0.10:80 -s rr",
+            "-a -t 10.96.0.10:80 -r 10.244.1.1:8080 -m -w 1",
+            "-a -t 10.96.0.10:80 -r 10.244.1.2:8080 -m -w 1",
+            "-a -t 10.96.0.10:80 -r 10.244.1.3:8080 -m -w 1",
+            "-A -t 192.168.100.10:30080 -s rr",
+            "-a -t 192.168.100.10:30080 -r 10.244.2.1:8080 -m -w 1",
+            "-A -u 10.96.0.53:53 -s rr",
+            "-a -u 10.96.0.53:53 -r 10.244.3.2:53 -m -w 1",
+            "-A -t 10.96.0.30:443 -s rr -p 3600",
+            "-A -t 192.0.2.1:80 -s wrr",
+            "-a -t 192.0.2.1:80 -r 192.0.2.2:80 -m -w 3",
+        ],
+    );
+    has_lines(
+        &sh("ipset save"),
+        &[
+            "add KUBE-CLUSTER-IP 10.96.0.53,udp:53",
+            "add KUBE-CLUSTER-IP 10.96.0.10,tcp:80",
+            "add KUBE-NODE-PORT-TCP 30080",
+            "add KUBE-LOOP-BACK 10.244.2.1,tcp:8080,10.244.2.1",
+            "add FOREIGN 192.0.2.9",
+        ],
+    );
+    let ipt = sh("iptables-save");
+    has_lines(
+        &ipt,
+        &[
+            "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+            "-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING",
+        ],
+    );
+    assert!(ipt.contains("--match-set KUBE-CLUSTER-IP"), "{ipt}");
+    let addrs = sh("ip -o addr show dev kube-ipvs0");
+    for a in [
+        "10.96.0.10/32",
+        "10.96.0.20/32",
+        "10.96.0.30/32",
+        "10.96.0.53/32",
+    ] {
+        assert!(addrs.contains(a), "{a} not on kube-ipvs0:\n{addrs}");
+    }
+    let link = sh("ip -d link show kube-ipvs0");
+    assert!(
+        link.contains("NOARP") && link.contains("state DOWN") && link.contains("dummy"),
+        "{link}"
+    );
+    assert_eq!(sh("sysctl -n net.ipv4.vs.conntrack").trim(), "1");
+
+    // Nothing changed: no writes at all, in both command forms.
+    let out = ok(&["sync-once", "--manifests", path]);
+    assert_eq!(changes(&out), 0, "{out}");
+    let out = ok(&["--manifests", path, "--sync-once"]);
+    assert_eq!(changes(&out), 0, "{out}");
+    assert_eq!(sh("ipvsadm -Sn"), ipvs);
+    let out = ok(&["diff", "--manifests", path]);
+    assert_eq!(out.trim(), "kernel state equals the desired state");
+
+    // Scale web: 10.244.1.3 goes, 10.244.1.4 comes; only that delta is written.
+    let web = dir.path().join("web.yaml");
+    let text = std::fs::read_to_string(&web).unwrap();
+    std::fs::write(&web, text.replace("10.244.1.3", "10.244.1.4")).unwrap();
+    let out = ok(&["sync-once", "--manifests", path]);
+    let applied: Vec<&str> = out.lines().filter(|l| l.starts_with("applied: ")).collect();
+    assert!(
+        applied.iter().all(|l| l.contains("10.244.1.")),
+        "writes beyond the delta:\n{out}"
+    );
+    // Add .4, drain .3 to weight 0, delete it (no connections): three writes.
+    assert_eq!(changes(&out), 3, "{out}");
+    let ipvs = sh("ipvsadm -Sn");
+    assert!(ipvs.contains("-r 10.244.1.4:8080 -m -w 1"), "{ipvs}");
+    assert!(!ipvs.contains("10.244.1.3"), "{ipvs}");
+    assert_eq!(changes(&ok(&["sync-once", "--manifests", path])), 0);
+
+    // Drift is shown by diff and repaired by the next sync.
+    sh(
+        "ipvsadm -d -t 10.96.0.10:80 -r 10.244.1.1:8080 && ip addr del 10.96.0.53/32 dev kube-ipvs0",
+    );
+    let out = ok(&["diff", "--manifests", path]);
+    has_lines(
+        &out,
+        &[
+            "+ ipvs -a -t 10.96.0.10:80 -r 10.244.1.1:8080 -m -w 1",
+            "+ address 10.96.0.53 on kube-ipvs0",
+        ],
+    );
+    let out = ok(&["sync-once", "--manifests", path]);
+    assert_eq!(changes(&out), 2, "{out}");
+
+    // Cleanup: ours gone, foreign kept.
+    let out = ok(&["--cleanup"]);
+    assert!(out.contains("removed: "), "{out}");
+    let ipvs = sh("ipvsadm -Sn");
+    assert_eq!(
+        ipvs.trim(),
+        "-A -t 192.0.2.1:80 -s wrr\n-a -t 192.0.2.1:80 -r 192.0.2.2:80 -m -w 3",
+        "{ipvs}"
+    );
+    let sets = sh("ipset list -n");
+    assert_eq!(sets.trim(), "FOREIGN", "{sets}");
+    assert!(
+        !try_sh("ip link show kube-ipvs0").0,
+        "kube-ipvs0 left behind"
+    );
+    let ipt = sh("iptables-save");
+    assert!(!ipt.contains("KUBE-"), "{ipt}");
+    assert!(sh("ip -o addr show dev lab0").contains("192.168.100.10/24"));
+    // A second cleanup has nothing left to do and succeeds.
+    let out = ok(&["--cleanup"]);
+    assert!(out.contains("nothing of kube-ipvs was left"), "{out}");
+}
+
+#[test]
+#[ignore = "kernel test: runs in the lab via scripts/test.sh"]
+fn plan_never_touches_the_kernel_and_bad_manifests_are_named() {
+    netns();
+    let _serial = common::ipvs_serial();
+    let dir = manifests();
+    let path = dir.path().to_str().unwrap();
+    let out = ok(&["plan", "--manifests", path]);
+    has_lines(
+        &out,
+        &[
+            "-A -t 10.96.0.30:443 -s rr -p 3600",
+            "add KUBE-CLUSTER-IP 10.96.0.53,udp:53",
+            "10.96.0.53/32",
+            "*nat",
+        ],
+    );
+    assert_eq!(sh("ipvsadm -Sn"), "");
+    assert!(!try_sh("ip link show kube-ipvs0").0);
+    assert_eq!(sh("ipset list -n"), "");
+
+    std::fs::write(
+        dir.path().join("zz-bad.yaml"),
+        "kind: Service\nspec: {ports: 3}\n",
+    )
+    .unwrap();
+    let (success, _, err) = kube_ipvs(&["sync-once", "--manifests", path]);
+    assert!(!success);
+    assert!(
+        err.contains("zz-bad.yaml: document 0: invalid Service"),
+        "{err}"
+    );
+    assert_eq!(sh("ipvsadm -Sn"), "", "nothing applied from bad manifests");
+}
