@@ -81,20 +81,38 @@ impl Trigger {
     fn take(&self) -> bool {
         self.inner.pending.swap(false, Ordering::AcqRel)
     }
+
+    /// What a starting run does to the trigger (tests elsewhere).
+    #[cfg(test)]
+    pub(crate) fn take_for_test(&self) -> bool {
+        self.take()
+    }
 }
 
-/// Runs a sync function under the timing rules of `RunnerConfig`.
+/// Decides when the sync runs, under the timing rules of `RunnerConfig`.
+/// Use `run` with a closure, or drive it by hand: `wait` for the next run,
+/// sync, then report with `finished` (this keeps `&mut` state in the caller).
 #[derive(Debug)]
 pub struct Runner {
     cfg: RunnerConfig,
     trigger: Trigger,
+    last_start: Option<Instant>,
+    next_periodic: Instant,
+    retry_at: Option<Instant>,
+    retry_delay: Duration,
 }
 
 impl Runner {
+    /// The first run happens only when triggered (the caller triggers once
+    /// every informer has synced) or after `max_interval`.
     pub fn new(cfg: RunnerConfig) -> Self {
         Runner {
             cfg,
             trigger: Trigger::new(),
+            last_start: None,
+            next_periodic: Instant::now() + cfg.max_interval,
+            retry_at: None,
+            retry_delay: cfg.retry_initial,
         }
     }
 
@@ -102,73 +120,79 @@ impl Runner {
         self.trigger.clone()
     }
 
-    /// Loops until `shutdown` completes. The first run happens only when
-    /// triggered (the caller triggers once every informer has synced) or after
-    /// `max_interval`. `f` is never called concurrently with itself.
-    pub async fn run<F, Fut, E>(self, mut f: F, shutdown: impl Future<Output = ()>)
+    /// Waits until the next run may start and says why it runs. Cancel-safe:
+    /// dropping the future loses no trigger.
+    pub async fn wait(&mut self) -> RunReason {
+        let cfg = self.cfg;
+        loop {
+            // Wait for a trigger, the retry deadline or the periodic deadline.
+            let mut reason = if self.trigger.is_pending() {
+                RunReason::Triggered
+            } else {
+                let retry_deadline = self.retry_at.unwrap_or(self.next_periodic);
+                tokio::select! {
+                    biased;
+                    _ = self.trigger.inner.notify.notified() => {
+                        // A stale permit from a trigger already served: wait again.
+                        if !self.trigger.is_pending() {
+                            continue;
+                        }
+                        RunReason::Triggered
+                    }
+                    _ = sleep_until(retry_deadline), if self.retry_at.is_some() => RunReason::Retry,
+                    _ = sleep_until(self.next_periodic) => RunReason::Periodic,
+                }
+            };
+            // minSyncPeriod: never start two runs closer than min_interval;
+            // triggers arriving meanwhile are absorbed by this run.
+            if let Some(last) = self.last_start {
+                sleep_until(last + cfg.min_interval).await;
+            }
+            // Changes queued until now are all handled by this run.
+            if self.trigger.take() && reason == RunReason::Periodic {
+                reason = RunReason::Triggered;
+            }
+            let start = Instant::now();
+            self.last_start = Some(start);
+            // syncPeriod counts from the last run, whatever caused it.
+            self.next_periodic = start + cfg.max_interval;
+            return reason;
+        }
+    }
+
+    /// Reports the outcome of the run `wait` allowed: a failure schedules a
+    /// retry (exponential backoff up to `retry_max`), a success clears it.
+    pub fn finished(&mut self, ok: bool) {
+        if ok {
+            self.retry_at = None;
+            self.retry_delay = self.cfg.retry_initial;
+        } else {
+            self.retry_at = Some(Instant::now() + self.retry_delay);
+            self.retry_delay =
+                (self.retry_delay * 2).min(self.cfg.retry_max.max(self.cfg.retry_initial));
+        }
+    }
+
+    /// Loops until `shutdown` completes; `f` is never called concurrently
+    /// with itself.
+    pub async fn run<F, Fut, E>(mut self, mut f: F, shutdown: impl Future<Output = ()>)
     where
         F: FnMut(RunReason) -> Fut,
         Fut: Future<Output = Result<(), E>>,
         E: Display,
     {
-        let cfg = self.cfg;
-        let trigger = self.trigger;
         tokio::pin!(shutdown);
-        let mut last_start: Option<Instant> = None;
-        let mut next_periodic = Instant::now() + cfg.max_interval;
-        let mut retry_at: Option<Instant> = None;
-        let mut retry_delay = cfg.retry_initial;
         loop {
-            // Wait for a trigger, the retry deadline or the periodic deadline.
-            let mut reason = if trigger.is_pending() {
-                RunReason::Triggered
-            } else {
-                let retry_deadline = retry_at.unwrap_or(next_periodic);
-                tokio::select! {
-                    biased;
-                    _ = &mut shutdown => return,
-                    _ = trigger.inner.notify.notified() => {
-                        // A stale permit from a trigger already served: wait again.
-                        if !trigger.is_pending() {
-                            continue;
-                        }
-                        RunReason::Triggered
-                    }
-                    _ = sleep_until(retry_deadline), if retry_at.is_some() => RunReason::Retry,
-                    _ = sleep_until(next_periodic) => RunReason::Periodic,
-                }
+            let reason = tokio::select! {
+                biased;
+                _ = &mut shutdown => return,
+                r = self.wait() => r,
             };
-            // minSyncPeriod: never start two runs closer than min_interval;
-            // triggers arriving meanwhile are absorbed by this run.
-            if let Some(last) = last_start {
-                let earliest = last + cfg.min_interval;
-                if Instant::now() < earliest {
-                    tokio::select! {
-                        biased;
-                        _ = &mut shutdown => return,
-                        _ = sleep_until(earliest) => {}
-                    }
-                }
+            let res = f(reason).await;
+            if let Err(e) = &res {
+                tracing::warn!(error = %e, retry_in = ?self.retry_delay, "sync failed, retrying");
             }
-            // Changes queued until now are all handled by this run.
-            if trigger.take() && reason == RunReason::Periodic {
-                reason = RunReason::Triggered;
-            }
-            let start = Instant::now();
-            last_start = Some(start);
-            match f(reason).await {
-                Ok(()) => {
-                    retry_at = None;
-                    retry_delay = cfg.retry_initial;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?retry_delay, "sync failed, retrying");
-                    retry_at = Some(Instant::now() + retry_delay);
-                    retry_delay = (retry_delay * 2).min(cfg.retry_max.max(cfg.retry_initial));
-                }
-            }
-            // syncPeriod counts from the last run, whatever caused it.
-            next_periodic = start + cfg.max_interval;
+            self.finished(res.is_ok());
         }
     }
 }
@@ -363,5 +387,32 @@ mod tests {
         );
         tx.send(()).unwrap();
         h.await.unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn manual_wait_and_finished() {
+        let mut r = Runner::new(cfg(2, 10));
+        let t = r.trigger();
+        let t0 = Instant::now();
+        let mut state = Vec::new(); // owned &mut state, no locks
+        t.run();
+        state.push((r.wait().await, t0.elapsed().as_secs()));
+        r.finished(false);
+        state.push((r.wait().await, t0.elapsed().as_secs()));
+        r.finished(true);
+        state.push((r.wait().await, t0.elapsed().as_secs()));
+        // A cancelled wait keeps the trigger.
+        t.run();
+        let _ = tokio::time::timeout(Duration::from_millis(1), r.wait()).await;
+        state.push((r.wait().await, t0.elapsed().as_secs()));
+        assert_eq!(
+            state,
+            vec![
+                (RunReason::Triggered, 0),
+                (RunReason::Retry, 2),
+                (RunReason::Periodic, 12),
+                (RunReason::Triggered, 14)
+            ]
+        );
     }
 }

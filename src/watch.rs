@@ -277,6 +277,28 @@ impl Hooks {
             self.health.queued_update();
         }
     }
+
+    /// Records a successful sync that took `took` and applied slices with
+    /// `trigger_times` (`Batch::trigger_times`); `process_start` filters
+    /// trigger times replayed after a restart. A change queued while the
+    /// sync ran stays pending for /healthz.
+    pub fn sync_succeeded(
+        &self,
+        took: std::time::Duration,
+        trigger_times: &[SystemTime],
+        process_start: SystemTime,
+    ) {
+        let now = SystemTime::now();
+        self.metrics.sync_done(took, now);
+        for t in trigger_times {
+            self.metrics
+                .observe_network_programming(*t, now, process_start);
+        }
+        self.health.updated();
+        if self.trigger.is_pending() {
+            self.health.queued_update();
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -583,6 +605,24 @@ mod tests {
         assert!(text.contains("kubeproxy_sync_proxy_rules_service_changes_total 3"));
         let b = lock(&s).take_batch().unwrap();
         assert_eq!(b.slices.len(), 1);
+    }
+
+    #[test]
+    fn sync_succeeded_keeps_changes_queued_meanwhile() {
+        let h = hooks();
+        h.queue();
+        assert!(h.trigger.take_for_test());
+        h.queue(); // queued while the sync runs
+        h.sync_succeeded(
+            Duration::from_millis(5),
+            &[SystemTime::now()],
+            SystemTime::UNIX_EPOCH,
+        );
+        let text = h.metrics.encode();
+        assert!(text.contains("kubeproxy_sync_proxy_rules_duration_seconds_count 1"));
+        assert!(text.contains("kubeproxy_network_programming_duration_seconds_count 1"));
+        assert!(h.health.status().last_updated.is_some());
+        assert!(h.trigger.is_pending());
     }
 
     #[test]
