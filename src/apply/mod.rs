@@ -626,7 +626,7 @@ impl Applier {
                 );
                 ks.destinations.push(d.destination);
             }
-            ks.destinations.sort_by(|a, b| a.addr.cmp(&b.addr));
+            ks.destinations.sort_by_key(|d| d.addr);
             obs.state.services.insert(key, ks);
         }
         obs.state.timeouts = ipvs.timeouts().ok();

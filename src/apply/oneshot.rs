@@ -240,8 +240,10 @@ pub fn diff_kernel(applier: &mut Applier, p: &mut Proxier) -> Result<Vec<String>
 pub fn cleanup(applier: &mut Applier, p: &Proxier) -> (Vec<String>, Vec<String>) {
     let families = p.config().families.clone();
     applier.cleanup(&families, |k: &ServiceKey, bound: &HashSet<IpAddr>| {
-        let mut probe = KernelState::default();
-        probe.addresses = bound.clone();
+        let mut probe = KernelState {
+            addresses: bound.clone(),
+            ..KernelState::default()
+        };
         probe.services.insert(
             *k,
             crate::reconcile::KService::new(ipvs_netlink::ipvs::Service::new(*k)),
