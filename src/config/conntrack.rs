@@ -143,6 +143,16 @@ pub fn apply(
     Ok(out)
 }
 
+/// [`apply`] on this host: `/proc/sys`, [`HASHSIZE_DIR`], all online CPUs.
+pub fn apply_host(s: &ConntrackSettings) -> Result<Applied, SysctlError> {
+    apply(
+        s,
+        online_cpus(),
+        &Sysctl::new(),
+        &Sysctl::with_root(HASHSIZE_DIR),
+    )
+}
+
 /// CPUs as upstream counts them (all online CPUs of the machine, not this
 /// process's affinity), from `/sys/devices/system/cpu/online`.
 pub fn online_cpus() -> u32 {

@@ -71,6 +71,12 @@ pub struct DaemonFlags {
     /// IPVS UDP timeout; 0 keeps the kernel's [default: 0s].
     #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
     pub ipvs_udp_timeout: Option<Duration>,
+    /// Proxy mode; kube-ipvs is the ipvs mode only (accepted for kube-proxy DaemonSet compatibility).
+    #[arg(long, value_name = "MODE", value_parser = parse_proxy_mode)]
+    pub proxy_mode: Option<String>,
+    /// Bit of the packet mark that requests SNAT, 0-31 [default: 14].
+    #[arg(long, value_name = "BIT", value_parser = clap::value_parser!(u8).range(0..=31))]
+    pub iptables_masquerade_bit: Option<u8>,
     /// SNAT all traffic to Service IPs.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub masquerade_all: Option<bool>,
@@ -119,6 +125,15 @@ pub struct DaemonFlags {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CidrList(pub Vec<Cidr>);
 
+fn parse_proxy_mode(s: &str) -> Result<String, String> {
+    match s {
+        "" | "ipvs" => Ok(s.to_string()),
+        other => Err(format!(
+            "kube-ipvs implements only the \"ipvs\" proxy mode, not {other:?}; accepted: ipvs"
+        )),
+    }
+}
+
 fn parse_cidrs(s: &str) -> Result<CidrList, String> {
     let parts: Vec<&str> = s.split(',').filter(|p| !p.trim().is_empty()).collect();
     parse_cidr_list(&parts).map(CidrList)
@@ -148,7 +163,7 @@ impl DaemonFlags {
             tcp_fin_timeout: self.ipvs_tcpfin_timeout,
             udp_timeout: self.ipvs_udp_timeout,
             masquerade_all: self.masquerade_all,
-            masquerade_bit: None,
+            masquerade_bit: self.iptables_masquerade_bit,
             cluster_cidrs: self.cluster_cidr.clone().map(|c| c.0),
             node_port_addresses,
             healthz_bind_address: self.healthz_bind_address,

@@ -705,6 +705,8 @@ fn every_flag_parses() {
         "--conntrack-tcp-timeout-established=2h",
         "--conntrack-tcp-timeout-close-wait=10s",
         "--log-format=json",
+        "--proxy-mode=ipvs",
+        "--iptables-masquerade-bit=3",
         "--v=4",
     ])
     .unwrap();
@@ -734,6 +736,7 @@ fn every_flag_parses() {
     assert_eq!(s.conntrack.min, 7);
     assert_eq!(s.conntrack.tcp_established_timeout, secs(7200));
     assert_eq!(s.conntrack.tcp_close_wait_timeout, secs(10));
+    assert_eq!(s.proxy.masquerade_mark(), 8);
     assert_eq!(f.log_format, Some(flags::LogFormat::Json));
     assert_eq!(f.verbosity, Some(4));
     assert_eq!(flags_of(&["-v", "2"]).unwrap().verbosity, Some(2));
@@ -784,7 +787,15 @@ fn bad_flags_name_the_flag_and_accepted_values() {
         (&["--conntrack-min=lots"], &["--conntrack-min"]),
         (&["--log-format=xml"], &["--log-format", "text", "json"]),
         (&["--v=loud"], &["--v"]),
-        (&["--proxy-mode=ipvs"], &["--proxy-mode"]),
+        (
+            &["--proxy-mode=iptables"],
+            &["--proxy-mode", "accepted: ipvs"],
+        ),
+        (
+            &["--iptables-masquerade-bit=32"],
+            &["--iptables-masquerade-bit", "0..=31"],
+        ),
+        (&["--no-such-flag"], &["--no-such-flag"]),
     ];
     for (args, needles) in cases {
         let e = flags_of(args).unwrap_err();
