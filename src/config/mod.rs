@@ -308,7 +308,11 @@ impl ConfigValues {
             metrics_bind_address: self
                 .metrics_bind_address
                 .unwrap_or(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), METRICS_PORT)),
-            hostname_override: self.hostname_override.filter(|h| !h.trim().is_empty()),
+            // Upstream's GetHostname: trimmed and lower-cased, empty = unset.
+            hostname_override: self
+                .hostname_override
+                .map(|h| h.trim().to_lowercase())
+                .filter(|h| !h.is_empty()),
             kubeconfig: self.kubeconfig.filter(|p| !p.as_os_str().is_empty()),
             conntrack,
         })

@@ -453,6 +453,17 @@ fn flags_win_only_when_set() {
     assert!(!s.proxy.strict_arp, "an explicit false flag wins");
     assert_eq!(s.sync_period, secs(60), "unset flag keeps the file's value");
     assert_eq!(s.hostname_override.as_deref(), Some("a"));
+    let s = ConfigValues {
+        hostname_override: Some(" Node-1 ".into()),
+        ..Default::default()
+    }
+    .resolve()
+    .unwrap();
+    assert_eq!(
+        s.hostname_override.as_deref(),
+        Some("node-1"),
+        "as upstream's GetHostname"
+    );
 }
 
 #[test]
