@@ -163,10 +163,13 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Some(Command::Ipvs(cmd)) => run_ipvs(cmd),
         Some(Command::Ipset(cmd)) => run_ipset(cmd),
-        Some(Command::Plan(a)) => crate::apply::cmd::plan(&a, Default::default()),
-        Some(Command::SyncOnce(a)) => crate::apply::cmd::sync_once(&a, Default::default()),
-        Some(Command::Diff(a)) => crate::apply::cmd::diff(&a, Default::default()),
-        Some(Command::Cleanup(a)) => crate::apply::cmd::cleanup(&a, Default::default()),
+        // `kube-ipvs --config FILE plan ...`: the one-shot commands use the configured proxy.
+        Some(Command::Plan(a)) => crate::apply::cmd::plan(&a, oneshot_config(&cli.daemon)?),
+        Some(Command::SyncOnce(a)) => {
+            crate::apply::cmd::sync_once(&a, oneshot_config(&cli.daemon)?)
+        }
+        Some(Command::Diff(a)) => crate::apply::cmd::diff(&a, oneshot_config(&cli.daemon)?),
+        Some(Command::Cleanup(a)) => crate::apply::cmd::cleanup(&a, oneshot_config(&cli.daemon)?),
         None => {
             cli.daemon.init_logging();
             let (settings, warnings) = cli.daemon.load()?;
@@ -188,6 +191,17 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
     }
+}
+
+/// `--config` and the proxy flags for a one-shot subcommand; file warnings go to stderr.
+fn oneshot_config(
+    flags: &crate::config::flags::DaemonFlags,
+) -> Result<crate::model::config::ProxyConfig> {
+    let (settings, warnings) = flags.load()?;
+    for w in &warnings {
+        eprintln!("kube-ipvs: warning: {w}");
+    }
+    Ok(settings.proxy)
 }
 
 /// The long-running proxy (API watch and sync loop), given validated settings.
@@ -365,6 +379,12 @@ mod tests {
         let e = Cli::try_parse_from(["kube-ipvs", "--ipvs-scheduler=fast"]).unwrap_err();
         assert!(e.to_string().contains("accepted: rr"), "{e}");
         assert!(Cli::try_parse_from(["kube-ipvs", "ipvs", "list"]).is_ok());
+        // One-shot subcommands see the configuration given before them.
+        let cli = Cli::try_parse_from(["kube-ipvs", "--ipvs-scheduler=sh", "plan"]).unwrap();
+        assert_eq!(oneshot_config(&cli.daemon).unwrap().scheduler.name(), "sh");
+        let cli =
+            Cli::try_parse_from(["kube-ipvs", "--config=/nonexistent/kp.conf", "plan"]).unwrap();
+        assert!(run(cli).is_err());
         let help = Cli::command().render_long_help().to_string();
         assert!(
             help.contains("--ipvs-sync-period") && help.contains("Examples:"),
