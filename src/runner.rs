@@ -89,6 +89,13 @@ impl Trigger {
     }
 }
 
+/// `t + d`, saturating (a configured period of years must not panic).
+fn after(t: Instant, d: Duration) -> Instant {
+    t.checked_add(d)
+        .or_else(|| t.checked_add(Duration::from_secs(100 * 365 * 86400)))
+        .unwrap_or(t)
+}
+
 /// Decides when the sync runs, under the timing rules of `RunnerConfig`.
 /// Use `run` with a closure, or drive it by hand: `wait` for the next run,
 /// sync, then report with `finished` (this keeps `&mut` state in the caller).
@@ -110,7 +117,7 @@ impl Runner {
             cfg,
             trigger: Trigger::new(),
             last_start: None,
-            next_periodic: Instant::now() + cfg.max_interval,
+            next_periodic: after(Instant::now(), cfg.max_interval),
             retry_at: None,
             retry_delay: cfg.retry_initial,
         }
@@ -146,7 +153,7 @@ impl Runner {
             // minSyncPeriod: never start two runs closer than min_interval;
             // triggers arriving meanwhile are absorbed by this run.
             if let Some(last) = self.last_start {
-                sleep_until(last + cfg.min_interval).await;
+                sleep_until(after(last, cfg.min_interval)).await;
             }
             // Changes queued until now are all handled by this run.
             if self.trigger.take() && reason == RunReason::Periodic {
@@ -155,7 +162,7 @@ impl Runner {
             let start = Instant::now();
             self.last_start = Some(start);
             // syncPeriod counts from the last run, whatever caused it.
-            self.next_periodic = start + cfg.max_interval;
+            self.next_periodic = after(start, cfg.max_interval);
             return reason;
         }
     }
@@ -167,9 +174,11 @@ impl Runner {
             self.retry_at = None;
             self.retry_delay = self.cfg.retry_initial;
         } else {
-            self.retry_at = Some(Instant::now() + self.retry_delay);
-            self.retry_delay =
-                (self.retry_delay * 2).min(self.cfg.retry_max.max(self.cfg.retry_initial));
+            self.retry_at = Some(after(Instant::now(), self.retry_delay));
+            self.retry_delay = self
+                .retry_delay
+                .saturating_mul(2)
+                .min(self.cfg.retry_max.max(self.cfg.retry_initial));
         }
     }
 
@@ -414,5 +423,22 @@ mod tests {
                 (RunReason::Triggered, 14)
             ]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn huge_intervals_do_not_panic() {
+        let mut r = Runner::new(RunnerConfig {
+            min_interval: Duration::MAX,
+            max_interval: Duration::MAX,
+            retry_initial: Duration::MAX,
+            retry_max: Duration::MAX,
+        });
+        r.trigger().run();
+        assert_eq!(r.wait().await, RunReason::Triggered);
+        r.finished(false);
+        r.finished(false);
+        r.trigger().run();
+        let waited = tokio::time::timeout(Duration::from_secs(3600), r.wait()).await;
+        assert!(waited.is_err(), "min_interval holds the second run back");
     }
 }

@@ -372,23 +372,19 @@ async fn run_watch<K>(
 }
 
 /// Watches Services, EndpointSlices and this Node until the future is dropped.
-/// List with `resourceVersion=0` semantics (served from the API server cache,
-/// as upstream informers do).
+/// Lists are consistent reads (kube's default): a re-list after 410 Gone with
+/// `resourceVersion=0` could return a lagging cache and resurrect deleted
+/// endpoints (client-go also relists with `""` after expiry). API servers
+/// with ConsistentListFromCache serve these from their cache anyway.
 pub async fn watch_all(
     client: Client,
     node_name: String,
     sources: Arc<Mutex<Sources>>,
     hooks: Hooks,
 ) {
-    let svc_cfg = watcher::Config::default()
-        .labels(SERVICE_SELECTOR)
-        .any_semantic();
-    let slice_cfg = watcher::Config::default()
-        .labels(SLICE_SELECTOR)
-        .any_semantic();
-    let node_cfg = watcher::Config::default()
-        .fields(&node_selector(&node_name))
-        .any_semantic();
+    let svc_cfg = watcher::Config::default().labels(SERVICE_SELECTOR);
+    let slice_cfg = watcher::Config::default().labels(SLICE_SELECTOR);
+    let node_cfg = watcher::Config::default().fields(&node_selector(&node_name));
     tokio::join!(
         run_watch(
             Api::<Service>::all(client.clone()),
