@@ -2,11 +2,9 @@
 
 mod common;
 
-use std::io::Write;
 use std::net::IpAddr;
-use std::process::{Command, Stdio};
 
-use common::{netns, sh};
+use common::{netns, sh, sh_stdin};
 use ipvs_netlink::ipset::message::{IpsetCmd, IpsetMessage, NETLINK_NETFILTER};
 use ipvs_netlink::ipset::nla::CmdAttr;
 use ipvs_netlink::ipset::{
@@ -15,31 +13,6 @@ use ipvs_netlink::ipset::{
 };
 use ipvs_netlink::netlink::{NetlinkSocket, Replies};
 use kube_ipvs::ipset_cmd;
-
-/// Runs `cmd` with `input` on its standard input; panics on failure.
-fn sh_stdin(cmd: &str, input: &str) -> String {
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn sh");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("wait");
-    assert!(
-        out.status.success(),
-        "`{cmd}` failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
-}
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()

@@ -2,9 +2,6 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use common::{netns, sh, try_sh};
 use ipvs_netlink::ipvs::IpvsClient;
 use kube_ipvs::ipvsadm;
@@ -16,25 +13,7 @@ const CORPUS: &str = include_str!("../src/ipvsadm/golden/corpus.txt");
 
 /// Runs kube-ipvs with `args`, feeding `stdin`; returns (success, stdout, stderr).
 fn kube_ipvs(args: &[&str], stdin: &str) -> (bool, String, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn kube-ipvs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("wait kube-ipvs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::run(BIN, args, stdin)
 }
 
 fn ours(args: &[&str]) -> String {
@@ -45,24 +24,7 @@ fn ours(args: &[&str]) -> String {
 
 /// Feeds `input` to `ipvsadm -R`, asserting success.
 fn ipvsadm_restore(input: &str) {
-    let mut child = Command::new("ipvsadm")
-        .arg("-R")
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ipvsadm");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input.as_bytes())
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("wait ipvsadm");
-    assert!(
-        out.status.success(),
-        "ipvsadm -R failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::sh_stdin("ipvsadm -R", input);
 }
 
 fn load_optional_modules() {
@@ -455,20 +417,7 @@ fn restore_lines_do_what_ipvsadm_does_with_them() {
     load_optional_modules();
     let mut client = IpvsClient::new().expect("IPVS client");
     // One restore each way (spawning is slow in the emulated lab).
-    let mut child = Command::new("ipvsadm")
-        .arg("-R")
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ipvsadm");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(ACCEPTED.as_bytes())
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("wait ipvsadm");
-    let theirs_err = String::from_utf8_lossy(&out.stderr).into_owned();
+    let (_, _, theirs_err) = common::run("ipvsadm", &["-R"], ACCEPTED);
     assert!(
         !theirs_err.contains("Try `"),
         "ipvsadm refused to parse a line meant to be accepted: {theirs_err}"

@@ -6,7 +6,8 @@
 //! `scripts/test.sh`) runs them with `--ignored` and `KUBE_IPVS_KERNEL_TESTS=1`.
 #![allow(dead_code)]
 
-use std::process::Command;
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 
 /// IPVS service hash tables are shared by all namespaces and a dump resumes by
@@ -36,33 +37,41 @@ pub fn netns() {
     sh("ip link set lo up");
 }
 
-/// Runs a shell command in the current namespace; panics with its output on failure.
-pub fn sh(cmd: &str) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .output()
-        .expect("spawn sh");
-    assert!(
-        out.status.success(),
-        "`{cmd}` failed with {}:\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
-}
-
-/// Runs a shell command and returns (success, stdout, stderr) without asserting.
-pub fn try_sh(cmd: &str) -> (bool, String, String) {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .output()
-        .expect("spawn sh");
+/// Runs `program` with `args`, feeding `input` on stdin; returns (success, stdout, stderr).
+/// Children inherit the calling thread's network namespace.
+pub fn run(program: &str, args: &[&str], input: &str) -> (bool, String, String) {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+    // Dropping stdin after writing closes it, so the child sees EOF.
+    let mut stdin = child.stdin.take().expect("stdin");
+    stdin.write_all(input.as_bytes()).expect("write stdin");
+    drop(stdin);
+    let out = child.wait_with_output().expect("wait");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Runs a shell command with `input` on stdin; panics with its output on failure.
+pub fn sh_stdin(cmd: &str, input: &str) -> String {
+    let (ok, out, err) = run("sh", &["-c", cmd], input);
+    assert!(ok, "`{cmd}` failed:\nstdout: {out}\nstderr: {err}");
+    out
+}
+
+/// Runs a shell command in the current namespace; panics with its output on failure.
+pub fn sh(cmd: &str) -> String {
+    sh_stdin(cmd, "")
+}
+
+/// Runs a shell command and returns (success, stdout, stderr) without asserting.
+pub fn try_sh(cmd: &str) -> (bool, String, String) {
+    run("sh", &["-c", cmd], "")
 }
