@@ -237,3 +237,77 @@ fn plan_never_touches_the_kernel_and_bad_manifests_are_named() {
     );
     assert_eq!(sh("ipvsadm -Sn"), "", "nothing applied from bad manifests");
 }
+
+#[test]
+#[ignore = "kernel test: runs in the lab via scripts/test.sh"]
+fn apply_reports_each_op_and_a_failure_stops_nothing_else() {
+    use std::collections::BTreeMap;
+
+    use ipvs_netlink::ipvs::{Destination, Family, Protocol, Service, ServiceKey};
+    use kube_ipvs::apply::Applier;
+    use kube_ipvs::model::config::ProxyConfig;
+    use kube_ipvs::model::ipset::{IpsetEntry, SetKind, SetName};
+    use kube_ipvs::reconcile::{IpvsOp, Op};
+
+    netns();
+    let _serial = common::ipvs_serial();
+    let mut a = Applier::new();
+    assert!(a.setup().unwrap(), "kube-ipvs0 created");
+    assert!(!a.setup().unwrap(), "kube-ipvs0 already right");
+
+    let k1 = ServiceKey::Tcp("10.96.1.1:80".parse().unwrap());
+    let k2 = ServiceKey::Udp("10.96.1.2:53".parse().unwrap());
+    let missing = ServiceKey::Tcp("10.96.9.9:80".parse().unwrap());
+    let d1 = Destination::masq("10.244.0.1:8080".parse().unwrap());
+    let d2 = Destination::masq("10.244.0.2:53".parse().unwrap());
+    let cip = SetName::new(SetKind::ClusterIp, Family::Inet);
+    let e1 = IpsetEntry::IpPort("10.96.1.1".parse().unwrap(), Protocol::Tcp, 80);
+    let e2 = IpsetEntry::IpPort("10.96.1.2".parse().unwrap(), Protocol::Udp, 53);
+    let bad = IpsetEntry::Port(1);
+    let (a1, a2) = ("10.96.1.1".parse().unwrap(), "10.96.1.2".parse().unwrap());
+    let ops = vec![
+        Op::CreateSet(cip),
+        Op::Ipvs(IpvsOp::AddService(Service::new(k1))),
+        Op::Ipvs(IpvsOp::AddDestination(k1, d1)),
+        Op::Ipvs(IpvsOp::AddDestination(missing, d1)),
+        Op::Ipvs(IpvsOp::AddService(Service::new(k2))),
+        Op::Ipvs(IpvsOp::AddDestination(k2, d2)),
+        Op::IpsetAdd(cip, e1),
+        Op::IpsetAdd(cip, bad),
+        Op::IpsetAdd(cip, e2),
+        Op::AddAddress(a1),
+        Op::AddAddress(a2),
+    ];
+    let r = a.apply(&ops);
+    let failed: Vec<&Op> = r.failed.iter().map(|(op, _)| op).collect();
+    assert_eq!(failed, [&ops[3], &ops[7]], "{:?}", r.failed);
+    let msg = r.failed[0].1.to_string();
+    assert!(msg.contains("10.96.9.9:80"), "{msg}");
+    assert_eq!(r.applied.len(), ops.len() - 2);
+    // One sendmsg per batch (set create, IPVS, members + their retry, addresses),
+    // plus the IPVS and ipset clients' family lookups.
+    assert!(r.netlink.sendmsg_calls <= 8, "{:?}", r.netlink);
+    assert!(r.netlink.messages_sent >= 9, "{:?}", r.netlink);
+
+    let obs = a
+        .observe(&ProxyConfig::default(), &BTreeMap::new())
+        .unwrap();
+    let s = &obs.state;
+    assert_eq!(s.services[&k1].destinations, vec![d1]);
+    assert_eq!(s.services[&k2].destinations, vec![d2]);
+    assert!(!s.services.contains_key(&missing));
+    assert_eq!(s.sets[&cip], [e1, e2].into_iter().collect());
+    assert_eq!(s.addresses, [a1, a2].into_iter().collect());
+    assert_eq!(obs.conns.len(), 2);
+    assert_eq!(
+        s.sysctls.get("net.ipv4.vs.conntrack").map(String::as_str),
+        Some("0")
+    );
+    // Re-applying what is there is confirmed, not an error (adoption-safe).
+    let again = a.apply(&[
+        Op::CreateSet(cip),
+        Op::IpsetAdd(cip, e1),
+        Op::AddAddress(a1),
+    ]);
+    assert!(again.is_ok(), "{:?}", again.failed);
+}

@@ -90,7 +90,7 @@ pub fn plan_text(p: &mut Proxier) -> String {
     let d = p.desired_state();
     let mut s = String::new();
     let _ = writeln!(s, "# IPVS (ipvsadm -Sn)");
-    s.push_str(&d.ipvsadm_save());
+    s.push_str(&crate::ipvsadm::save(&table(&d)));
     let _ = writeln!(s, "\n# ipsets (ipset save)");
     s.push_str(&d.ipset_save());
     let _ = writeln!(s, "\n# {DUMMY_LINK} addresses");
@@ -111,6 +111,34 @@ pub fn plan_text(p: &mut Proxier) -> String {
         }
     }
     s
+}
+
+/// The IPVS part of a state as the ipvsadm formatters take it, in key order
+/// (standing in for the kernel's dump order, which a plan does not have yet).
+pub fn table(d: &KernelState) -> Vec<crate::ipvsadm::TableEntry> {
+    let mut keys: Vec<&ServiceKey> = d.services.keys().collect();
+    keys.sort();
+    keys.into_iter()
+        .map(|k| {
+            let ks = &d.services[k];
+            let se = ipvs_netlink::ipvs::ServiceEntry {
+                service: ks.service.clone(),
+                stats: Default::default(),
+            };
+            let dests = ks
+                .destinations
+                .iter()
+                .map(|dest| ipvs_netlink::ipvs::DestinationEntry {
+                    destination: *dest,
+                    active_conns: 0,
+                    inactive_conns: 0,
+                    persist_conns: 0,
+                    stats: Default::default(),
+                })
+                .collect();
+            (se, dests)
+        })
+        .collect()
 }
 
 /// What one `sync-once` did and found.
