@@ -164,12 +164,22 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Ipvs(cmd)) => run_ipvs(cmd),
         Some(Command::Ipset(cmd)) => run_ipset(cmd),
         // `kube-ipvs --config FILE plan ...`: the one-shot commands use the configured proxy.
-        Some(Command::Plan(a)) => crate::apply::cmd::plan(&a, oneshot_config(&cli.daemon)?),
-        Some(Command::SyncOnce(a)) => {
-            crate::apply::cmd::sync_once(&a, oneshot_config(&cli.daemon)?)
+        Some(Command::Plan(mut a)) => {
+            let cfg = oneshot_config(&cli.daemon, &mut a)?;
+            crate::apply::cmd::plan(&a, cfg)
         }
-        Some(Command::Diff(a)) => crate::apply::cmd::diff(&a, oneshot_config(&cli.daemon)?),
-        Some(Command::Cleanup(a)) => crate::apply::cmd::cleanup(&a, oneshot_config(&cli.daemon)?),
+        Some(Command::SyncOnce(mut a)) => {
+            let cfg = oneshot_config(&cli.daemon, &mut a)?;
+            crate::apply::cmd::sync_once(&a, cfg)
+        }
+        Some(Command::Diff(mut a)) => {
+            let cfg = oneshot_config(&cli.daemon, &mut a)?;
+            crate::apply::cmd::diff(&a, cfg)
+        }
+        Some(Command::Cleanup(mut a)) => {
+            let cfg = oneshot_config(&cli.daemon, &mut a)?;
+            crate::apply::cmd::cleanup(&a, cfg)
+        }
         None => {
             cli.daemon.init_logging();
             let (settings, warnings) = cli.daemon.load()?;
@@ -193,13 +203,18 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// `--config` and the proxy flags for a one-shot subcommand; file warnings go to stderr.
+/// `--config` and the proxy flags for a one-shot subcommand; file warnings go to
+/// stderr, and the configured hostname override names the node unless `--node` does.
 fn oneshot_config(
     flags: &crate::config::flags::DaemonFlags,
+    args: &mut crate::apply::cmd::OneshotArgs,
 ) -> Result<crate::model::config::ProxyConfig> {
     let (settings, warnings) = flags.load()?;
     for w in &warnings {
         eprintln!("kube-ipvs: warning: {w}");
+    }
+    if args.node.is_none() {
+        args.node = settings.hostname_override;
     }
     Ok(settings.proxy)
 }
@@ -380,8 +395,20 @@ mod tests {
         assert!(e.to_string().contains("accepted: rr"), "{e}");
         assert!(Cli::try_parse_from(["kube-ipvs", "ipvs", "list"]).is_ok());
         // One-shot subcommands see the configuration given before them.
-        let cli = Cli::try_parse_from(["kube-ipvs", "--ipvs-scheduler=sh", "plan"]).unwrap();
-        assert_eq!(oneshot_config(&cli.daemon).unwrap().scheduler.name(), "sh");
+        let cli = Cli::try_parse_from([
+            "kube-ipvs",
+            "--ipvs-scheduler=sh",
+            "--hostname-override=N1",
+            "plan",
+        ])
+        .unwrap();
+        let mut a = crate::apply::cmd::OneshotArgs {
+            manifests: None,
+            node: None,
+        };
+        let cfg = oneshot_config(&cli.daemon, &mut a).unwrap();
+        assert_eq!(cfg.scheduler.name(), "sh");
+        assert_eq!(a.node.as_deref(), Some("n1"));
         let cli =
             Cli::try_parse_from(["kube-ipvs", "--config=/nonexistent/kp.conf", "plan"]).unwrap();
         assert!(run(cli).is_err());
