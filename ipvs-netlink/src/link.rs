@@ -1,49 +1,41 @@
 //! rtnetlink links and addresses: the `kube-ipvs0` dummy, its service addresses, node addresses.
 //!
-//! Requests are hand-built (an `ifinfomsg`/`ifaddrmsg` and a few attributes)
-//! straight into one buffer and sent through [`NetlinkSocket::batch`], so ten
-//! thousand address changes cost a few dozen `sendmsg` calls, with one result
-//! per address.
+//! Requests are netlink-packet-route's typed messages (`LinkMessage`,
+//! `AddressMessage`), serialised back to back into one buffer and sent through
+//! [`NetlinkSocket::batch`], so ten thousand address changes cost a few dozen
+//! `sendmsg` calls, with one result per address. Replies are decoded with the
+//! same crate.
 
 use std::net::IpAddr;
 
-use netlink_packet_core::NlasIterator;
+use netlink_packet_core::{
+    Emitable, NLM_F_CREATE, NLM_F_EXCL, NetlinkHeader, NetlinkMessage, NetlinkPayload,
+    NlasIterator, Parseable, ParseableParametrized,
+};
+use netlink_packet_route::address::{
+    AddressAttribute, AddressFlags, AddressHeader, AddressMessage,
+};
+use netlink_packet_route::link::{
+    InfoKind, LinkAttribute, LinkFlags, LinkHeader, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use crate::error::{NetlinkError, errno};
-use crate::netlink::{MsgHeader, NLMSG_HDRLEN, NetlinkSocket, Replies, SocketConfig, align};
+use crate::netlink::{NetlinkSocket, Replies, SocketConfig, align};
 
 /// The dummy link that carries service addresses, as upstream names it.
 pub const DUMMY_NAME: &str = "kube-ipvs0";
 
+/// Reply types this client reads (netlink-packet-route keeps its constants private).
 const RTM_NEWLINK: u16 = 16;
-const RTM_DELLINK: u16 = 17;
-const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
-const RTM_DELADDR: u16 = 21;
-const RTM_GETADDR: u16 = 22;
-
-const NLM_F_EXCL: u16 = 0x200;
-const NLM_F_CREATE: u16 = 0x400;
-const NLA_F_NESTED: u16 = 0x8000;
-
-const IFLA_IFNAME: u16 = 3;
-const IFLA_LINKINFO: u16 = 18;
-const IFLA_INFO_KIND: u16 = 1;
-
-const IFA_ADDRESS: u16 = 1;
-const IFA_LOCAL: u16 = 2;
-const IFA_FLAGS: u16 = 8;
-
-const AF_UNSPEC: u8 = 0;
-const AF_INET: u8 = 2;
-const AF_INET6: u8 = 10;
 
 /// `ifi_flags` bits.
-pub const IFF_UP: u32 = 0x1;
-pub const IFF_LOOPBACK: u32 = 0x8;
-pub const IFF_NOARP: u32 = 0x80;
+pub const IFF_UP: u32 = LinkFlags::Up.bits();
+pub const IFF_LOOPBACK: u32 = LinkFlags::Loopback.bits();
+pub const IFF_NOARP: u32 = LinkFlags::Noarp.bits();
 /// `IFA_F_NODAD`: no duplicate address detection (a VIP is ours by definition).
-pub const IFA_F_NODAD: u32 = 0x02;
+pub const IFA_F_NODAD: u32 = AddressFlags::Nodad.bits();
 /// `RT_SCOPE_HOST`: addresses only valid on this host (those of `lo`).
 pub const RT_SCOPE_HOST: u8 = 254;
 
@@ -195,89 +187,82 @@ pub fn is_excluded_node_address(ip: IpAddr) -> bool {
 
 // ---- message building ----------------------------------------------------
 
-/// Starts a message at the end of `buf`; returns its offset for [`finish`].
-fn begin(buf: &mut Vec<u8>, msg_type: u16, flags: u16) -> usize {
+/// Appends `msg` to `buf` as one complete netlink message, its header's length
+/// and type filled in and the whole padded to 4 bytes, as
+/// [`NetlinkSocket::batch`] expects. The socket sets the sequence number and
+/// the request/ACK/dump flags when it sends; `flags` adds the rest.
+fn append(buf: &mut Vec<u8>, msg: RouteNetlinkMessage, flags: u16) {
+    let mut header = NetlinkHeader::default();
+    header.flags = flags;
+    let mut msg = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(msg));
+    msg.finalize();
     let start = buf.len();
-    buf.resize(start + NLMSG_HDRLEN, 0);
-    MsgHeader {
-        len: 0,
-        msg_type,
-        flags,
-        seq: 0,
-        pid: 0,
-    }
-    .emit(&mut buf[start..]);
-    start
+    let len = msg.buffer_len();
+    buf.resize(start + align(len), 0);
+    msg.serialize(&mut buf[start..start + len]);
 }
 
-/// Writes the final length into the header of the message at `start` and pads it.
-fn finish(buf: &mut Vec<u8>, start: usize) {
-    let len = (buf.len() - start) as u32;
-    buf[start..start + 4].copy_from_slice(&len.to_ne_bytes());
-    buf.resize(start + align(buf.len() - start), 0);
+/// A link message addressing the link `name` (by `IFLA_IFNAME`).
+fn link_by_name(name: &str) -> LinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+    msg
 }
 
-fn attr(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
-    let len = (4 + value.len()) as u16;
-    buf.extend_from_slice(&len.to_ne_bytes());
-    buf.extend_from_slice(&kind.to_ne_bytes());
-    buf.extend_from_slice(value);
-    buf.resize(align(buf.len()), 0);
+/// RTM_NEWLINK creating the dummy link `name`. The kernel creates dummies
+/// down with NOARP set (`dummy_setup`).
+fn new_dummy(name: &str) -> RouteNetlinkMessage {
+    let mut msg = link_by_name(name);
+    msg.attributes
+        .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+            InfoKind::Dummy,
+        )]));
+    RouteNetlinkMessage::NewLink(msg)
 }
 
-fn attr_str(buf: &mut Vec<u8>, kind: u16, s: &str) {
-    let len = (4 + s.len() + 1) as u16;
-    buf.extend_from_slice(&len.to_ne_bytes());
-    buf.extend_from_slice(&kind.to_ne_bytes());
-    buf.extend_from_slice(s.as_bytes());
-    buf.push(0);
-    buf.resize(align(buf.len()), 0);
+/// RTM_NEWLINK setting link `index` down with NOARP, leaving its other flags alone.
+fn set_down_noarp(index: u32) -> RouteNetlinkMessage {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.header.flags = LinkFlags::Noarp;
+    msg.header.change_mask = LinkFlags::Up | LinkFlags::Noarp;
+    RouteNetlinkMessage::NewLink(msg)
 }
 
-fn nest_begin(buf: &mut Vec<u8>, kind: u16) -> usize {
-    let at = buf.len();
-    buf.extend_from_slice(&[0, 0]);
-    buf.extend_from_slice(&(kind | NLA_F_NESTED).to_ne_bytes());
-    at
-}
-
-fn nest_end(buf: &mut [u8], at: usize) {
-    let len = (buf.len() - at) as u16;
-    buf[at..at + 2].copy_from_slice(&len.to_ne_bytes());
-}
-
-/// `struct ifinfomsg`: family, pad, type, index, flags, change.
-fn ifinfomsg(buf: &mut Vec<u8>, index: u32, flags: u32, change: u32) {
-    buf.extend_from_slice(&[AF_UNSPEC, 0, 0, 0]);
-    buf.extend_from_slice(&index.to_ne_bytes());
-    buf.extend_from_slice(&flags.to_ne_bytes());
-    buf.extend_from_slice(&change.to_ne_bytes());
-}
-
-/// `struct ifaddrmsg`: family, prefixlen, flags, scope, index.
-fn ifaddrmsg(buf: &mut Vec<u8>, family: u8, prefix_len: u8, index: u32) {
-    buf.extend_from_slice(&[family, prefix_len, 0, 0]);
-    buf.extend_from_slice(&index.to_ne_bytes());
-}
-
-/// Appends one RTM_NEWADDR/RTM_DELADDR for a host-prefix address to `buf`.
-fn append_addr_msg(buf: &mut Vec<u8>, msg_type: u16, flags: u16, index: u32, ip: IpAddr) {
-    let start = begin(buf, msg_type, flags);
+/// An address message for `ip` as a host prefix (/32 or /128) on link `index`.
+/// IPv4 carries `IFA_LOCAL` and `IFA_ADDRESS`, as `ip addr add` sends them.
+fn host_address(index: u32, ip: IpAddr) -> AddressMessage {
+    let mut msg = AddressMessage::default();
+    msg.header.index = index;
     match ip {
-        IpAddr::V4(v4) => {
-            ifaddrmsg(buf, AF_INET, 32, index);
-            attr(buf, IFA_LOCAL, &v4.octets());
-            attr(buf, IFA_ADDRESS, &v4.octets());
+        IpAddr::V4(_) => {
+            msg.header.family = AddressFamily::Inet;
+            msg.header.prefix_len = 32;
+            msg.attributes.push(AddressAttribute::Local(ip));
         }
-        IpAddr::V6(v6) => {
-            ifaddrmsg(buf, AF_INET6, 128, index);
-            attr(buf, IFA_ADDRESS, &v6.octets());
-            if msg_type == RTM_NEWADDR {
-                attr(buf, IFA_FLAGS, &IFA_F_NODAD.to_ne_bytes());
-            }
+        IpAddr::V6(_) => {
+            msg.header.family = AddressFamily::Inet6;
+            msg.header.prefix_len = 128;
         }
     }
-    finish(buf, start);
+    msg.attributes.push(AddressAttribute::Address(ip));
+    msg
+}
+
+/// RTM_NEWADDR for a host-prefix address; IPv6 ones skip duplicate address
+/// detection (a VIP is ours by definition, and DAD would leave it tentative).
+fn new_address(index: u32, ip: IpAddr) -> RouteNetlinkMessage {
+    let mut msg = host_address(index, ip);
+    if ip.is_ipv6() {
+        msg.attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    RouteNetlinkMessage::NewAddress(msg)
+}
+
+/// RTM_DELADDR for a host-prefix address.
+fn del_address(index: u32, ip: IpAddr) -> RouteNetlinkMessage {
+    RouteNetlinkMessage::DelAddress(host_address(index, ip))
 }
 
 // ---- reply parsing ---------------------------------------------------------
@@ -290,71 +275,66 @@ fn decode(context: &str, message: impl ToString) -> LinkError {
 }
 
 /// Parses an RTM_NEWLINK payload.
+///
+/// The attribute stream must be well formed, but each attribute is decoded on
+/// its own and only the name and link kind are read: unknown attributes come
+/// back as netlink-packet-route's `Other` variants, and one this crate version
+/// cannot decode (a newer kernel's layout of statistics, say) is skipped rather
+/// than failing the whole link.
 pub fn parse_link(payload: &[u8]) -> Result<Link> {
-    if payload.len() < 16 {
-        return Err(decode(
-            "RTM_NEWLINK",
-            format!("ifinfomsg needs 16 bytes, got {}", payload.len()),
-        ));
-    }
-    let index = u32::from_ne_bytes([payload[4], payload[5], payload[6], payload[7]]);
-    let flags = u32::from_ne_bytes([payload[8], payload[9], payload[10], payload[11]]);
+    let header = LinkHeader::parse(payload).map_err(|e| decode("RTM_NEWLINK header", e))?;
     let mut name = None;
     let mut kind = None;
-    for nla in NlasIterator::new(&payload[16..]) {
+    for nla in NlasIterator::new(&payload[header.buffer_len()..]) {
         let nla = nla.map_err(|e| decode("RTM_NEWLINK attributes", e))?;
-        match nla.kind() {
-            IFLA_IFNAME => name = Some(c_string(nla.value())),
-            IFLA_LINKINFO => {
-                for inner in NlasIterator::new(nla.value()) {
-                    let inner = inner.map_err(|e| decode("IFLA_LINKINFO", e))?;
-                    if inner.kind() == IFLA_INFO_KIND {
-                        kind = Some(c_string(inner.value()));
-                    }
-                }
+        match LinkAttribute::parse_with_param(&nla, header.interface_family) {
+            Ok(LinkAttribute::IfName(n)) => name = Some(n),
+            Ok(LinkAttribute::LinkInfo(infos)) => {
+                kind = infos.into_iter().find_map(|info| match info {
+                    LinkInfo::Kind(k) => Some(k.to_string()),
+                    _ => None,
+                });
             }
-            _ => {}
+            Ok(_) => {}
+            Err(e) => tracing::trace!(
+                kind = nla.kind(),
+                "skipping undecodable link attribute: {e}"
+            ),
         }
     }
     let name = name.ok_or_else(|| decode("RTM_NEWLINK", "no IFLA_IFNAME"))?;
     Ok(Link {
-        index,
+        index: header.index,
         name,
         kind,
-        flags,
+        flags: header.flags.bits(),
     })
 }
 
-/// Parses an RTM_NEWADDR payload; `None` for families other than IPv4/IPv6.
+/// Parses an RTM_NEWADDR payload; `None` for families other than IPv4/IPv6
+/// (whose attributes are not looked at: MCTP's `IFA_LOCAL` is one byte long).
+/// As in [`parse_link`], attributes other than the addresses are not needed
+/// and one that does not decode is skipped.
 pub fn parse_address(payload: &[u8]) -> Result<Option<Address>> {
-    if payload.len() < 8 {
-        return Err(decode(
-            "RTM_NEWADDR",
-            format!("ifaddrmsg needs 8 bytes, got {}", payload.len()),
-        ));
-    }
-    let family = payload[0];
-    let prefix_len = payload[1];
-    let scope = payload[3];
-    let index = u32::from_ne_bytes([payload[4], payload[5], payload[6], payload[7]]);
+    let header = AddressHeader::parse(payload).map_err(|e| decode("RTM_NEWADDR header", e))?;
+    let v4 = match header.family {
+        AddressFamily::Inet => true,
+        AddressFamily::Inet6 => false,
+        _ => return Ok(None),
+    };
     let mut local = None;
     let mut address = None;
-    for nla in NlasIterator::new(&payload[8..]) {
+    for nla in NlasIterator::new(&payload[header.buffer_len()..]) {
         let nla = nla.map_err(|e| decode("RTM_NEWADDR attributes", e))?;
-        let v = nla.value();
-        let ip = match (family, v.len()) {
-            (AF_INET, 4) => IpAddr::from(<[u8; 4]>::try_from(v).unwrap_or_default()),
-            (AF_INET6, 16) => IpAddr::from(<[u8; 16]>::try_from(v).unwrap_or_default()),
-            _ => continue,
-        };
-        match nla.kind() {
-            IFA_LOCAL => local = Some(ip),
-            IFA_ADDRESS => address = Some(ip),
-            _ => {}
+        match AddressAttribute::parse(&nla) {
+            Ok(AddressAttribute::Local(ip)) if ip.is_ipv4() == v4 => local = Some(ip),
+            Ok(AddressAttribute::Address(ip)) if ip.is_ipv4() == v4 => address = Some(ip),
+            Ok(_) => {}
+            Err(e) => tracing::trace!(
+                kind = nla.kind(),
+                "skipping undecodable address attribute: {e}"
+            ),
         }
-    }
-    if family != AF_INET && family != AF_INET6 {
-        return Ok(None);
     }
     // IFA_LOCAL is the interface's own address; IFA_ADDRESS is the peer's on
     // point-to-point links, so prefer the former.
@@ -362,16 +342,11 @@ pub fn parse_address(payload: &[u8]) -> Result<Option<Address>> {
         .or(address)
         .ok_or_else(|| decode("RTM_NEWADDR", "no IFA_LOCAL or IFA_ADDRESS"))?;
     Ok(Some(Address {
-        index,
+        index: header.index,
         addr,
-        prefix_len,
-        scope,
+        prefix_len: header.prefix_len,
+        scope: header.scope.into(),
     }))
-}
-
-fn c_string(v: &[u8]) -> String {
-    let end = v.iter().position(|&b| b == 0).unwrap_or(v.len());
-    String::from_utf8_lossy(&v[..end]).into_owned()
 }
 
 // ---- client -----------------------------------------------------------------
@@ -408,10 +383,11 @@ impl RtnlClient {
             return Err(LinkError::InvalidName(name.to_string()));
         }
         self.buf.clear();
-        let start = begin(&mut self.buf, RTM_GETLINK, 0);
-        ifinfomsg(&mut self.buf, 0, 0, 0);
-        attr_str(&mut self.buf, IFLA_IFNAME, name);
-        finish(&mut self.buf, start);
+        append(
+            &mut self.buf,
+            RouteNetlinkMessage::GetLink(link_by_name(name)),
+            0,
+        );
         match self.sock.request(&mut self.buf, &mut self.replies) {
             Ok(()) => {}
             Err(e) if e.errno() == Some(ENODEV) => return Ok(None),
@@ -428,9 +404,11 @@ impl RtnlClient {
     /// Every link, in one dump.
     pub fn links(&mut self) -> Result<Vec<Link>> {
         self.buf.clear();
-        let start = begin(&mut self.buf, RTM_GETLINK, 0);
-        ifinfomsg(&mut self.buf, 0, 0, 0);
-        finish(&mut self.buf, start);
+        append(
+            &mut self.buf,
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+            0,
+        );
         self.sock
             .dump(&mut self.buf, &mut self.replies)
             .map_err(|e| LinkError::from_netlink("dump links", e))?;
@@ -453,14 +431,7 @@ impl RtnlClient {
             Some(l) => l,
             None => {
                 self.buf.clear();
-                let start = begin(&mut self.buf, RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL);
-                // The kernel creates dummies down with NOARP set (dummy_setup).
-                ifinfomsg(&mut self.buf, 0, 0, 0);
-                attr_str(&mut self.buf, IFLA_IFNAME, name);
-                let nest = nest_begin(&mut self.buf, IFLA_LINKINFO);
-                attr_str(&mut self.buf, IFLA_INFO_KIND, "dummy");
-                nest_end(&mut self.buf, nest);
-                finish(&mut self.buf, start);
+                append(&mut self.buf, new_dummy(name), NLM_F_CREATE | NLM_F_EXCL);
                 match self.sock.request(&mut self.buf, &mut self.replies) {
                     Ok(()) => change = DummyChange::Created,
                     // Someone created it meanwhile: check it below like any other.
@@ -485,9 +456,7 @@ impl RtnlClient {
         }
         if link.is_up() || !link.is_noarp() {
             self.buf.clear();
-            let start = begin(&mut self.buf, RTM_NEWLINK, 0);
-            ifinfomsg(&mut self.buf, link.index, IFF_NOARP, IFF_UP | IFF_NOARP);
-            finish(&mut self.buf, start);
+            append(&mut self.buf, set_down_noarp(link.index), 0);
             self.sock
                 .request(&mut self.buf, &mut self.replies)
                 .map_err(|e| LinkError::from_netlink(format!("set {name} down with NOARP"), e))?;
@@ -508,10 +477,11 @@ impl RtnlClient {
             return Err(LinkError::InvalidName(name.to_string()));
         }
         self.buf.clear();
-        let start = begin(&mut self.buf, RTM_DELLINK, 0);
-        ifinfomsg(&mut self.buf, 0, 0, 0);
-        attr_str(&mut self.buf, IFLA_IFNAME, name);
-        finish(&mut self.buf, start);
+        append(
+            &mut self.buf,
+            RouteNetlinkMessage::DelLink(link_by_name(name)),
+            0,
+        );
         match self.sock.request(&mut self.buf, &mut self.replies) {
             Ok(()) => Ok(true),
             Err(e) if e.errno() == Some(ENODEV) => Ok(false),
@@ -526,12 +496,10 @@ impl RtnlClient {
     pub fn add_addresses(&mut self, index: u32, addrs: &[IpAddr]) -> Vec<Result<Added>> {
         self.buf.clear();
         for &ip in addrs {
-            append_addr_msg(
+            append(
                 &mut self.buf,
-                RTM_NEWADDR,
+                new_address(index, ip),
                 NLM_F_CREATE | NLM_F_EXCL,
-                index,
-                ip,
             );
         }
         match self.sock.batch(&mut self.buf) {
@@ -556,7 +524,7 @@ impl RtnlClient {
     pub fn remove_addresses(&mut self, index: u32, addrs: &[IpAddr]) -> Vec<Result<Removed>> {
         self.buf.clear();
         for &ip in addrs {
-            append_addr_msg(&mut self.buf, RTM_DELADDR, 0, index, ip);
+            append(&mut self.buf, del_address(index, ip), 0);
         }
         match self.sock.batch(&mut self.buf) {
             Ok(results) => results
@@ -578,9 +546,11 @@ impl RtnlClient {
     /// Every IPv4/IPv6 address of every link, in one RTM_GETADDR dump.
     pub fn all_addresses(&mut self) -> Result<Vec<Address>> {
         self.buf.clear();
-        let start = begin(&mut self.buf, RTM_GETADDR, 0);
-        ifaddrmsg(&mut self.buf, AF_UNSPEC, 0, 0);
-        finish(&mut self.buf, start);
+        append(
+            &mut self.buf,
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+            0,
+        );
         self.sock
             .dump(&mut self.buf, &mut self.replies)
             .map_err(|e| LinkError::from_netlink("dump addresses", e))?;
@@ -641,16 +611,18 @@ fn clone_err(e: &NetlinkError) -> NetlinkError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::Messages;
+    use crate::netlink::{Messages, NLMSG_HDRLEN};
+
+    const RTM_DELADDR: u16 = 21;
 
     #[test]
     fn address_messages_are_well_formed_and_round_trip() {
         let mut buf = Vec::new();
         let v4: IpAddr = "10.96.0.1".parse().unwrap();
         let v6: IpAddr = "fd00::1".parse().unwrap();
-        append_addr_msg(&mut buf, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, 7, v4);
-        append_addr_msg(&mut buf, RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, 7, v6);
-        append_addr_msg(&mut buf, RTM_DELADDR, 0, 7, v6);
+        append(&mut buf, new_address(7, v4), NLM_F_CREATE | NLM_F_EXCL);
+        append(&mut buf, new_address(7, v6), NLM_F_CREATE | NLM_F_EXCL);
+        append(&mut buf, del_address(7, v6), 0);
         let msgs: Vec<_> = Messages::new(&buf).collect::<Result<_, _>>().unwrap();
         assert_eq!(msgs.len(), 3);
         assert_eq!(msgs[0].0.msg_type, RTM_NEWADDR);
@@ -663,18 +635,105 @@ mod tests {
         assert_eq!((a.addr, a.prefix_len), (v6, 128));
         // The delete carries no flags attribute.
         assert_eq!(msgs[2].0.len as usize, NLMSG_HDRLEN + 8 + 20);
+        assert_eq!(msgs[2].0.msg_type, RTM_DELADDR);
+        // IPv4 gets no flags; the IPv6 add asks for no DAD.
+        let flags = |payload| {
+            AddressMessage::parse(payload)
+                .unwrap()
+                .attributes
+                .into_iter()
+                .find_map(|a| match a {
+                    AddressAttribute::Flags(f) => Some(f.bits()),
+                    _ => None,
+                })
+        };
+        assert_eq!(flags(msgs[0].1), None);
+        assert_eq!(flags(msgs[1].1), Some(IFA_F_NODAD));
+        assert_eq!(flags(msgs[2].1), None);
+        assert_eq!(buf.len() % 4, 0);
+    }
+
+    #[test]
+    fn link_requests_have_the_kernel_layout() {
+        let mut buf = Vec::new();
+        append(&mut buf, set_down_noarp(9), 0);
+        let (h, payload) = Messages::new(&buf).next().unwrap().unwrap();
+        assert_eq!(
+            (h.msg_type, h.flags, h.len as usize),
+            (RTM_NEWLINK, 0, buf.len())
+        );
+        let mut ifinfomsg = vec![0u8; 4];
+        for v in [9, IFF_NOARP, IFF_UP | IFF_NOARP] {
+            ifinfomsg.extend_from_slice(&u32::to_ne_bytes(v));
+        }
+        assert_eq!(payload, &ifinfomsg[..]);
+
+        // The name is NUL-terminated and the message padded: 15 + 1 bytes of IFLA_IFNAME.
+        buf.clear();
+        append(&mut buf, new_dummy(DUMMY_NAME), NLM_F_CREATE | NLM_F_EXCL);
+        append(&mut buf, RouteNetlinkMessage::DelLink(link_by_name("a")), 0);
+        let msgs: Vec<_> = Messages::new(&buf).collect::<Result<_, _>>().unwrap();
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(&msgs[0].1[16..20], &[15, 0, 3, 0]);
+        assert_eq!(&msgs[0].1[20..31], b"kube-ipvs0\0");
+        assert_eq!(msgs[1].0.msg_type, 17);
+        assert_eq!(&msgs[1].1[16..], &[6, 0, 3, 0, b'a', 0, 0, 0]);
+        assert_eq!(buf.len() % 4, 0);
+    }
+
+    /// Appends one attribute the way the kernel lays it out.
+    fn raw_attr(buf: &mut Vec<u8>, kind: u16, value: &[u8]) {
+        buf.extend_from_slice(&((4 + value.len()) as u16).to_ne_bytes());
+        buf.extend_from_slice(&kind.to_ne_bytes());
+        buf.extend_from_slice(value);
+        buf.resize(align(buf.len()), 0);
+    }
+
+    #[test]
+    fn unknown_and_undecodable_attributes_are_skipped() {
+        // ifinfomsg of an up loopback, then: an attribute type no crate knows,
+        // IFLA_MTU with a short value, IFLA_IFNAME, IFLA_LINKINFO{IFLA_INFO_KIND}.
+        let mut link = vec![0, 0, 4, 3];
+        for v in [1, IFF_UP | IFF_LOOPBACK, 0] {
+            link.extend_from_slice(&u32::to_ne_bytes(v));
+        }
+        raw_attr(&mut link, 0x7ff0, &[1, 2, 3]);
+        raw_attr(&mut link, 4, &[0, 1]);
+        raw_attr(&mut link, 3, b"lo\0");
+        let mut info = Vec::new();
+        raw_attr(&mut info, 1, b"newkind\0");
+        raw_attr(&mut link, 18, &info);
+        let l = parse_link(&link).unwrap();
+        assert_eq!((l.index, l.name.as_str()), (1, "lo"));
+        assert_eq!(l.kind.as_deref(), Some("newkind"));
+        assert!(l.is_up() && !l.is_noarp());
+
+        // ifaddrmsg AF_INET /8 host scope on link 1, then an unknown attribute,
+        // a short IFA_CACHEINFO, IFA_ADDRESS and IFA_LOCAL.
+        let mut addr = vec![2, 8, 0x80, RT_SCOPE_HOST];
+        addr.extend_from_slice(&1u32.to_ne_bytes());
+        raw_attr(&mut addr, 0x7ff0, &[9; 5]);
+        raw_attr(&mut addr, 6, &[0; 3]);
+        raw_attr(&mut addr, 1, &[127, 0, 0, 2]);
+        raw_attr(&mut addr, 2, &[127, 0, 0, 1]);
+        let a = parse_address(&addr).unwrap().unwrap();
+        assert_eq!(a.addr, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!((a.index, a.prefix_len, a.scope), (1, 8, RT_SCOPE_HOST));
+
+        // A broken attribute stream is still an error.
+        link.extend_from_slice(&[200, 0, 3, 0]);
+        assert!(parse_link(&link).is_err());
     }
 
     #[test]
     fn link_messages_parse() {
         let mut buf = Vec::new();
-        let start = begin(&mut buf, RTM_NEWLINK, 0);
-        ifinfomsg(&mut buf, 5, IFF_NOARP, 0);
-        attr_str(&mut buf, IFLA_IFNAME, DUMMY_NAME);
-        let nest = nest_begin(&mut buf, IFLA_LINKINFO);
-        attr_str(&mut buf, IFLA_INFO_KIND, "dummy");
-        nest_end(&mut buf, nest);
-        finish(&mut buf, start);
+        let RouteNetlinkMessage::NewLink(mut msg) = new_dummy(DUMMY_NAME) else {
+            unreachable!()
+        };
+        msg.header.index = 5;
+        msg.header.flags = LinkFlags::Noarp;
+        append(&mut buf, RouteNetlinkMessage::NewLink(msg), 0);
         let (h, payload) = Messages::new(&buf).next().unwrap().unwrap();
         assert_eq!(h.len as usize, buf.len());
         let l = parse_link(payload).unwrap();
