@@ -2,7 +2,7 @@
 
 use std::io::{Read, Write};
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 use clap::{Args, Parser, Subcommand};
 use ipvs_netlink::ipvs::IpvsClient;
 
@@ -197,7 +197,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     crate::apply::cmd::sync_once(&a, settings.proxy)
                 }
             } else {
-                run_daemon(settings)
+                run_daemon(settings, cli.oneshot.manifests)
             }
         }
     }
@@ -219,15 +219,12 @@ fn oneshot_config(
     Ok(settings.proxy)
 }
 
-/// The long-running proxy (API watch and sync loop), given validated settings.
-pub fn run_daemon(settings: crate::config::Settings) -> Result<()> {
-    bail!(
-        "the proxy daemon (API watch and sync loop) is not implemented yet; the configuration is valid \
-         (scheduler {}, sync period {}); use `kube-ipvs --manifests PATH --sync-once`, `--cleanup`, \
-         or a subcommand such as `kube-ipvs ipvs list` (see `kube-ipvs --help`)",
-        settings.proxy.scheduler,
-        crate::config::duration::format(settings.sync_period)
-    )
+/// The long-running proxy (API watch, or `--manifests` files, and the sync loop).
+pub fn run_daemon(
+    settings: crate::config::Settings,
+    manifests: Option<std::path::PathBuf>,
+) -> Result<()> {
+    crate::daemon::run(settings, manifests)
 }
 
 fn client() -> Result<IpvsClient> {
@@ -372,10 +369,10 @@ mod tests {
 
     #[test]
     fn no_subcommand_is_an_honest_error() {
-        let err = run(Cli::try_parse_from(["kube-ipvs"]).unwrap())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("not implemented"), "{err}");
+        // The daemon checks its inputs before touching the kernel.
+        let err = run(Cli::try_parse_from(["kube-ipvs", "--kubeconfig=/nonexistent/kc"]).unwrap())
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("/nonexistent/kc"), "{err:#}");
         // Settings are checked first: a bad config file is reported as such.
         let err = run(Cli::try_parse_from(["kube-ipvs", "--config=/nonexistent/kp.conf"]).unwrap())
             .unwrap_err();

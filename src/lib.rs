@@ -7,6 +7,7 @@ pub mod apply;
 pub mod changes;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod health;
 pub mod ipset_cmd;
 pub mod iptables;

@@ -1,0 +1,640 @@
+//! The long-running proxy: sources (API watches or a manifests path) feed the sync loop, which adopts, applies, verifies and repairs kernel state.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, anyhow};
+use k8s_openapi::api::core::v1::Node;
+use kube::runtime::watcher::Event;
+use tokio::time::Instant;
+
+use crate::apply::oneshot;
+use crate::apply::{Applier, ApplyReport};
+use crate::config::Settings;
+use crate::health::{self, ProxyHealth, ServiceHealthServer};
+use crate::metrics::{Metrics, unix_seconds};
+use crate::model::node::NodeInfo;
+use crate::reconcile::{Op, Plan, Proxier};
+use crate::runner::{RunReason, Runner, RunnerConfig};
+use crate::source::manifests::{self, Manifests};
+use crate::watch::{self, Batch, Hooks, Sources};
+
+/// How often a manifests path is checked for changes.
+pub const MANIFESTS_POLL: Duration = Duration::from_secs(1);
+
+/// Runs the proxy until SIGTERM/SIGINT. Objects come from the API server
+/// (`settings.kubeconfig`, else in-cluster) or, with `manifests`, from files.
+pub fn run(settings: Settings, manifests: Option<PathBuf>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let res = rt.block_on(run_async(settings, manifests));
+    // Watch tasks may sit in backoff sleeps; do not wait for them.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    res
+}
+
+/// Where objects come from, resolved before anything touches the kernel (a
+/// bad kubeconfig or manifests path fails without side effects).
+enum Input {
+    Api(kube::Client),
+    Files(PathBuf, Manifests),
+}
+
+async fn input(settings: &Settings, manifests: Option<PathBuf>) -> Result<Input> {
+    if let Some(path) = manifests {
+        let m = manifests::load(&path)?;
+        return Ok(Input::Files(path, m));
+    }
+    let config = match &settings.kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .with_context(|| format!("cannot use kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::incluster().context(
+            "no --kubeconfig given and not running in a cluster (no service account); \
+             pass --kubeconfig FILE, or --manifests PATH to run from files",
+        )?,
+    };
+    let client = kube::Client::try_from(config).context("cannot build the API client")?;
+    Ok(Input::Api(client))
+}
+
+/// The kernel settings every sync relies on; a failure stops the start-up.
+fn host_setup(settings: &Settings) -> Result<()> {
+    crate::sysctl::Sysctl::new()
+        .apply_proxy_settings(settings.proxy.strict_arp)
+        .context("cannot set the sysctls IPVS mode needs")?;
+    let ct = crate::config::conntrack::apply_host(&settings.conntrack)
+        .context("cannot apply the conntrack settings (--conntrack-* / conntrack.*)")?;
+    for (k, v) in &ct.changed {
+        tracing::info!(key = k, value = %v, "conntrack setting written");
+    }
+    for w in &ct.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(())
+}
+
+async fn run_async(settings: Settings, manifests: Option<PathBuf>) -> Result<()> {
+    let node_name = watch::node_name(settings.hostname_override.as_deref()).ok_or_else(|| {
+        anyhow!("cannot determine the node name: set --hostname-override or NODE_NAME")
+    })?;
+    let input = input(&settings, manifests).await?;
+    host_setup(&settings)?;
+
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(ProxyHealth::new(settings.sync_period));
+    let _metrics_srv = health::metrics_server(
+        settings.metrics_bind_address,
+        metrics.clone(),
+        health.clone(),
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot serve metrics on {} (--metrics-bind-address)",
+            settings.metrics_bind_address
+        )
+    })?;
+    let _healthz_srv = health::healthz_server(settings.healthz_bind_address, health.clone())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot serve healthz on {} (--healthz-bind-address)",
+                settings.healthz_bind_address
+            )
+        })?;
+
+    let mut runner = Runner::new(RunnerConfig::new(
+        settings.min_sync_period,
+        settings.sync_period,
+    ));
+    let hooks = Hooks {
+        trigger: runner.trigger(),
+        metrics: metrics.clone(),
+        health: health.clone(),
+    };
+    let sources = Arc::new(Mutex::new(Sources::default()));
+    let node = match &input {
+        Input::Files(_, m) => oneshot::node_info(&node_name, m, oneshot::local_addresses),
+        // The Node list (awaited before the first sync) fills this in.
+        Input::Api(_) => NodeInfo {
+            name: node_name.clone(),
+            addresses: Vec::new(),
+            primary: Vec::new(),
+            zone: None,
+        },
+    };
+    let _watch = match input {
+        Input::Api(client) => {
+            tracing::info!(node = %node_name, "watching the API server");
+            tokio::spawn(watch::watch_all(
+                client,
+                node_name.clone(),
+                sources.clone(),
+                hooks.clone(),
+            ))
+        }
+        Input::Files(path, m) => {
+            tracing::info!(node = %node_name, path = %path.display(), "serving from manifests");
+            feed_manifests(&sources, &hooks, &node_name, m);
+            tokio::spawn(poll_manifests(
+                path,
+                sources.clone(),
+                hooks.clone(),
+                node_name.clone(),
+            ))
+        }
+    };
+    // Aborting the source task on exit stops watching; kernel state stays.
+    let _watch = AbortOnDrop(_watch);
+
+    let svc_health =
+        ServiceHealthServer::new(vec![settings.healthz_bind_address.ip()], health.clone());
+    let mut d = Daemon::new(Proxier::new(settings.proxy.clone(), node), hooks);
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        let reason = tokio::select! {
+            biased;
+            r = &mut shutdown => {
+                r?;
+                break;
+            }
+            r = runner.wait() => r,
+        };
+        let Some(batch) = lock(&sources).take_batch() else {
+            // Not every source has listed yet: programming now would delete
+            // what the missing objects describe.
+            runner.finished(true);
+            continue;
+        };
+        // Netlink and iptables calls block; the HTTP servers run on the
+        // runtime's workers, this loop on the main thread.
+        let ok = d.sync(reason, batch);
+        runner.finished(ok);
+        svc_health.sync(d.proxier.health_checks()).await;
+    }
+    tracing::info!("shutting down; kernel state left in place");
+    Ok(())
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}
+
+fn lock(s: &Mutex<Sources>) -> MutexGuard<'_, Sources> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn full_list<K>(objs: Vec<K>) -> Vec<Event<K>> {
+    let mut v = Vec::with_capacity(objs.len() + 2);
+    v.push(Event::Init);
+    v.extend(objs.into_iter().map(Event::InitApply));
+    v.push(Event::InitDone);
+    v
+}
+
+/// Feeds one load of the manifests as a complete re-list of every source,
+/// so objects gone from the files are deleted and unchanged ones are no-ops.
+/// Only the Node called `node_name` is kept (the API watch's field selector).
+pub fn feed_manifests(sources: &Mutex<Sources>, hooks: &Hooks, node_name: &str, m: Manifests) {
+    let nodes: Vec<Node> = m
+        .nodes
+        .into_iter()
+        .filter(|n| n.metadata.name.as_deref() == Some(node_name))
+        .collect();
+    let node_eligible = nodes.first().map(health::node_eligible);
+    let mut s = lock(sources);
+    let (mut changed, mut first) = (false, false);
+    for ev in full_list(m.services) {
+        let h = s.services.handle(ev);
+        if h.changed {
+            hooks.metrics.service_changes_total.inc();
+        }
+        changed |= h.changed;
+        first |= h.first_sync;
+    }
+    for ev in full_list(m.slices) {
+        let h = s.slices.handle(ev);
+        if h.changed {
+            hooks.metrics.endpoint_changes_total.inc();
+        }
+        changed |= h.changed;
+        first |= h.first_sync;
+    }
+    for ev in full_list(nodes) {
+        let h = s.node.handle(ev);
+        changed |= h.changed;
+        first |= h.first_sync;
+    }
+    hooks
+        .metrics
+        .set_pending(s.services.pending(), s.slices.pending());
+    // Without a Node object the node is assumed eligible (nothing says otherwise).
+    if let Some(e) = node_eligible {
+        hooks.health.set_node_eligible(e);
+    }
+    if s.ready() && (changed || first) {
+        drop(s);
+        if hooks.trigger.run() {
+            hooks.metrics.queued(SystemTime::now());
+            hooks.health.queued_update();
+        }
+    }
+}
+
+/// What identifies the content of a manifests path without reading it: each
+/// file's name, size, mtime and inode. Metadata is taken by name (following
+/// symlinks), so an atomic rename or a ConfigMap's `..data` swap shows.
+pub fn fingerprint(path: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let entry = |p: PathBuf| {
+        std::fs::metadata(&p)
+            .ok()
+            .map(|m| (p, m.len(), m.modified().ok(), m.ino()))
+    };
+    let mut v: Vec<_> = match std::fs::read_dir(path) {
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter_map(entry)
+            .collect(),
+        Err(_) => entry(path.to_path_buf()).into_iter().collect(),
+    };
+    v.sort();
+    v
+}
+
+/// Reloads the manifests whenever their fingerprint changes. A load that
+/// fails (a file half-written, a typo) keeps the previous objects.
+async fn poll_manifests(path: PathBuf, sources: Arc<Mutex<Sources>>, hooks: Hooks, node: String) {
+    let mut last = fingerprint(&path);
+    let mut tick = tokio::time::interval(MANIFESTS_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = fingerprint(&path);
+        if now == last {
+            continue;
+        }
+        match manifests::load(&path) {
+            Ok(m) => {
+                for w in &m.warnings {
+                    tracing::warn!("{w}");
+                }
+                tracing::info!(path = %path.display(), "manifests changed; reloaded");
+                feed_manifests(&sources, &hooks, &node, m);
+                last = now;
+            }
+            Err(e) => {
+                // Retried on the next change; the last good objects stay programmed.
+                tracing::warn!(error = %e, "cannot reload manifests; keeping the previous objects");
+                last = now;
+            }
+        }
+    }
+}
+
+/// Whether a run reads the kernel first: the first sync adopts, periodic
+/// runs verify, and a retry repairs whatever the failed run left behind.
+pub fn observes(adopted: bool, reason: RunReason) -> bool {
+    !adopted || reason != RunReason::Triggered
+}
+
+/// Connections per real server, as the last observation counted them.
+type Conns = std::collections::HashMap<
+    (ipvs_netlink::ipvs::ServiceKey, std::net::SocketAddr),
+    crate::reconcile::ConnCounts,
+>;
+
+/// The sync loop's state: the proxier, the kernel clients and the hooks.
+struct Daemon {
+    proxier: Proxier,
+    applier: Applier,
+    hooks: Hooks,
+    adopted: bool,
+    process_start: SystemTime,
+    clock: Instant,
+    /// Trigger times of slices not yet programmed by a successful sync.
+    trigger_times: Vec<SystemTime>,
+}
+
+/// Kernel writes that failed, logged one per line.
+fn log_failures(report: &ApplyReport) {
+    for (op, e) in &report.failed {
+        tracing::warn!(%op, error = %e, "kernel operation failed; the next run repairs it");
+    }
+    for (op, why) in &report.skipped {
+        tracing::debug!(%op, why, "operation skipped");
+    }
+}
+
+impl Daemon {
+    fn new(proxier: Proxier, hooks: Hooks) -> Self {
+        Daemon {
+            proxier,
+            applier: Applier::new(),
+            hooks,
+            adopted: false,
+            process_start: SystemTime::now(),
+            clock: Instant::now(),
+            trigger_times: Vec::new(),
+        }
+    }
+
+    /// Seconds on a monotonic clock (drain start times).
+    fn now(&self) -> u64 {
+        self.clock.elapsed().as_secs()
+    }
+
+    /// One run; true when everything applied.
+    fn sync(&mut self, reason: RunReason, batch: Batch) -> bool {
+        let start = std::time::Instant::now();
+        let span = tracing::info_span!(
+            "sync",
+            ?reason,
+            ops = tracing::field::Empty,
+            failed = tracing::field::Empty,
+            repairs = tracing::field::Empty,
+            ms = tracing::field::Empty,
+        );
+        let _enter = span.enter();
+        self.trigger_times.extend(batch.trigger_times());
+        batch.apply_to(&mut self.proxier, NodeInfo::from_node);
+        let now = self.now();
+        let verify = observes(self.adopted, reason);
+
+        let mut conns = None;
+        let plan: Plan = if verify {
+            match self.observe_plan(now) {
+                Ok((plan, c)) => {
+                    conns = Some(c);
+                    plan
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the kernel state; retrying");
+                    return false;
+                }
+            }
+        } else {
+            self.proxier.sync(now)
+        };
+        for e in &plan.internal_errors {
+            tracing::error!(error = %e, "planner inconsistency (a bug); the next run repairs");
+        }
+        let mut report = self.applier.apply(&plan.ops);
+        // Drains: idle real servers (counts from this run's observation) or
+        // timed-out ones (every run) are removed now.
+        let tick = self.proxier.tick(now, |k, a| {
+            conns
+                .as_ref()
+                .and_then(|c: &Conns| c.get(&(*k, *a)).copied())
+        });
+        let internal = plan.internal_errors.len() + tick.internal_errors.len();
+        report.merge(self.applier.apply(&tick.ops));
+        log_failures(&report);
+        self.record(&report);
+
+        let ok = report.failed.is_empty() && internal == 0;
+        let took = start.elapsed();
+        span.record("ops", report.writes());
+        span.record("failed", report.failed.len());
+        span.record("repairs", if verify { plan.repairs.len() } else { 0 });
+        span.record("ms", took.as_millis() as u64);
+        if ok {
+            self.hooks
+                .sync_succeeded(took, &self.trigger_times, self.process_start);
+            self.trigger_times.clear();
+            if verify {
+                self.hooks
+                    .metrics
+                    .last_verification_timestamp
+                    .set(unix_seconds(SystemTime::now()));
+            }
+        }
+        if report.writes() > 0 || !ok {
+            tracing::info!(
+                changes = report.writes(),
+                failed = report.failed.len(),
+                ms = took.as_millis() as u64,
+                "synced"
+            );
+        } else {
+            tracing::debug!(ms = took.as_millis() as u64, "synced; nothing to change");
+        }
+        ok
+    }
+
+    /// Reads the kernel and plans from it: adoption on the first sync,
+    /// drift repair afterwards. Returns the plan and connection counts.
+    fn observe_plan(&mut self, now: u64) -> Result<(Plan, Conns)> {
+        // Recreates kube-ipvs0 if someone deleted it.
+        if self.applier.setup()? {
+            tracing::info!("set up {}", crate::apply::DUMMY_LINK);
+        }
+        let cfg = self.proxier.config().clone();
+        let want = self.proxier.desired_state().iptables;
+        let obs = self.applier.observe(&cfg, &want)?;
+        let plan = if self.adopted {
+            let plan = self.proxier.repair(&obs.state, now);
+            if !plan.repairs.is_empty() {
+                for r in &plan.repairs {
+                    tracing::warn!(repair = %r, "kernel state drifted; repairing");
+                }
+                self.hooks
+                    .metrics
+                    .drift_repairs_total
+                    .inc_by(plan.repairs.len() as u64);
+            }
+            plan
+        } else {
+            // Never flush: what is already right stays, traffic is not disturbed.
+            let plan = self.proxier.adopt(&obs.state, now);
+            tracing::info!(
+                differences = plan.repairs.len(),
+                "adopted the existing kernel state"
+            );
+            self.adopted = true;
+            plan
+        };
+        Ok((plan, obs.conns))
+    }
+
+    fn record(&self, report: &ApplyReport) {
+        let m = &self.hooks.metrics;
+        m.netlink_operations_total
+            .inc_by(report.netlink.messages_sent);
+        m.netlink_batches_total.inc_by(report.netlink.sendmsg_calls);
+        let ipt = report
+            .failed
+            .iter()
+            .filter(|(op, _)| matches!(op, Op::IptablesRestore { .. }))
+            .count();
+        m.iptables_restore_failures_total.inc_by(ipt as u64);
+        m.draining_real_servers
+            .set(self.proxier.drains().len() as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::testutil;
+    use crate::runner::Trigger;
+    use serde_json::json;
+
+    fn hooks() -> Hooks {
+        Hooks {
+            trigger: Trigger::new(),
+            metrics: Arc::new(Metrics::new()),
+            health: Arc::new(ProxyHealth::new(Duration::from_secs(30))),
+        }
+    }
+
+    fn svc(name: &str, ip: &str) -> k8s_openapi::api::core::v1::Service {
+        testutil::service(
+            "default",
+            name,
+            json!({"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip],
+                   "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}),
+        )
+    }
+
+    #[test]
+    fn manifests_feed_is_a_full_relist() {
+        let s = Mutex::new(Sources::default());
+        let h = hooks();
+        let mut node = testutil::node_obj();
+        let name = node.metadata.name.clone().unwrap();
+        let mut other = node.clone();
+        other.metadata.name = Some("someone-else".into());
+        let m = Manifests {
+            services: vec![svc("a", "10.0.0.1"), svc("b", "10.0.0.2")],
+            nodes: vec![other, node.clone()],
+            ..Default::default()
+        };
+        feed_manifests(&s, &h, &name, m);
+        assert!(
+            h.trigger.is_pending(),
+            "every source listed: first sync queued"
+        );
+        let b = lock(&s).take_batch().expect("ready after one load");
+        assert_eq!(b.services.len(), 2);
+        assert_eq!(
+            b.node.as_ref().and_then(|n| n.metadata.name.clone()),
+            Some(name.clone()),
+            "only this node's Node object"
+        );
+
+        // Reload without b, same a: only b's deletion is pending.
+        let h2 = hooks();
+        let m = Manifests {
+            services: vec![svc("a", "10.0.0.1")],
+            nodes: vec![node.clone()],
+            ..Default::default()
+        };
+        feed_manifests(&s, &h2, &name, m);
+        assert!(h2.trigger.is_pending());
+        let b = lock(&s).take_batch().unwrap();
+        assert_eq!(b.services.len(), 1);
+        assert_eq!(b.services[0].0.name, "b");
+        assert!(b.services[0].1.current.is_none());
+        assert!(b.node.is_none(), "unchanged node");
+
+        // An identical reload queues nothing.
+        let h3 = hooks();
+        let m = Manifests {
+            services: vec![svc("a", "10.0.0.1")],
+            nodes: vec![node.clone()],
+            ..Default::default()
+        };
+        feed_manifests(&s, &h3, &name, m);
+        assert!(!h3.trigger.is_pending());
+        assert!(lock(&s).take_batch().unwrap().is_empty());
+
+        // A node being deleted makes /healthz report it ineligible.
+        node.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        feed_manifests(
+            &s,
+            &h3,
+            &name,
+            Manifests {
+                services: vec![svc("a", "10.0.0.1")],
+                nodes: vec![node],
+                ..Default::default()
+            },
+        );
+        assert!(!h3.health.status().node_eligible);
+    }
+
+    #[test]
+    fn fingerprint_sees_renames_and_edits() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("a.yaml");
+        std::fs::write(&f, "x: 1\n").unwrap();
+        let fp0 = fingerprint(d.path());
+        assert_eq!(fp0, fingerprint(d.path()));
+        assert_eq!(fingerprint(&f).len(), 1, "a single file works too");
+        // Same size, replaced by rename (as ConfigMaps and editors do).
+        let tmp = d.path().join(".a.yaml.tmp");
+        std::fs::write(&tmp, "x: 2\n").unwrap();
+        std::fs::rename(&tmp, &f).unwrap();
+        assert_ne!(fingerprint(d.path()), fp0);
+        let fp1 = fingerprint(d.path());
+        std::fs::write(d.path().join("b.yaml"), "y: 1\n").unwrap();
+        assert_ne!(fingerprint(d.path()), fp1);
+        assert!(fingerprint(&d.path().join("missing")).is_empty());
+    }
+
+    #[test]
+    fn which_runs_read_the_kernel() {
+        assert!(observes(false, RunReason::Triggered), "first sync adopts");
+        assert!(!observes(true, RunReason::Triggered));
+        assert!(observes(true, RunReason::Periodic));
+        assert!(observes(true, RunReason::Retry));
+    }
+
+    #[tokio::test]
+    async fn bad_inputs_fail_before_the_kernel_is_touched() {
+        let s = Settings {
+            kubeconfig: Some("/nonexistent/kubeconfig".into()),
+            ..crate::config::ConfigValues::default().resolve().unwrap()
+        };
+        let e = input(&s, None).await.err().unwrap();
+        assert!(
+            format!("{e:#}").contains("/nonexistent/kubeconfig"),
+            "{e:#}"
+        );
+        let e = input(&s, Some("/nonexistent/manifests".into()))
+            .await
+            .err()
+            .unwrap();
+        assert!(format!("{e:#}").contains("/nonexistent/manifests"), "{e:#}");
+    }
+}
