@@ -169,6 +169,8 @@ fn sync_once_programs_the_kernel_and_converges() {
     sh(
         "ipvsadm -d -t 10.96.0.10:80 -r 10.244.1.1:8080 && ip addr del 10.96.0.53/32 dev kube-ipvs0",
     );
+    // A rule edited in place: same rule count, different rule.
+    sh("iptables -t nat -R KUBE-MARK-MASQ 1 -j MARK --or-mark 0x8000");
     let out = ok(&["diff", "--manifests", path]);
     has_lines(
         &out,
@@ -177,8 +179,15 @@ fn sync_once_programs_the_kernel_and_converges() {
             "+ address 10.96.0.53 on kube-ipvs0",
         ],
     );
+    assert!(
+        out.lines().any(|l| l.starts_with("+ iptables: our chains")),
+        "{out}"
+    );
     let out = ok(&["sync-once", "--manifests", path]);
-    assert_eq!(changes(&out), 2, "{out}");
+    assert_eq!(changes(&out), 3, "{out}");
+    assert!(
+        sh("iptables-save -t nat").contains("-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000")
+    );
 
     // Cleanup: ours gone, foreign kept.
     let out = ok(&["--cleanup"]);
