@@ -1,0 +1,243 @@
+//! Kernel test of the daemon from a manifests directory: programs, follows file changes, repairs drift, serves health and metrics, survives SIGTERM and restart without changes.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{sh, try_sh};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kube-ipvs");
+const METRICS: &str = "127.0.0.1:19249";
+const HEALTHZ: &str = "127.0.0.1:19256";
+/// TCG guests are slow; every wait is bounded by this.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The daemon as a child process; killed (and reaped) whatever happens.
+struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(manifests: &Path, log: PathBuf) -> Self {
+        let err = std::fs::File::create(&log).unwrap();
+        let child = Command::new(BIN)
+            .args(["--manifests", manifests.to_str().unwrap()])
+            .args(["--hostname-override", "lab-node"])
+            .args(["--metrics-bind-address", METRICS])
+            .args(["--healthz-bind-address", HEALTHZ])
+            // Periodic verification often enough to see drains finish and drift repaired.
+            .arg("--ipvs-sync-period=2s")
+            // nf_conntrack_max is read-only outside the initial namespace.
+            .arg("--conntrack-max-per-core=0")
+            .env("RUST_LOG", "info")
+            // Plain log lines, so the test can match `differences=0`.
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(err))
+            .spawn()
+            .expect("start kube-ipvs");
+        Daemon {
+            child: Some(child),
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit status must be success.
+    fn terminate(&mut self) {
+        let mut child = self.child.take().expect("running");
+        sh(&format!("kill -TERM {}", child.id()));
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                assert!(st.success(), "exit {st:?}; log:\n{}", self.log());
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no exit after SIGTERM; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn assert_running(&mut self) {
+        if let Some(c) = &mut self.child
+            && let Ok(Some(st)) = c.try_wait()
+        {
+            panic!("kube-ipvs exited ({st:?}); log:\n{}", self.log());
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Polls `check` until it returns true; panics with `what` and the log after PATIENCE.
+fn wait_for(d: &mut Daemon, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !check() {
+        d.assert_running();
+        if Instant::now() > deadline {
+            panic!(
+                "timed out waiting for {what}\nipvsadm -Sn:\n{}\nlog:\n{}",
+                try_sh("ipvsadm -Sn").1,
+                d.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// A tiny HTTP/1.1 GET: (status, body); None while nothing listens.
+fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+fn has_all(text: &str, lines: &[&str]) -> bool {
+    lines.iter().all(|l| text.lines().any(|t| t.trim() == *l))
+}
+
+/// A copy of examples/manifests the test may rewrite.
+fn manifests() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/manifests");
+    for e in std::fs::read_dir(src).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, d.path().join(p.file_name().unwrap())).unwrap();
+    }
+    d
+}
+
+const PROGRAMMED: &[&str] = &[
+    "-A -t 10.96.0.10:80 -s rr",
+    "-a -t 10.96.0.10:80 -r 10.244.1.1:8080 -m -w 1",
+    "-a -t 10.96.0.10:80 -r 10.244.1.2:8080 -m -w 1",
+    "-a -t 10.96.0.10:80 -r 10.244.1.3:8080 -m -w 1",
+    "-A -t 192.168.100.10:30080 -s rr",
+    "-a -t 192.168.100.10:30080 -r 10.244.2.1:8080 -m -w 1",
+    "-A -u 10.96.0.53:53 -s rr",
+    "-a -u 10.96.0.53:53 -r 10.244.3.2:53 -m -w 1",
+    "-A -t 10.96.0.30:443 -s rr -p 3600",
+];
+
+#[test]
+#[ignore = "kernel test: runs in the lab via scripts/test.sh"]
+fn daemon_follows_manifests_and_restarts_without_changes() {
+    common::netns();
+    let _serial = common::ipvs_serial();
+    sh(
+        "ip link add lab0 type dummy && ip addr add 192.168.100.10/24 dev lab0 && ip link set lab0 up",
+    );
+    // Foreign state: never adopted, never touched.
+    sh("ipvsadm -A -t 192.0.2.1:80 -s wrr");
+    let dir = manifests();
+    let logs = tempfile::tempdir().unwrap();
+
+    let mut d = Daemon::start(dir.path(), logs.path().join("first.log"));
+    wait_for(&mut d, "the example services in IPVS", || {
+        has_all(&try_sh("ipvsadm -Sn").1, PROGRAMMED)
+    });
+    // Addresses are bound last in a sync (after their services are complete).
+    wait_for(&mut d, "the service addresses on kube-ipvs0", || {
+        try_sh("ip -o addr show dev kube-ipvs0")
+            .1
+            .contains("10.96.0.53/32")
+    });
+    assert!(sh("ipvsadm -Sn").contains("-A -t 192.0.2.1:80 -s wrr"));
+
+    wait_for(&mut d, "/healthz 200", || {
+        get(HEALTHZ, "/healthz").is_some_and(|(s, _)| s == 200)
+    });
+    let (status, body) = get(METRICS, "/metrics").expect("metrics server");
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("kubeproxy_sync_proxy_rules_duration_seconds"),
+        "{body}"
+    );
+
+    // Scale web by replacing its file atomically: .3 goes, .4 comes.
+    let web = dir.path().join("web.yaml");
+    let text = std::fs::read_to_string(&web).unwrap();
+    let tmp = dir.path().join(".web.yaml.tmp");
+    std::fs::write(&tmp, text.replace("10.244.1.3", "10.244.1.4")).unwrap();
+    std::fs::rename(&tmp, &web).unwrap();
+    wait_for(
+        &mut d,
+        "the scaled endpoints (.4 in, .3 drained out)",
+        || {
+            let ipvs = try_sh("ipvsadm -Sn").1;
+            ipvs.contains("-a -t 10.96.0.10:80 -r 10.244.1.4:8080 -m -w 1")
+                && !ipvs.contains("10.244.1.3")
+        },
+    );
+
+    // Drift: a real server deleted behind our back comes back at a periodic run.
+    sh("ipvsadm -d -t 10.96.0.10:80 -r 10.244.1.1:8080");
+    wait_for(&mut d, "the drift repaired", || {
+        try_sh("ipvsadm -Sn")
+            .1
+            .contains("-a -t 10.96.0.10:80 -r 10.244.1.1:8080 -m -w 1")
+    });
+    wait_for(&mut d, "the repair counted", || {
+        get(METRICS, "/metrics").is_some_and(|(_, b)| {
+            b.lines()
+                .any(|l| l.starts_with("kube_ipvs_drift_repairs_total ") && !l.ends_with(" 0"))
+        })
+    });
+
+    // SIGTERM: exit 0, kernel state untouched.
+    let before = sh("ipvsadm -Sn");
+    let sets = sh("ipset save");
+    d.terminate();
+    assert_eq!(sh("ipvsadm -Sn"), before, "SIGTERM changed IPVS");
+    assert_eq!(sh("ipset save"), sets, "SIGTERM changed ipsets");
+    assert!(sh("ip -o addr show dev kube-ipvs0").contains("10.96.0.10/32"));
+
+    // Restart: adoption finds nothing to change.
+    let mut d = Daemon::start(dir.path(), logs.path().join("second.log"));
+    wait_for(&mut d, "adoption after the restart", || {
+        d_log_has(
+            &logs.path().join("second.log"),
+            "adopted the existing kernel state",
+        )
+    });
+    let log = d.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("adopted the existing kernel state"))
+        .unwrap_or_default();
+    assert!(line.contains("differences=0"), "{log}");
+    assert_eq!(sh("ipvsadm -Sn"), before, "restart changed IPVS");
+    d.terminate();
+}
+
+fn d_log_has(path: &Path, text: &str) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|l| l.contains(text))
+}
