@@ -189,6 +189,20 @@ fn sync_once_programs_the_kernel_and_converges() {
         sh("iptables-save -t nat").contains("-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000")
     );
 
+    // The DNS service goes: its UDP flows are deleted per former endpoint.
+    std::fs::remove_file(dir.path().join("dns.yaml")).unwrap();
+    let out = ok(&["sync-once", "--manifests", path]);
+    has_lines(
+        &out,
+        &[
+            "applied: delete service UDP 10.96.0.53:53",
+            "applied: conntrack delete udp orig-dst 10.96.0.53:53 reply-src 10.244.3.1",
+            "applied: conntrack delete udp orig-dst 10.96.0.53:53 reply-src 10.244.3.2",
+        ],
+    );
+    assert!(!sh("ipvsadm -Sn").contains("10.96.0.53"));
+    assert!(!sh("ip -o addr show dev kube-ipvs0").contains("10.96.0.53"));
+
     // Cleanup: ours gone, foreign kept.
     let out = ok(&["--cleanup"]);
     assert!(out.contains("removed: "), "{out}");
