@@ -621,6 +621,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_https_kubeconfig_gives_a_client() {
+        // Building the TLS client needs a rustls crypto provider compiled in.
+        let d = tempfile::tempdir().unwrap();
+        let kc = d.path().join("kubeconfig");
+        std::fs::write(
+            &kc,
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+             clusters: [{name: k, cluster: {server: \"https://127.0.0.1:6443\"}}]\n\
+             contexts: [{name: c, context: {cluster: k, user: u}}]\n\
+             users: [{name: u, user: {token: t}}]\n",
+        )
+        .unwrap();
+        let s = Settings {
+            kubeconfig: Some(kc),
+            ..crate::config::ConfigValues::default().resolve().unwrap()
+        };
+        assert!(matches!(input(&s, None).await, Ok(Input::Api(_))));
+    }
+
+    #[tokio::test]
     async fn bad_inputs_fail_before_the_kernel_is_touched() {
         let s = Settings {
             kubeconfig: Some("/nonexistent/kubeconfig".into()),
