@@ -47,6 +47,9 @@ enum Input {
 async fn input(settings: &Settings, manifests: Option<PathBuf>) -> Result<Input> {
     if let Some(path) = manifests {
         let m = manifests::load(&path)?;
+        for w in &m.warnings {
+            tracing::warn!("{w}");
+        }
         return Ok(Input::Files(path, m));
     }
     let config = match &settings.kubeconfig {
@@ -86,6 +89,7 @@ async fn run_async(settings: Settings, manifests: Option<PathBuf>) -> Result<()>
     let node_name = watch::node_name(settings.hostname_override.as_deref()).ok_or_else(|| {
         anyhow!("cannot determine the node name: set --hostname-override or NODE_NAME")
     })?;
+    let shutdown = shutdown_signal()?;
     let input = input(&settings, manifests).await?;
     host_setup(&settings)?;
 
@@ -159,15 +163,11 @@ async fn run_async(settings: Settings, manifests: Option<PathBuf>) -> Result<()>
     let svc_health =
         ServiceHealthServer::new(vec![settings.healthz_bind_address.ip()], health.clone());
     let mut d = Daemon::new(Proxier::new(settings.proxy.clone(), node), hooks);
-    let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {
         let reason = tokio::select! {
             biased;
-            r = &mut shutdown => {
-                r?;
-                break;
-            }
+            () = &mut shutdown => break,
             r = runner.wait() => r,
         };
         let Some(batch) = lock(&sources).take_batch() else {
@@ -194,16 +194,18 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn shutdown_signal() -> Result<()> {
+/// Registers SIGTERM/SIGINT handling now (a signal during start-up is not
+/// lost) and returns a future completing on the first of them.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
-    Ok(())
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    })
 }
 
 fn lock(s: &Mutex<Sources>) -> MutexGuard<'_, Sources> {
