@@ -642,6 +642,132 @@ mod tests {
         assert!(matches!(input(&s, None).await, Ok(Input::Api(_))));
     }
 
+    /// A fake API server: answers lists from `lists` (by path prefix) and
+    /// holds watch requests open; records every request line.
+    async fn fake_api(
+        lists: Vec<(&'static str, String)>,
+    ) -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut c, _)) = l.accept().await else {
+                    return;
+                };
+                let lists = lists.clone();
+                let log = log.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match c.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    let line = text.lines().next().unwrap_or_default().to_string();
+                    log.lock().unwrap().push(line.clone());
+                    if line.contains("watch=true") {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        return;
+                    }
+                    let path = line.split_whitespace().nth(1).unwrap_or_default();
+                    let body = lists
+                        .iter()
+                        .find(|(p, _)| path.starts_with(p))
+                        .map(|(_, b)| b.clone())
+                        .unwrap_or_default();
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = c.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        (addr, seen)
+    }
+
+    #[tokio::test]
+    async fn api_watches_gate_the_first_sync_on_every_list() {
+        let list = |kind: &str, items: serde_json::Value| {
+            json!({"kind": kind, "apiVersion": "v1",
+                   "metadata": {"resourceVersion": "5"}, "items": items})
+            .to_string()
+        };
+        let mut node = serde_json::to_value(testutil::node_obj()).unwrap();
+        node["metadata"]["name"] = "node-a".into();
+        let (addr, seen) = fake_api(vec![
+            (
+                "/api/v1/services",
+                list(
+                    "ServiceList",
+                    json!([serde_json::to_value(svc("a", "10.0.0.1")).unwrap()]),
+                ),
+            ),
+            (
+                "/apis/discovery.k8s.io/v1/endpointslices",
+                list("EndpointSliceList", json!([])),
+            ),
+            ("/api/v1/nodes", list("NodeList", json!([node]))),
+        ])
+        .await;
+        let d = tempfile::tempdir().unwrap();
+        let kc = d.path().join("kubeconfig");
+        std::fs::write(
+            &kc,
+            format!(
+                "apiVersion: v1\nkind: Config\ncurrent-context: c\n\
+                 clusters: [{{name: k, cluster: {{server: \"http://{addr}\"}}}}]\n\
+                 contexts: [{{name: c, context: {{cluster: k, user: u}}}}]\n\
+                 users: [{{name: u, user: {{}}}}]\n"
+            ),
+        )
+        .unwrap();
+        let s = Settings {
+            kubeconfig: Some(kc),
+            ..crate::config::ConfigValues::default().resolve().unwrap()
+        };
+        let Ok(Input::Api(client)) = input(&s, None).await else {
+            panic!("no API client")
+        };
+        let sources = Arc::new(Mutex::new(Sources::default()));
+        let h = hooks();
+        let task = AbortOnDrop(tokio::spawn(watch::watch_all(
+            client,
+            "node-a".into(),
+            sources.clone(),
+            h.clone(),
+        )));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !h.trigger.is_pending() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no sync queued; requests: {:?}",
+                seen.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let b = lock(&sources).take_batch().expect("every list complete");
+        assert_eq!(b.services.len(), 1);
+        assert!(b.node.is_some());
+        drop(task);
+        let reqs = seen.lock().unwrap().join("\n");
+        assert!(
+            reqs.contains("fieldSelector=metadata.name%3Dnode-a"),
+            "{reqs}"
+        );
+        assert!(
+            reqs.contains("labelSelector=%21service.kubernetes.io"),
+            "{reqs}"
+        );
+    }
+
     #[tokio::test]
     async fn bad_inputs_fail_before_the_kernel_is_touched() {
         let s = Settings {
