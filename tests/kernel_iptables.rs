@@ -224,15 +224,7 @@ fn model_ruleset_applies_and_reapplies_unchanged() {
     let owned = OwnedChains::new()
         .with("nat", rules::NAT_CHAINS)
         .with("filter", rules::FILTER_CHAINS);
-    let jumps: Vec<Jump<'_>> = rules::JUMPS
-        .iter()
-        .map(|j| Jump {
-            table: j.table,
-            from: j.from,
-            to: j.to,
-            comment: j.comment,
-        })
-        .collect();
+    let jumps = kube_ipvs::apply::jumps();
     for family in [Family::Inet, Family::Inet6] {
         let t = Iptables::new(Backend::Nft, family);
         foreign(&t.binary(""));

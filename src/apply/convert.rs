@@ -28,10 +28,7 @@ pub fn set_spec(name: &SetName) -> SetSpec {
                 ..SetSpec::bitmap_port(0, 65535)
             };
         }
-        SetType::HashIp => ipset::SetType::HashIp,
-        SetType::HashIpPort => ipset::SetType::HashIpPort,
-        SetType::HashIpPortIp => ipset::SetType::HashIpPortIp,
-        SetType::HashIpPortNet => ipset::SetType::HashIpPortNet,
+        hash => hash,
     };
     SetSpec {
         hashsize: Some(HASHSIZE),

@@ -29,27 +29,8 @@ pub enum SetKind {
     IpvsIps,
 }
 
-/// The ipset type a kind is created with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SetType {
-    HashIp,
-    HashIpPort,
-    HashIpPortIp,
-    HashIpPortNet,
-    BitmapPort,
-}
-
-impl SetType {
-    pub fn name(self) -> &'static str {
-        match self {
-            SetType::HashIp => "hash:ip",
-            SetType::HashIpPort => "hash:ip,port",
-            SetType::HashIpPortIp => "hash:ip,port,ip",
-            SetType::HashIpPortNet => "hash:ip,port,net",
-            SetType::BitmapPort => "bitmap:port",
-        }
-    }
-}
+/// The ipset type a kind is created with: the netlink client's own type.
+pub use ipvs_netlink::ipset::SetType;
 
 impl SetKind {
     pub const ALL: [SetKind; 17] = [
