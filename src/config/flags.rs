@@ -201,8 +201,10 @@ impl DaemonFlags {
             _ => "trace",
         };
         let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+        // Colour only on a terminal: log collectors would store the escapes.
         let builder = tracing_subscriber::fmt()
             .with_env_filter(filter)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .with_writer(std::io::stderr);
         let _ = match self.log_format.unwrap_or_default() {
             LogFormat::Text => builder.try_init(),
