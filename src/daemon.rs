@@ -1,11 +1,14 @@
 //! The long-running proxy: sources (API watches or a manifests path) feed the sync loop, which adopts, applies, verifies and repairs kernel state.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, anyhow};
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Service};
+use kube::Resource;
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::watcher::Event;
 use tokio::time::Instant;
 
@@ -14,6 +17,7 @@ use crate::apply::{Applier, ApplyReport};
 use crate::config::Settings;
 use crate::health::{self, ProxyHealth, ServiceHealthServer};
 use crate::metrics::{Metrics, unix_seconds};
+use crate::model::input::SvcId;
 use crate::model::node::NodeInfo;
 use crate::reconcile::{Op, Plan, Proxier};
 use crate::runner::{RunReason, Runner, RunnerConfig};
@@ -136,6 +140,10 @@ async fn run_async(settings: Settings, manifests: Option<PathBuf>) -> Result<()>
             zone: None,
         },
     };
+    let recorder = match &input {
+        Input::Api(client) => Some(recorder(client.clone(), &node_name)),
+        Input::Files(..) => None,
+    };
     let _watch = match input {
         Input::Api(client) => {
             tracing::info!(node = %node_name, "watching the API server");
@@ -162,6 +170,7 @@ async fn run_async(settings: Settings, manifests: Option<PathBuf>) -> Result<()>
 
     let svc_health =
         ServiceHealthServer::new(vec![settings.healthz_bind_address.ip()], health.clone());
+    let mut warned = std::collections::BTreeSet::new();
     let mut d = Daemon::new(Proxier::new(settings.proxy.clone(), node), hooks);
     tokio::pin!(shutdown);
     loop {
@@ -181,9 +190,74 @@ async fn run_async(settings: Settings, manifests: Option<PathBuf>) -> Result<()>
         let ok = d.sync(reason, batch);
         runner.finished(ok);
         svc_health.sync(d.proxier.health_checks()).await;
+        for (id, w) in new_warnings(&mut warned, d.proxier.warnings()) {
+            tracing::warn!(service = %id, "{w}");
+            let Some(rec) = &recorder else { continue };
+            let svc = id.split_once('/').and_then(|(ns, name)| {
+                let key = watch::ObjKey {
+                    namespace: ns.to_string(),
+                    name: name.to_string(),
+                };
+                lock(&sources).services.get(&key).cloned()
+            });
+            if let Some(svc) = svc {
+                let rec = rec.clone();
+                // Posting must not hold up the sync loop; failures are logged.
+                tokio::spawn(async move {
+                    if let Err(e) = publish_warning(&rec, &svc, &w).await {
+                        tracing::debug!(error = %e, "cannot post the warning Event");
+                    }
+                });
+            }
+        }
     }
     tracing::info!("shutting down; kernel state left in place");
     Ok(())
+}
+
+/// An Event recorder reporting as `kube-ipvs` on this node.
+pub fn recorder(client: kube::Client, node_name: &str) -> Recorder {
+    Recorder::new(
+        client,
+        Reporter {
+            controller: "kube-ipvs".into(),
+            instance: Some(node_name.to_string()),
+        },
+    )
+}
+
+/// Warnings not reported yet; forgets those gone, so one that comes back
+/// is reported again.
+pub fn new_warnings(
+    seen: &mut BTreeSet<(SvcId, String)>,
+    current: BTreeMap<SvcId, Vec<String>>,
+) -> Vec<(SvcId, String)> {
+    let now: BTreeSet<(SvcId, String)> = current
+        .into_iter()
+        .flat_map(|(id, ws)| ws.into_iter().map(move |w| (id.clone(), w)))
+        .collect();
+    let fresh = now.difference(seen).cloned().collect();
+    *seen = now;
+    fresh
+}
+
+/// Posts `warning` as a Warning Event regarding `svc` (events.k8s.io/v1).
+pub async fn publish_warning(
+    rec: &Recorder,
+    svc: &Service,
+    warning: &str,
+) -> Result<(), kube::Error> {
+    let ev = KubeEvent {
+        type_: EventType::Warning,
+        reason: "ServiceRejected".into(),
+        note: Some(warning.chars().take(1000).collect()),
+        action: "Program".into(),
+        secondary: None,
+    };
+    // Services are namespaced; the (normalised) object still has its uid.
+    let mut reference = svc.object_ref(&());
+    reference.resource_version = None;
+    rec.publish(&ev, &reference).await
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -612,6 +686,28 @@ mod tests {
         std::fs::write(d.path().join("b.yaml"), "y: 1\n").unwrap();
         assert_ne!(fingerprint(d.path()), fp1);
         assert!(fingerprint(&d.path().join("missing")).is_empty());
+    }
+
+    #[test]
+    fn warnings_are_reported_once_each() {
+        let mut seen = BTreeSet::new();
+        let w = |v: &[(&str, &str)]| {
+            let mut m: BTreeMap<SvcId, Vec<String>> = BTreeMap::new();
+            for (id, t) in v {
+                m.entry(SvcId::from(*id)).or_default().push(t.to_string());
+            }
+            m
+        };
+        assert_eq!(new_warnings(&mut seen, w(&[("ns/a", "bad ip")])).len(), 1);
+        assert!(new_warnings(&mut seen, w(&[("ns/a", "bad ip")])).is_empty());
+        let n = new_warnings(&mut seen, w(&[("ns/a", "bad ip"), ("ns/b", "x")]));
+        assert_eq!(n, vec![(SvcId::from("ns/b"), "x".to_string())]);
+        assert!(new_warnings(&mut seen, w(&[])).is_empty());
+        assert_eq!(
+            new_warnings(&mut seen, w(&[("ns/a", "bad ip")])).len(),
+            1,
+            "came back"
+        );
     }
 
     #[test]

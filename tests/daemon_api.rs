@@ -267,3 +267,37 @@ async fn an_outage_changes_nothing_and_converges_after() {
     assert_eq!(p.services.len(), 5);
     assert_eq!(p.slices.len(), 1, "slices untouched by the outage");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_service_gets_a_warning_event() {
+    let api = FakeApi::start().await;
+    let kc = kube::config::Kubeconfig::read_from(api.kubeconfig()).expect("kubeconfig");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .expect("config");
+    let client = kube::Client::try_from(cfg).expect("client");
+    let rec = kube_ipvs::daemon::recorder(client, "node-a");
+    let mut svc: Service = serde_json::from_value(service("bad", "10.0.0.300")).unwrap();
+    svc.metadata.uid = Some("u-1".into());
+    kube_ipvs::daemon::publish_warning(&rec, &svc, "invalid clusterIP 10.0.0.300")
+        .await
+        .expect("event posted");
+    let evs = api.events();
+    assert_eq!(evs.len(), 1, "{:?}", api.requests());
+    let ev = &evs[0];
+    assert_eq!(ev["type"], "Warning");
+    assert_eq!(ev["reason"], "ServiceRejected");
+    assert_eq!(ev["note"], "invalid clusterIP 10.0.0.300");
+    assert_eq!(ev["reportingController"], "kube-ipvs");
+    assert_eq!(ev["reportingInstance"], "node-a");
+    assert_eq!(ev["regarding"]["kind"], "Service");
+    assert_eq!(ev["regarding"]["name"], "bad");
+    assert_eq!(ev["regarding"]["uid"], "u-1");
+    assert!(
+        api.requests()
+            .iter()
+            .any(|r| r.starts_with("POST /apis/events.k8s.io/v1/namespaces/default/events")),
+        "{:?}",
+        api.requests()
+    );
+}
