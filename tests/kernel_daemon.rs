@@ -4,105 +4,14 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
+use common::daemon::Daemon;
 use common::{sh, try_sh};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kube-ipvs");
 const METRICS: &str = "127.0.0.1:19249";
 const HEALTHZ: &str = "127.0.0.1:19256";
-/// TCG guests are slow; every wait is bounded by this.
-const PATIENCE: Duration = Duration::from_secs(60);
-
-/// The daemon as a child process; killed (and reaped) whatever happens.
-struct Daemon {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(manifests: &Path, log: PathBuf) -> Self {
-        let err = std::fs::File::create(&log).unwrap();
-        let child = Command::new(BIN)
-            .args(["--manifests", manifests.to_str().unwrap()])
-            .args(["--hostname-override", "lab-node"])
-            .args(["--metrics-bind-address", METRICS])
-            .args(["--healthz-bind-address", HEALTHZ])
-            // Periodic verification often enough to see drains finish and drift repaired.
-            .arg("--ipvs-sync-period=2s")
-            // nf_conntrack_max is read-only outside the initial namespace.
-            .arg("--conntrack-max-per-core=0")
-            .env("RUST_LOG", "info")
-            // Plain log lines, so the test can match `differences=0`.
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(err))
-            .spawn()
-            .expect("start kube-ipvs");
-        Daemon {
-            child: Some(child),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then the exit status must be success.
-    fn terminate(&mut self) {
-        let mut child = self.child.take().expect("running");
-        sh(&format!("kill -TERM {}", child.id()));
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if let Some(st) = child.try_wait().unwrap() {
-                assert!(st.success(), "exit {st:?}; log:\n{}", self.log());
-                return;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("no exit after SIGTERM; log:\n{}", self.log());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn assert_running(&mut self) {
-        if let Some(c) = &mut self.child
-            && let Ok(Some(st)) = c.try_wait()
-        {
-            panic!("kube-ipvs exited ({st:?}); log:\n{}", self.log());
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Polls `check` until it returns true; panics with `what` and the log after PATIENCE.
-fn wait_for(d: &mut Daemon, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !check() {
-        d.assert_running();
-        if Instant::now() > deadline {
-            panic!(
-                "timed out waiting for {what}\nipvsadm -Sn:\n{}\nlog:\n{}",
-                try_sh("ipvsadm -Sn").1,
-                d.log()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
 
 /// A tiny HTTP/1.1 GET: (status, body); None while nothing listens.
 fn get(addr: &str, path: &str) -> Option<(u16, String)> {
@@ -160,19 +69,24 @@ fn daemon_follows_manifests_and_restarts_without_changes() {
     let dir = manifests();
     let logs = tempfile::tempdir().unwrap();
 
-    let mut d = Daemon::start(dir.path(), logs.path().join("first.log"));
-    wait_for(&mut d, "the example services in IPVS", || {
+    let mut d = Daemon::start(
+        &["--manifests", dir.path().to_str().unwrap()],
+        METRICS,
+        HEALTHZ,
+        logs.path().join("first.log"),
+    );
+    d.wait_for("the example services in IPVS", || {
         has_all(&try_sh("ipvsadm -Sn").1, PROGRAMMED)
     });
     // Addresses are bound last in a sync (after their services are complete).
-    wait_for(&mut d, "the service addresses on kube-ipvs0", || {
+    d.wait_for("the service addresses on kube-ipvs0", || {
         try_sh("ip -o addr show dev kube-ipvs0")
             .1
             .contains("10.96.0.53/32")
     });
     assert!(sh("ipvsadm -Sn").contains("-A -t 192.0.2.1:80 -s wrr"));
 
-    wait_for(&mut d, "/healthz 200", || {
+    d.wait_for("/healthz 200", || {
         get(HEALTHZ, "/healthz").is_some_and(|(s, _)| s == 200)
     });
     let (status, body) = get(METRICS, "/metrics").expect("metrics server");
@@ -188,24 +102,20 @@ fn daemon_follows_manifests_and_restarts_without_changes() {
     let tmp = dir.path().join(".web.yaml.tmp");
     std::fs::write(&tmp, text.replace("10.244.1.3", "10.244.1.4")).unwrap();
     std::fs::rename(&tmp, &web).unwrap();
-    wait_for(
-        &mut d,
-        "the scaled endpoints (.4 in, .3 drained out)",
-        || {
-            let ipvs = try_sh("ipvsadm -Sn").1;
-            ipvs.contains("-a -t 10.96.0.10:80 -r 10.244.1.4:8080 -m -w 1")
-                && !ipvs.contains("10.244.1.3")
-        },
-    );
+    d.wait_for("the scaled endpoints (.4 in, .3 drained out)", || {
+        let ipvs = try_sh("ipvsadm -Sn").1;
+        ipvs.contains("-a -t 10.96.0.10:80 -r 10.244.1.4:8080 -m -w 1")
+            && !ipvs.contains("10.244.1.3")
+    });
 
     // Drift: a real server deleted behind our back comes back at a periodic run.
     sh("ipvsadm -d -t 10.96.0.10:80 -r 10.244.1.1:8080");
-    wait_for(&mut d, "the drift repaired", || {
+    d.wait_for("the drift repaired", || {
         try_sh("ipvsadm -Sn")
             .1
             .contains("-a -t 10.96.0.10:80 -r 10.244.1.1:8080 -m -w 1")
     });
-    wait_for(&mut d, "the repair counted", || {
+    d.wait_for("the repair counted", || {
         get(METRICS, "/metrics").is_some_and(|(_, b)| {
             b.lines()
                 .any(|l| l.starts_with("kube_ipvs_drift_repairs_total ") && !l.ends_with(" 0"))
@@ -221,8 +131,13 @@ fn daemon_follows_manifests_and_restarts_without_changes() {
     assert!(sh("ip -o addr show dev kube-ipvs0").contains("10.96.0.10/32"));
 
     // Restart: adoption finds nothing to change.
-    let mut d = Daemon::start(dir.path(), logs.path().join("second.log"));
-    wait_for(&mut d, "adoption after the restart", || {
+    let mut d = Daemon::start(
+        &["--manifests", dir.path().to_str().unwrap()],
+        METRICS,
+        HEALTHZ,
+        logs.path().join("second.log"),
+    );
+    d.wait_for("adoption after the restart", || {
         d_log_has(
             &logs.path().join("second.log"),
             "adopted the existing kernel state",

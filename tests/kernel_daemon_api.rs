@@ -3,93 +3,17 @@
 mod common;
 mod fakeapi;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::daemon::Daemon;
 use common::{sh, try_sh};
 use fakeapi::{FakeApi, to_json};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{Value, json};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kube-ipvs");
 const METRICS: &str = "127.0.0.1:19349";
 const HEALTHZ: &str = "127.0.0.1:19356";
-/// TCG guests are slow; every wait is bounded by this.
-const PATIENCE: Duration = Duration::from_secs(60);
-
-/// The daemon as a child process; killed (and reaped) whatever happens.
-struct Daemon {
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(kubeconfig: &Path, log: PathBuf) -> Self {
-        let err = std::fs::File::create(&log).unwrap();
-        let child = Command::new(BIN)
-            .args(["--kubeconfig", kubeconfig.to_str().unwrap()])
-            .args(["--hostname-override", "lab-node"])
-            .args(["--metrics-bind-address", METRICS])
-            .args(["--healthz-bind-address", HEALTHZ])
-            .arg("--ipvs-sync-period=2s")
-            .arg("--conntrack-max-per-core=0")
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(err))
-            .spawn()
-            .expect("start kube-ipvs");
-        Daemon {
-            child: Some(child),
-            log,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            sh(&format!("kill -KILL {}", c.id()));
-            let _ = c.wait();
-        }
-    }
-
-    fn assert_running(&mut self) {
-        if let Some(c) = &mut self.child
-            && let Ok(Some(st)) = c.try_wait()
-        {
-            panic!("kube-ipvs exited ({st:?}); log:\n{}", self.log());
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn wait_for(d: &mut Daemon, what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + PATIENCE;
-    while !check() {
-        d.assert_running();
-        if Instant::now() > deadline {
-            panic!(
-                "timed out waiting for {what}\nipvsadm -Sn:\n{}\nlog:\n{}",
-                try_sh("ipvsadm -Sn").1,
-                d.log()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
 
 fn ipvs() -> String {
     try_sh("ipvsadm -Sn").1
@@ -160,17 +84,22 @@ fn daemon_follows_the_api_and_survives_outages() {
     let logs = tempfile::tempdir().unwrap();
     api.apply(node());
 
-    let mut d = Daemon::start(&kc, logs.path().join("first.log"));
+    let mut d = Daemon::start(
+        &["--kubeconfig", kc.to_str().unwrap()],
+        METRICS,
+        HEALTHZ,
+        logs.path().join("first.log"),
+    );
     // Create.
     api.apply(service("ClusterIP"));
     api.apply(slice(&["10.244.1.1", "10.244.1.2"]));
-    wait_for(&mut d, "the service in IPVS", || {
+    d.wait_for("the service in IPVS", || {
         let s = ipvs();
         s.contains("-A -t 10.96.0.10:80 -s rr")
             && s.contains("-a -t 10.96.0.10:80 -r 10.244.1.1:8080 -m -w 1")
             && s.contains("-a -t 10.96.0.10:80 -r 10.244.1.2:8080 -m -w 1")
     });
-    wait_for(&mut d, "the cluster IP on kube-ipvs0", || {
+    d.wait_for("the cluster IP on kube-ipvs0", || {
         try_sh("ip -o addr show dev kube-ipvs0")
             .1
             .contains("10.96.0.10/32")
@@ -178,14 +107,14 @@ fn daemon_follows_the_api_and_survives_outages() {
 
     // Scale: .1 goes, .3 comes.
     api.apply(slice(&["10.244.1.2", "10.244.1.3"]));
-    wait_for(&mut d, "the scaled endpoints", || {
+    d.wait_for("the scaled endpoints", || {
         let s = ipvs();
         s.contains("-a -t 10.96.0.10:80 -r 10.244.1.3:8080 -m -w 1") && !s.contains("10.244.1.1")
     });
 
     // Type change to NodePort.
     api.apply(service("NodePort"));
-    wait_for(&mut d, "the node port", || {
+    d.wait_for("the node port", || {
         ipvs().contains(":30080 -s rr") && try_sh("ipset save").1.contains("30080")
     });
 
@@ -197,7 +126,7 @@ fn daemon_follows_the_api_and_survives_outages() {
     d.assert_running();
     assert_eq!(kernel(), before, "kernel changed during the outage");
     rt.block_on(api.restart());
-    wait_for(&mut d, "convergence after the outage", || {
+    d.wait_for("convergence after the outage", || {
         ipvs().contains("-a -t 10.96.0.10:80 -r 10.244.1.4:8080 -m -w 1")
     });
 
@@ -206,13 +135,13 @@ fn daemon_follows_the_api_and_survives_outages() {
     let before = kernel();
     let lists = api.lists(fakeapi::SERVICES);
     api.expire();
-    wait_for(&mut d, "the re-list after 410", || {
+    d.wait_for("the re-list after 410", || {
         api.lists(fakeapi::SERVICES) > lists
     });
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(kernel(), before, "a 410 re-list changed the kernel");
     api.apply(slice(&["10.244.1.2", "10.244.1.3", "10.244.1.5"]));
-    wait_for(&mut d, "convergence after 410", || {
+    d.wait_for("convergence after 410", || {
         let s = ipvs();
         s.contains("-a -t 10.96.0.10:80 -r 10.244.1.5:8080 -m -w 1")
             && !s.contains("10.244.1.4:8080 -m -w 1")
@@ -223,9 +152,14 @@ fn daemon_follows_the_api_and_survives_outages() {
     let before = kernel();
     d.kill9();
     assert_eq!(kernel(), before, "kill -9 changed the kernel");
-    let mut d = Daemon::start(&kc, logs.path().join("second.log"));
+    let mut d = Daemon::start(
+        &["--kubeconfig", kc.to_str().unwrap()],
+        METRICS,
+        HEALTHZ,
+        logs.path().join("second.log"),
+    );
     let second = logs.path().join("second.log");
-    wait_for(&mut d, "adoption after kill -9", || {
+    d.wait_for("adoption after kill -9", || {
         std::fs::read_to_string(&second)
             .is_ok_and(|l| l.contains("adopted the existing kernel state"))
     });
@@ -235,10 +169,8 @@ fn daemon_follows_the_api_and_survives_outages() {
     // Delete.
     api.delete(slice(&[]));
     api.delete(service("NodePort"));
-    wait_for(&mut d, "the service gone", || {
-        !ipvs().contains("10.96.0.10")
-    });
-    wait_for(&mut d, "the address gone", || {
+    d.wait_for("the service gone", || !ipvs().contains("10.96.0.10"));
+    d.wait_for("the address gone", || {
         !try_sh("ip -o addr show dev kube-ipvs0")
             .1
             .contains("10.96.0.10/32")

@@ -6,6 +6,8 @@
 //! `scripts/test.sh`) runs them with `--ignored` and `KUBE_IPVS_KERNEL_TESTS=1`.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};

@@ -1,0 +1,108 @@
+//! The real `kube-ipvs` daemon as a child process of a kernel test, killed whatever happens.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{sh, try_sh};
+
+/// TCG guests are slow; every wait is bounded by this.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A running daemon; killed and reaped on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `kube-ipvs` with `source` (`--manifests DIR` or `--kubeconfig FILE`) on
+    /// node lab-node, serving metrics and healthz on the given addresses; stderr goes to `log`.
+    pub fn start(source: &[&str], metrics: &str, healthz: &str, log: PathBuf) -> Self {
+        let err = std::fs::File::create(&log).expect("create the daemon's log");
+        let child = Command::new(env!("CARGO_BIN_EXE_kube-ipvs"))
+            .args(source)
+            .args(["--hostname-override", "lab-node"])
+            .args(["--metrics-bind-address", metrics])
+            .args(["--healthz-bind-address", healthz])
+            // Periodic verification often enough to see drains finish and drift repaired.
+            .arg("--ipvs-sync-period=2s")
+            // nf_conntrack_max is read-only outside the initial namespace.
+            .arg("--conntrack-max-per-core=0")
+            .env("RUST_LOG", "info")
+            // Plain log lines, so tests can match fields like `differences=0`.
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(err))
+            .spawn()
+            .expect("start kube-ipvs");
+        Daemon {
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then the exit status must be success.
+    pub fn terminate(&mut self) {
+        let mut child = self.child.take().expect("running");
+        sh(&format!("kill -TERM {}", child.id()));
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(st) = child.try_wait().expect("wait for kube-ipvs") {
+                assert!(st.success(), "exit {st:?}; log:\n{}", self.log());
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("no exit after SIGTERM; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `kill -9`: no chance to clean up anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            sh(&format!("kill -KILL {}", c.id()));
+            let _ = c.wait();
+        }
+    }
+
+    pub fn assert_running(&mut self) {
+        if let Some(c) = &mut self.child
+            && let Ok(Some(st)) = c.try_wait()
+        {
+            panic!("kube-ipvs exited ({st:?}); log:\n{}", self.log());
+        }
+    }
+
+    /// Polls `check` until it returns true; panics with `what`, IPVS and the log after PATIENCE.
+    pub fn wait_for(&mut self, what: &str, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !check() {
+            self.assert_running();
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what}\nipvsadm -Sn:\n{}\nlog:\n{}",
+                    try_sh("ipvsadm -Sn").1,
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
