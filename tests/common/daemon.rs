@@ -6,8 +6,9 @@ use std::time::{Duration, Instant};
 
 use super::{sh, try_sh};
 
-/// TCG guests are slow; every wait is bounded by this.
-pub const PATIENCE: Duration = Duration::from_secs(60);
+/// TCG guests are slow, and slower still on a busy host (a wait of 60 s once
+/// ran out there); every wait is bounded by this.
+pub const PATIENCE: Duration = Duration::from_secs(180);
 
 /// A running daemon; killed and reaped on drop.
 pub struct Daemon {
