@@ -44,18 +44,6 @@ fn manifests() -> tempfile::TempDir {
     d
 }
 
-const PROGRAMMED: &[&str] = &[
-    "-A -t 10.96.0.10:80 -s rr",
-    "-a -t 10.96.0.10:80 -r 10.244.1.1:8080 -m -w 1",
-    "-a -t 10.96.0.10:80 -r 10.244.1.2:8080 -m -w 1",
-    "-a -t 10.96.0.10:80 -r 10.244.1.3:8080 -m -w 1",
-    "-A -t 192.168.100.10:30080 -s rr",
-    "-a -t 192.168.100.10:30080 -r 10.244.2.1:8080 -m -w 1",
-    "-A -u 10.96.0.53:53 -s rr",
-    "-a -u 10.96.0.53:53 -r 10.244.3.2:53 -m -w 1",
-    "-A -t 10.96.0.30:443 -s rr -p 3600",
-];
-
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn daemon_follows_manifests_and_restarts_without_changes() {
@@ -76,7 +64,7 @@ fn daemon_follows_manifests_and_restarts_without_changes() {
         logs.path().join("first.log"),
     );
     d.wait_for("the example services in IPVS", || {
-        has_all(&try_sh("ipvsadm -Sn").1, PROGRAMMED)
+        has_all(&try_sh("ipvsadm -Sn").1, common::EXAMPLE_IPVS)
     });
     // Addresses are bound last in a sync (after their services are complete).
     d.wait_for("the service addresses on kube-ipvs0", || {

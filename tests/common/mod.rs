@@ -39,6 +39,19 @@ pub fn netns() {
     sh("ip link set lo up");
 }
 
+/// The IPVS rules (`ipvsadm -Sn` lines) that examples/manifests program.
+pub const EXAMPLE_IPVS: &[&str] = &[
+    "-A -t 10.96.0.10:80 -s rr",
+    "-a -t 10.96.0.10:80 -r 10.244.1.1:8080 -m -w 1",
+    "-a -t 10.96.0.10:80 -r 10.244.1.2:8080 -m -w 1",
+    "-a -t 10.96.0.10:80 -r 10.244.1.3:8080 -m -w 1",
+    "-A -t 192.168.100.10:30080 -s rr",
+    "-a -t 192.168.100.10:30080 -r 10.244.2.1:8080 -m -w 1",
+    "-A -u 10.96.0.53:53 -s rr",
+    "-a -u 10.96.0.53:53 -r 10.244.3.2:53 -m -w 1",
+    "-A -t 10.96.0.30:443 -s rr -p 3600",
+];
+
 /// Runs `program` with `args`, feeding `input` on stdin; returns (success, stdout, stderr).
 /// Children inherit the calling thread's network namespace.
 pub fn run(program: &str, args: &[&str], input: &str) -> (bool, String, String) {
