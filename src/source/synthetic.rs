@@ -1,0 +1,379 @@
+//! Generated clusters of N services × E endpoints as manifest files, for scale benchmarks and tests.
+//!
+//! The layout is deterministic: service `i` has ClusterIP [`Cluster::service_ip`]`(i)`, port
+//! 80/TCP to targetPort 8080, and its endpoints are pod IPs [`Cluster::endpoint_ip`]`(i, slot)`.
+//! Each service lives alone in its own file (Service + EndpointSlice), so one change rewrites
+//! one small file, the way a watcher of a real cluster would see it; the Node lives in
+//! `00-node.yaml`. Variants are written with [`Cluster::write_service`] (atomic rename).
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+/// Namespace of every generated object.
+pub const NAMESPACE: &str = "bench";
+/// Service port and protocol of every generated service.
+pub const SERVICE_PORT: u16 = 80;
+/// Endpoint (target) port of every generated service.
+pub const TARGET_PORT: u16 = 8080;
+/// InternalIP of the generated Node.
+pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 10);
+/// Most services a cluster can have: ClusterIPs stay in 10.96.0.0/12, pod IPs in 10.244.0.0–10.253.255.255.
+pub const MAX_SERVICES: usize = 20_000;
+/// Pod-IP slots per service: `endpoint_ip(i, slot)` for `slot < SLOTS_PER_SERVICE`; the spare
+/// slots above the initial endpoints give variants fresh addresses.
+pub const SLOTS_PER_SERVICE: usize = 32;
+/// Node names the endpoints are spread over (`nodeName`); none of them is required to be the local node.
+const WORKERS: usize = 8;
+
+/// Why a synthetic cluster could not be made or written.
+#[derive(Debug, thiserror::Error)]
+pub enum SyntheticError {
+    #[error("{services} services: at most {MAX_SERVICES} can be generated")]
+    TooManyServices { services: usize },
+    #[error("{endpoints} endpoints per service: at most {SLOTS_PER_SERVICE} can be generated")]
+    TooManyEndpoints { endpoints: usize },
+    #[error("service index {index} is out of range (the cluster has {services})")]
+    NoSuchService { index: usize, services: usize },
+    #[error("endpoint slot {slot} is out of range (at most {SLOTS_PER_SERVICE} per service)")]
+    NoSuchSlot { slot: usize },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A generated cluster: `services` services of `endpoints` ready endpoints each, seen by node `node`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cluster {
+    services: usize,
+    endpoints: usize,
+    node: String,
+}
+
+impl Cluster {
+    /// Checks the sizes against the address plan ([`MAX_SERVICES`], [`SLOTS_PER_SERVICE`]).
+    pub fn new(
+        services: usize,
+        endpoints: usize,
+        node: impl Into<String>,
+    ) -> Result<Self, SyntheticError> {
+        if services > MAX_SERVICES {
+            return Err(SyntheticError::TooManyServices { services });
+        }
+        if endpoints > SLOTS_PER_SERVICE {
+            return Err(SyntheticError::TooManyEndpoints { endpoints });
+        }
+        Ok(Cluster {
+            services,
+            endpoints,
+            node: node.into(),
+        })
+    }
+
+    pub fn services(&self) -> usize {
+        self.services
+    }
+
+    pub fn endpoints_per_service(&self) -> usize {
+        self.endpoints
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Name of service `i` (also its file stem), zero-padded so files sort in index order.
+    pub fn service_name(i: usize) -> String {
+        format!("svc-{i:05}")
+    }
+
+    /// ClusterIP of service `i`: 10.96.1.0 + i (10.96.0.x is left for hand-written services).
+    pub fn service_ip(i: usize) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 1, 0)) + i as u32)
+    }
+
+    /// Pod IP in slot `slot` of service `i`: 10.244.0.1 + i × [`SLOTS_PER_SERVICE`] + slot.
+    pub fn endpoint_ip(i: usize, slot: usize) -> Ipv4Addr {
+        let offset = (i * SLOTS_PER_SERVICE + slot) as u32;
+        Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 244, 0, 1)) + offset)
+    }
+
+    /// The endpoints service `i` starts with: slots `0..endpoints`.
+    pub fn initial_endpoints(&self, i: usize) -> Vec<Ipv4Addr> {
+        (0..self.endpoints)
+            .map(|slot| Self::endpoint_ip(i, slot))
+            .collect()
+    }
+
+    /// The Node's file in `dir`; sorts before every service file.
+    pub fn node_file(dir: &Path) -> PathBuf {
+        dir.join("00-node.yaml")
+    }
+
+    /// File of service `i` in `dir`.
+    pub fn service_file(dir: &Path, i: usize) -> PathBuf {
+        dir.join(format!("{}.yaml", Self::service_name(i)))
+    }
+
+    /// Writes the Node file and every service file with its initial endpoints into `dir` (created if missing).
+    pub fn write(&self, dir: &Path) -> Result<(), SyntheticError> {
+        std::fs::create_dir_all(dir).map_err(|source| SyntheticError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        write_atomically(&Self::node_file(dir), &self.render_node())?;
+        for i in 0..self.services {
+            let text = self.render_service(i, &self.initial_endpoints(i))?;
+            write_atomically(&Self::service_file(dir, i), &text)?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites service `i`'s file with `endpoints` (written aside, then renamed over the old file,
+    /// so a reader never sees half a file). `i` may be the next index past the cluster to add a service.
+    pub fn write_service(
+        &self,
+        dir: &Path,
+        i: usize,
+        endpoints: &[Ipv4Addr],
+    ) -> Result<PathBuf, SyntheticError> {
+        let path = Self::service_file(dir, i);
+        write_atomically(&path, &self.render_service(i, endpoints)?)?;
+        Ok(path)
+    }
+
+    /// The Node object, with [`NODE_IP`] as InternalIP.
+    pub fn render_node(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\nstatus:\n  addresses:\n  - type: InternalIP\n    address: {NODE_IP}\n",
+            node = yaml_str(&self.node),
+        )
+    }
+
+    /// Service `i` and one EndpointSlice holding `endpoints` (ready, spread over worker nodes).
+    pub fn render_service(
+        &self,
+        i: usize,
+        endpoints: &[Ipv4Addr],
+    ) -> Result<String, SyntheticError> {
+        // One past the end is allowed: that is how a benchmark adds a service.
+        if i > self.services || i >= MAX_SERVICES {
+            return Err(SyntheticError::NoSuchService {
+                index: i,
+                services: self.services,
+            });
+        }
+        let name = Self::service_name(i);
+        let ip = Self::service_ip(i);
+        let mut s = format!(
+            "apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: {NAMESPACE}
+spec:
+  clusterIP: {ip}
+  ports:
+  - name: http
+    port: {SERVICE_PORT}
+    protocol: TCP
+    targetPort: {TARGET_PORT}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-1
+  namespace: {NAMESPACE}
+  labels:
+    kubernetes.io/service-name: {name}
+addressType: IPv4
+ports:
+- name: http
+  port: {TARGET_PORT}
+  protocol: TCP
+endpoints:"
+        );
+        s.push_str(if endpoints.is_empty() { " []\n" } else { "\n" });
+        for (j, ep) in endpoints.iter().enumerate() {
+            let _ = write!(
+                s,
+                "- addresses: [{ep}]\n  conditions: {{ready: true}}\n  nodeName: worker-{}\n",
+                (i + j) % WORKERS
+            );
+        }
+        Ok(s)
+    }
+
+    /// The initial endpoints of service `i` with the one in `slot` moved to spare slot `spare`
+    /// (≥ the endpoint count): a single-endpoint change, as a rolling restart makes.
+    pub fn replace_endpoint(
+        &self,
+        i: usize,
+        slot: usize,
+        spare: usize,
+    ) -> Result<Vec<Ipv4Addr>, SyntheticError> {
+        if spare >= SLOTS_PER_SERVICE || spare < self.endpoints {
+            return Err(SyntheticError::NoSuchSlot { slot: spare });
+        }
+        let mut eps = self.initial_endpoints(i);
+        let old = eps
+            .get_mut(slot)
+            .ok_or(SyntheticError::NoSuchSlot { slot })?;
+        *old = Self::endpoint_ip(i, spare);
+        Ok(eps)
+    }
+}
+
+/// Quotes a string for YAML (JSON strings are valid YAML scalars).
+fn yaml_str(s: &str) -> String {
+    serde_json::Value::from(s).to_string()
+}
+
+/// Writes `text` next to `path` under a hidden name without a manifest extension, then renames it
+/// into place: readers of the directory skip the temporary file and see the old or the new content.
+fn write_atomically(path: &Path, text: &str) -> Result<(), SyntheticError> {
+    let err = |source| SyntheticError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::manifests;
+
+    fn addresses(m: &manifests::Manifests, service: &str) -> Vec<String> {
+        m.slices
+            .iter()
+            .filter(|s| s.metadata.name.as_deref() == Some(&format!("{service}-1")))
+            .flat_map(|s| s.endpoints.iter().flat_map(|e| e.addresses.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn written_cluster_loads_back_with_the_planned_addresses() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cluster::new(3, 4, "lab-node").unwrap();
+        c.write(dir.path()).unwrap();
+        let m = manifests::load(dir.path()).unwrap();
+        assert!(m.warnings.is_empty(), "{:?}", m.warnings);
+        assert_eq!(m.services.len(), 3);
+        assert_eq!(m.slices.len(), 3);
+        let node = m.node("lab-node").expect("node object");
+        let ip = &node.status.as_ref().unwrap().addresses.as_ref().unwrap()[0];
+        assert_eq!(
+            (ip.type_.as_str(), ip.address.as_str()),
+            ("InternalIP", "192.168.100.10")
+        );
+
+        let svc = &m.services[2];
+        assert_eq!(svc.metadata.name.as_deref(), Some("svc-00002"));
+        assert_eq!(svc.metadata.namespace.as_deref(), Some(NAMESPACE));
+        let spec = svc.spec.as_ref().unwrap();
+        assert_eq!(spec.cluster_ip.as_deref(), Some("10.96.1.2"));
+        let port = &spec.ports.as_ref().unwrap()[0];
+        assert_eq!((port.port, port.protocol.as_deref()), (80, Some("TCP")));
+
+        let slice = &m.slices[2];
+        assert_eq!(
+            slice.metadata.labels.as_ref().unwrap()["kubernetes.io/service-name"],
+            "svc-00002"
+        );
+        assert_eq!(slice.ports.as_ref().unwrap()[0].port, Some(8080));
+        assert!(slice.endpoints.iter().all(|e| {
+            e.conditions.as_ref().and_then(|c| c.ready) == Some(true) && e.node_name.is_some()
+        }));
+        // Service 2's slots start at 2 × 32 past 10.244.0.1.
+        assert_eq!(
+            addresses(&m, "svc-00002"),
+            ["10.244.0.65", "10.244.0.66", "10.244.0.67", "10.244.0.68"]
+        );
+        // No temporary files are left behind.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 4, "{names:?}");
+        assert!(names.iter().all(|n| n.ends_with(".yaml")), "{names:?}");
+    }
+
+    #[test]
+    fn output_is_deterministic() {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let c = Cluster::new(5, 3, "n").unwrap();
+        c.write(a.path()).unwrap();
+        c.write(b.path()).unwrap();
+        for i in 0..5 {
+            let fa = std::fs::read(Cluster::service_file(a.path(), i)).unwrap();
+            let fb = std::fs::read(Cluster::service_file(b.path(), i)).unwrap();
+            assert_eq!(fa, fb, "service {i}");
+        }
+        // Different services differ (no copy-paste of one file).
+        assert_ne!(
+            std::fs::read(Cluster::service_file(a.path(), 0)).unwrap(),
+            std::fs::read(Cluster::service_file(a.path(), 1)).unwrap()
+        );
+    }
+
+    #[test]
+    fn variants_rewrite_one_service_and_add_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Cluster::new(2, 3, "n").unwrap();
+        c.write(dir.path()).unwrap();
+        let eps = c.replace_endpoint(1, 0, 5).unwrap();
+        assert_eq!(eps[0], Cluster::endpoint_ip(1, 5));
+        assert_eq!(&eps[1..], &c.initial_endpoints(1)[1..]);
+        c.write_service(dir.path(), 1, &eps).unwrap();
+        c.write_service(dir.path(), 2, &[Cluster::endpoint_ip(2, 0)])
+            .unwrap();
+        c.write_service(dir.path(), 0, &[]).unwrap();
+
+        let m = manifests::load(dir.path()).unwrap();
+        assert_eq!(m.services.len(), 3);
+        assert!(addresses(&m, "svc-00000").is_empty());
+        assert_eq!(
+            addresses(&m, "svc-00001"),
+            ["10.244.0.38", "10.244.0.34", "10.244.0.35"]
+        );
+        assert_eq!(addresses(&m, "svc-00002"), ["10.244.0.65"]);
+    }
+
+    #[test]
+    fn sizes_and_indices_outside_the_address_plan_are_refused() {
+        assert!(matches!(
+            Cluster::new(MAX_SERVICES + 1, 1, "n"),
+            Err(SyntheticError::TooManyServices { .. })
+        ));
+        assert!(matches!(
+            Cluster::new(1, SLOTS_PER_SERVICE + 1, "n"),
+            Err(SyntheticError::TooManyEndpoints { .. })
+        ));
+        let c = Cluster::new(2, 2, "n").unwrap();
+        assert!(matches!(
+            c.render_service(3, &[]),
+            Err(SyntheticError::NoSuchService { index: 3, .. })
+        ));
+        assert!(c.replace_endpoint(0, 0, 1).is_err(), "slot 1 is in use");
+        assert!(
+            c.replace_endpoint(0, 2, 4).is_err(),
+            "no endpoint in slot 2"
+        );
+        assert!(c.replace_endpoint(0, 0, SLOTS_PER_SERVICE).is_err());
+        // The last addresses of the largest cluster stay inside the documented ranges.
+        assert_eq!(
+            Cluster::service_ip(MAX_SERVICES - 1),
+            Ipv4Addr::new(10, 96, 79, 31)
+        );
+        let last = Cluster::endpoint_ip(MAX_SERVICES - 1, SLOTS_PER_SERVICE - 1);
+        assert!(last < Ipv4Addr::new(10, 254, 0, 0), "{last}");
+    }
+}
