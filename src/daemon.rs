@@ -572,6 +572,8 @@ impl Daemon {
         m.iptables_restore_failures_total.inc_by(ipt as u64);
         m.draining_real_servers
             .set(self.proxier.drains().len() as i64);
+        let (internal, external) = self.proxier.no_local_endpoints();
+        m.set_no_local_endpoints(internal, external);
     }
 }
 

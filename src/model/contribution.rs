@@ -41,6 +41,18 @@ pub struct Contribution {
     pub health: Option<HealthCheck>,
     pub no_node_access: Vec<NoNodeAccess>,
     pub warnings: Vec<String>,
+    pub no_local_endpoints: NoLocalEndpoints,
+}
+
+/// A Local traffic policy left without a local endpoint while usable
+/// endpoints exist elsewhere (upstream's
+/// `kubeproxy_sync_proxy_rules_no_local_endpoints_total`, per Service).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NoLocalEndpoints {
+    /// internalTrafficPolicy Local: cluster IP traffic has nowhere to go.
+    pub internal: bool,
+    /// externalTrafficPolicy Local: external traffic is dropped on this node.
+    pub external: bool,
 }
 
 fn node_port_sets(p: Protocol) -> (SetKind, SetKind) {
@@ -136,6 +148,12 @@ pub fn contribution(
             let eps: Vec<MergedEndpoint<'_>> = merge(slices.iter().copied(), port, fam);
             let sel = select(&eps, node.zone.as_deref());
             local_eps.extend(sel.local.iter().map(|a| a.ip()));
+            // Upstream counts only when some endpoint is usable somewhere
+            // (`hasAnyEndpoints`): the cluster selection is then non-empty.
+            if sel.local.is_empty() && !sel.cluster.is_empty() {
+                b.out.no_local_endpoints.internal |= svc.internal_local;
+                b.out.no_local_endpoints.external |= svc.external_local;
+            }
             per_port(&mut b, svc, port, cip, &node_ips, node, &eps, &sel);
         }
     }

@@ -97,6 +97,9 @@ pub struct Proxier {
     applied: KernelState,
     /// Removed TCP real servers at weight 0, with the time draining started.
     drains: HashMap<(ServiceKey, SocketAddr), u64>,
+    /// Services counted in `no_local_endpoints` (internal, external), kept
+    /// up to date as contributions change.
+    no_local: (usize, usize),
 }
 
 impl Proxier {
@@ -115,6 +118,7 @@ impl Proxier {
             iptables: BTreeMap::new(),
             applied: KernelState::default(),
             drains: HashMap::new(),
+            no_local: (0, 0),
         }
     }
 
@@ -134,6 +138,22 @@ impl Proxier {
 
     pub fn health_checks(&self) -> &HashMap<SvcId, HealthCheck> {
         self.agg.health()
+    }
+
+    /// Services with a Local (internal, external) traffic policy and no local
+    /// endpoint while others exist, as of the last `sync`/`repair`.
+    pub fn no_local_endpoints(&self) -> (usize, usize) {
+        self.no_local
+    }
+
+    fn count_no_local(&mut self, c: &Contribution, add: bool) {
+        let step = |n: &mut usize, on: bool| {
+            if on {
+                *n = if add { *n + 1 } else { n.saturating_sub(1) };
+            }
+        };
+        step(&mut self.no_local.0, c.no_local_endpoints.internal);
+        step(&mut self.no_local.1, c.no_local_endpoints.external);
     }
 
     /// Per-Service warnings: invalid fields, bad annotations, lost key conflicts.
@@ -266,6 +286,7 @@ impl Proxier {
         for id in std::mem::take(&mut self.dirty) {
             if let Some(old) = self.contributions.remove(&id) {
                 self.agg.remove(&id, &old, &mut self.touched);
+                self.count_no_local(&old, false);
             }
             let Some(svc) = self.services.get(&id) else {
                 continue;
@@ -277,6 +298,7 @@ impl Proxier {
                 .unwrap_or_default();
             let c = contribution(svc, &slices, &self.node, &self.cfg);
             self.agg.add(&id, &c, &mut self.touched);
+            self.count_no_local(&c, true);
             self.contributions.insert(id, c);
         }
     }
@@ -653,5 +675,105 @@ impl Proxier {
             k.timeouts = Some(t);
         }
         k
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::testutil::{node, service, slice};
+    use serde_json::{Value, json};
+
+    fn svc(name: &str, ip: &str, extra: Value) -> Service {
+        let mut spec = json!({"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip],
+                              "ports": [{"name": "http", "port": 80, "nodePort": 30000}]});
+        for (k, v) in extra.as_object().unwrap() {
+            spec[k] = v.clone();
+        }
+        service("ns", name, spec)
+    }
+
+    /// A ready endpoint per `(ip, node)`.
+    fn eps(name: &str, on: &[(&str, &str)]) -> EndpointSlice {
+        let e: Vec<(&str, bool, bool, bool, &str)> = on
+            .iter()
+            .map(|(ip, n)| (*ip, true, true, false, *n))
+            .collect();
+        slice(
+            "ns",
+            &format!("{name}-1"),
+            name,
+            "IPv4",
+            &[("http", 8080, "TCP")],
+            &e,
+        )
+    }
+
+    #[test]
+    fn counts_services_with_a_local_policy_and_no_local_endpoint() {
+        let mut p = Proxier::new(
+            ProxyConfig {
+                families: vec![Family::Inet],
+                ..Default::default()
+            },
+            node(),
+        );
+        let itp = json!({"internalTrafficPolicy": "Local"});
+        let etp = json!({"type": "NodePort", "externalTrafficPolicy": "Local"});
+        p.upsert_service(&svc("int", "10.96.0.1", itp.clone()));
+        p.upsert_slice(&eps("int", &[("10.244.2.1", "node-b")]));
+        p.upsert_service(&svc("ext", "10.96.0.2", etp.clone()));
+        p.upsert_slice(&eps("ext", &[("10.244.2.2", "node-b")]));
+        // Not counted: a local endpoint; no endpoint at all (upstream's
+        // hasAnyEndpoints); ETP Local on a ClusterIP Service (not external).
+        p.upsert_service(&svc("has-local", "10.96.0.3", etp.clone()));
+        p.upsert_slice(&eps(
+            "has-local",
+            &[("10.244.1.3", "node-a"), ("10.244.2.3", "node-b")],
+        ));
+        p.upsert_service(&svc("empty", "10.96.0.4", etp.clone()));
+        p.upsert_service(&svc(
+            "cluster-ip",
+            "10.96.0.5",
+            json!({"externalTrafficPolicy": "Local"}),
+        ));
+        p.upsert_slice(&eps("cluster-ip", &[("10.244.2.5", "node-b")]));
+        // A not-ready remote endpoint is not usable either.
+        p.upsert_service(&svc("unready", "10.96.0.6", itp.clone()));
+        p.upsert_slice(&slice(
+            "ns",
+            "unready-1",
+            "unready",
+            "IPv4",
+            &[("http", 8080, "TCP")],
+            &[("10.244.2.6", false, false, false, "node-b")],
+        ));
+        p.sync(0);
+        assert_eq!(p.no_local_endpoints(), (1, 1));
+
+        // Both policies Local: counted once in each.
+        p.upsert_service(&svc(
+            "both",
+            "10.96.0.7",
+            json!({"type": "NodePort", "externalTrafficPolicy": "Local",
+                   "internalTrafficPolicy": "Local"}),
+        ));
+        p.upsert_slice(&eps("both", &[("10.244.2.7", "node-b")]));
+        p.sync(0);
+        assert_eq!(p.no_local_endpoints(), (2, 2));
+
+        // A local endpoint arrives; a Service goes; counts follow.
+        p.upsert_slice(&eps(
+            "int",
+            &[("10.244.2.1", "node-b"), ("10.244.1.1", "node-a")],
+        ));
+        p.delete_service("ns", "ext");
+        p.sync(0);
+        assert_eq!(p.no_local_endpoints(), (1, 1));
+        // The local endpoint leaves again; the policy turns Cluster.
+        p.upsert_slice(&eps("int", &[("10.244.2.1", "node-b")]));
+        p.upsert_service(&svc("both", "10.96.0.7", json!({"type": "NodePort"})));
+        p.sync(0);
+        assert_eq!(p.no_local_endpoints(), (1, 0));
     }
 }
