@@ -168,8 +168,7 @@ async fn run_async(settings: Settings, manifests: Option<PathBuf>) -> Result<()>
     // Aborting the source task on exit stops watching; kernel state stays.
     let _watch = AbortOnDrop(_watch);
 
-    let svc_health =
-        ServiceHealthServer::new(vec![settings.healthz_bind_address.ip()], health.clone());
+    let svc_health = ServiceHealthServer::new(health.clone());
     let mut warned = std::collections::BTreeSet::new();
     let mut d = Daemon::new(Proxier::new(settings.proxy.clone(), node), hooks);
     tokio::pin!(shutdown);
@@ -189,7 +188,8 @@ async fn run_async(settings: Settings, manifests: Option<PathBuf>) -> Result<()>
         // runtime's workers, this loop on the main thread.
         let ok = d.sync(reason, batch);
         runner.finished(ok);
-        svc_health.sync(d.proxier.health_checks()).await;
+        let bind = health::health_check_addresses(d.proxier.config(), d.proxier.node());
+        svc_health.sync(&bind, d.proxier.health_checks()).await;
         for (id, w) in new_warnings(&mut warned, d.proxier.warnings()) {
             tracing::warn!(service = %id, "{w}");
             let Some(rec) = &recorder else { continue };

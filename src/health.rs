@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -13,13 +13,16 @@ use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use ipvs_netlink::ipvs::Family;
 use k8s_openapi::api::core::v1::Node;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
 
 use crate::metrics::{self, Metrics};
+use crate::model::config::{NodePortAddresses, ProxyConfig};
 use crate::model::contribution::HealthCheck;
 use crate::model::input::SvcId;
+use crate::model::node::NodeInfo;
 
 /// Upstream default bind addresses.
 pub const DEFAULT_HEALTHZ_BIND: &str = "0.0.0.0:10256";
@@ -184,18 +187,30 @@ fn health_response(health: &ProxyHealth, with_node: bool) -> Resp {
 #[derive(Debug)]
 pub struct HttpServer {
     local_addr: SocketAddr,
-    task: JoinHandle<()>,
+    /// None once `close` took it.
+    task: Option<JoinHandle<()>>,
 }
 
 impl HttpServer {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
+
+    /// Stops listening and waits until the socket is closed, so the port
+    /// can be bound again at once.
+    pub async fn close(mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+            let _ = t.await;
+        }
+    }
 }
 
 impl Drop for HttpServer {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(t) = &self.task {
+            t.abort();
+        }
     }
 }
 
@@ -232,7 +247,10 @@ where
             });
         }
     });
-    Ok(HttpServer { local_addr, task })
+    Ok(HttpServer {
+        local_addr,
+        task: Some(task),
+    })
 }
 
 /// `/healthz` (node eligibility included) and `/livez` on healthzBindAddress.
@@ -269,42 +287,84 @@ struct ServiceEntry {
     local_endpoints: usize,
 }
 
+/// Where health-check node ports listen, as upstream: on the
+/// nodePortAddresses (`primary`: the node's primary IPs; CIDRs: the node's
+/// addresses inside them), or on every address (0.0.0.0 and ::) when unset.
+pub fn health_check_addresses(cfg: &ProxyConfig, node: &NodeInfo) -> Vec<IpAddr> {
+    if cfg.node_port_addresses == NodePortAddresses::All {
+        return vec![Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into()];
+    }
+    [Family::Inet, Family::Inet6]
+        .into_iter()
+        .filter(|f| cfg.serves(*f))
+        .flat_map(|f| node.node_port_ips(cfg, f))
+        .collect()
+}
+
+/// A listening socket on `addr`. An IPv6 socket is IPv6-only, so that `::`
+/// and `0.0.0.0` can both hold the same port.
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let sock = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        let s = TcpSocket::new_v6()?;
+        nix::sys::socket::setsockopt(&s, nix::sys::socket::sockopt::Ipv6V6Only, &true)
+            .map_err(io::Error::from)?;
+        s
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr)?;
+    sock.listen(1024)
+}
+
+/// Listeners of the health-check node ports, and the addresses they use.
+#[derive(Debug, Default)]
+struct Listeners {
+    bind: Vec<IpAddr>,
+    by_port: HashMap<u16, Vec<HttpServer>>,
+}
+
 /// One listener per healthCheckNodePort (Services with
-/// externalTrafficPolicy Local); load balancers probe it to find the nodes
-/// with local endpoints. Upstream answers 200 when the Service has local
-/// endpoints and the proxy itself is healthy, else 503.
+/// externalTrafficPolicy Local) and address; load balancers probe it to find
+/// the nodes with local endpoints. Upstream answers 200 when the Service has
+/// local endpoints and the proxy itself is healthy, else 503.
 #[derive(Debug)]
 pub struct ServiceHealthServer {
-    bind: Vec<IpAddr>,
     proxy: Arc<ProxyHealth>,
     services: Arc<RwLock<HashMap<u16, ServiceEntry>>>,
-    listeners: Mutex<HashMap<u16, Vec<HttpServer>>>,
+    /// Async mutex: `sync` holds it across binds and closes.
+    listeners: tokio::sync::Mutex<Listeners>,
 }
 
 impl ServiceHealthServer {
-    /// `bind`: the addresses to listen on (upstream: nodePortAddresses, or
-    /// all, which `0.0.0.0` / `::` gives).
-    pub fn new(bind: Vec<IpAddr>, proxy: Arc<ProxyHealth>) -> Self {
+    pub fn new(proxy: Arc<ProxyHealth>) -> Self {
         ServiceHealthServer {
-            bind,
             proxy,
             services: Arc::default(),
-            listeners: Mutex::default(),
+            listeners: tokio::sync::Mutex::default(),
         }
     }
 
     /// Ports currently listened on.
-    pub fn ports(&self) -> Vec<u16> {
-        let l = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
-        let mut v: Vec<u16> = l.keys().copied().collect();
+    pub async fn ports(&self) -> Vec<u16> {
+        let mut v: Vec<u16> = self
+            .listeners
+            .lock()
+            .await
+            .by_port
+            .keys()
+            .copied()
+            .collect();
         v.sort_unstable();
         v
     }
 
-    /// Makes the listeners match `checks` (the proxier's `health_checks()`):
-    /// counts are updated in place, new ports opened, vanished ports closed.
-    /// A port that cannot be bound is logged and tried again next sync.
-    pub async fn sync(&self, checks: &HashMap<SvcId, HealthCheck>) {
+    /// Makes the listeners match `checks` (the proxier's `health_checks()`)
+    /// on the addresses `bind` (`health_check_addresses`): counts are updated
+    /// in place, new ports opened, vanished ports closed, and everything
+    /// reopened when the addresses change. A port that cannot be bound on
+    /// any address is logged and tried again next sync.
+    pub async fn sync(&self, bind: &[IpAddr], checks: &HashMap<SvcId, HealthCheck>) {
         // Sorted so that two Services claiming one port resolve the same way
         // every time (the API server prevents it; a stale view may not).
         let by_id: BTreeMap<&SvcId, &HealthCheck> = checks.iter().collect();
@@ -318,36 +378,47 @@ impl ServiceHealthServer {
                 local_endpoints: hc.local_endpoints,
             });
         }
-        let opened: Vec<u16> = {
-            let l = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
-            l.keys().copied().collect()
-        };
-        let mut new = Vec::new();
+        *self.services.write().unwrap_or_else(|e| e.into_inner()) = want.clone();
+        let mut l = self.listeners.lock().await;
+        let mut close: Vec<HttpServer> = Vec::new();
+        if l.bind != bind {
+            l.bind = bind.to_vec();
+            close.extend(l.by_port.drain().flat_map(|(_, v)| v));
+        }
+        let gone: Vec<u16> = l
+            .by_port
+            .keys()
+            .filter(|p| !want.contains_key(p))
+            .copied()
+            .collect();
+        for p in gone {
+            close.extend(l.by_port.remove(&p).into_iter().flatten());
+        }
+        // Closed before binding: a rebind may reuse the same port.
+        for srv in close {
+            srv.close().await;
+        }
         for &port in want.keys() {
-            if !opened.contains(&port) {
-                let mut servers = Vec::new();
-                for ip in &self.bind {
-                    match self.listen(SocketAddr::new(*ip, port)).await {
-                        Ok(s) => servers.push(s),
-                        Err(e) => {
-                            tracing::warn!(error = %e, ip = %ip, port, "cannot open health check node port")
-                        }
+            if l.by_port.contains_key(&port) {
+                continue;
+            }
+            let mut servers = Vec::new();
+            for ip in bind {
+                match self.listen(SocketAddr::new(*ip, port)) {
+                    Ok(s) => servers.push(s),
+                    Err(e) => {
+                        tracing::warn!(error = %e, ip = %ip, port, "cannot open health check node port")
                     }
                 }
-                if !servers.is_empty() {
-                    new.push((port, servers));
-                }
+            }
+            if !servers.is_empty() {
+                l.by_port.insert(port, servers);
             }
         }
-        *self.services.write().unwrap_or_else(|e| e.into_inner()) = want.clone();
-        let mut l = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
-        l.extend(new);
-        // Dropping an HttpServer stops its listener.
-        l.retain(|port, _| want.contains_key(port));
     }
 
-    async fn listen(&self, addr: SocketAddr) -> io::Result<HttpServer> {
-        let listener = TcpListener::bind(addr).await?;
+    fn listen(&self, addr: SocketAddr) -> io::Result<HttpServer> {
+        let listener = bind(addr)?;
         let services = self.services.clone();
         let proxy = self.proxy.clone();
         let port = addr.port();
@@ -511,18 +582,19 @@ mod tests {
     async fn service_health_node_ports() {
         let (t, clock) = fake_clock();
         let proxy = Arc::new(ProxyHealth::with_clock(Duration::from_secs(30), clock));
-        let s = ServiceHealthServer::new(vec!["127.0.0.1".parse().unwrap()], proxy.clone());
+        let s = ServiceHealthServer::new(proxy.clone());
         let (p1, p2) = (free_port().await, free_port().await);
         let addr = |p| SocketAddr::from(([127, 0, 0, 1], p));
+        let bind: Vec<IpAddr> = vec!["127.0.0.1".parse().unwrap()];
 
         let mut checks = HashMap::from([
             (SvcId::from("default/web"), hc(p1, 2)),
             (SvcId::from("kube-system/dns"), hc(p2, 0)),
         ]);
-        s.sync(&checks).await;
+        s.sync(&bind, &checks).await;
         let mut want = vec![p1, p2];
         want.sort_unstable();
-        assert_eq!(s.ports(), want);
+        assert_eq!(s.ports().await, want);
 
         let (code, raw, body) = get(addr(p1), "/").await;
         assert_eq!(code, 200, "{raw}");
@@ -543,10 +615,9 @@ mod tests {
         // Counts change in place; a port that vanished stops listening.
         checks.insert("kube-system/dns".into(), hc(p2, 1));
         checks.remove("default/web");
-        s.sync(&checks).await;
-        assert_eq!(s.ports(), vec![p2]);
+        s.sync(&bind, &checks).await;
+        assert_eq!(s.ports().await, vec![p2]);
         assert_eq!(get(addr(p2), "/").await.0, 200);
-        tokio::task::yield_now().await;
         assert!(TcpStream::connect(addr(p1)).await.is_err());
 
         // An unhealthy proxy makes every service port fail.
@@ -555,6 +626,81 @@ mod tests {
         let (code, _, body) = get(addr(p2), "/").await;
         assert_eq!(code, 503);
         assert!(body.contains("\"serviceProxyHealthy\":false"));
+    }
+
+    /// Whether something accepts TCP connections on `addr`.
+    async fn listening(addr: SocketAddr) -> bool {
+        TcpStream::connect(addr).await.is_ok()
+    }
+
+    fn ipv6_loopback() -> bool {
+        std::net::TcpListener::bind("[::1]:0").is_ok()
+    }
+
+    #[tokio::test]
+    async fn health_check_ports_bind_like_upstream() {
+        let proxy = Arc::new(ProxyHealth::new(Duration::from_secs(30)));
+        let s = ServiceHealthServer::new(proxy);
+        let p = free_port().await;
+        let checks = HashMap::from([(SvcId::from("default/web"), hc(p, 1))]);
+        let at = |ip: &str| SocketAddr::new(ip.parse().unwrap(), p);
+
+        // nodePortAddresses unset: every address, IPv4 and IPv6.
+        let cfg = ProxyConfig::default();
+        let all = health_check_addresses(&cfg, &crate::model::testutil::node());
+        assert_eq!(all, vec![IpAddr::from([0u8; 4]), IpAddr::from([0u16; 8])]);
+        s.sync(&all, &checks).await;
+        assert_eq!(s.ports().await, vec![p]);
+        let (code, _, body) = get(at("127.0.0.1"), "/").await;
+        assert_eq!(code, 200);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["localEndpoints"], 1);
+        assert_eq!(v["serviceProxyHealthy"], true);
+        assert!(listening(at("127.0.0.2")).await, "not on every address");
+        if ipv6_loopback() {
+            assert_eq!(get(at("::1"), "/").await.0, 200, "not on ::");
+        }
+
+        // Specific addresses: only those, and the switch rebinds the same port.
+        s.sync(&["127.0.0.2".parse().unwrap()], &checks).await;
+        assert_eq!(get(at("127.0.0.2"), "/").await.0, 200);
+        assert!(!listening(at("127.0.0.1")).await, "still on 0.0.0.0");
+        if ipv6_loopback() {
+            assert!(!listening(at("::1")).await, "still on ::");
+        }
+        // And back to everything.
+        s.sync(&all, &checks).await;
+        assert_eq!(get(at("127.0.0.1"), "/").await.0, 200);
+    }
+
+    #[test]
+    fn health_check_addresses_follow_node_port_addresses() {
+        use crate::model::config::Cidr;
+        let node = crate::model::testutil::node(); // 192.168.0.10, fd00:1::10
+        let dual = |npa| ProxyConfig {
+            families: vec![Family::Inet, Family::Inet6],
+            node_port_addresses: npa,
+            ..Default::default()
+        };
+        let ips = |v: &[&str]| -> Vec<IpAddr> { v.iter().map(|s| s.parse().unwrap()).collect() };
+        assert_eq!(
+            health_check_addresses(&dual(NodePortAddresses::Primary), &node),
+            ips(&["192.168.0.10", "fd00:1::10"])
+        );
+        let cidr: Cidr = "192.168.0.0/16".parse().unwrap();
+        assert_eq!(
+            health_check_addresses(&dual(NodePortAddresses::Cidrs(vec![cidr])), &node),
+            ips(&["192.168.0.10"])
+        );
+        let single = ProxyConfig {
+            families: vec![Family::Inet],
+            node_port_addresses: NodePortAddresses::Primary,
+            ..Default::default()
+        };
+        assert_eq!(
+            health_check_addresses(&single, &node),
+            ips(&["192.168.0.10"])
+        );
     }
 
     #[test]

@@ -126,6 +126,10 @@ impl Proxier {
         &self.cfg
     }
 
+    pub fn node(&self) -> &NodeInfo {
+        &self.node
+    }
+
     /// The state the last plans brought the node to (what we believe is applied).
     pub fn applied(&self) -> &KernelState {
         &self.applied
