@@ -1,190 +1,47 @@
 //! Kernel tests with real traffic through IPVS: pods in their own network
-//! namespaces behind veth pairs, a client namespace for NodePort traffic, and
+//! namespaces behind veth pairs, client namespaces for external traffic, and
 //! `kube-ipvs sync-once` programming the node between them.
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
 
+use common::traffic::{
+    CLIENT_IP, Conn, NODE_IP, TIMEOUT, annotated, ask, ask_from, node_side_ip, node_side_of,
+    node_yaml, pod_ip, ready, tcp_service, terminating, topology, with_lb_ingress,
+};
 use common::{netns, sh};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kube-ipvs");
-const TIMEOUT: Duration = Duration::from_secs(2);
-const NODE_IP: &str = "192.168.100.10";
-const CLIENT_IP: &str = "192.168.100.2";
+const EXTERNAL_IP: &str = "192.168.200.10";
+const LB_IP: &str = "192.168.200.20";
+const LOCAL_LB_IP: &str = "192.168.200.30";
 
-/// Pod `i` (1-based) has 10.244.i.2; the node's end of its veth has 10.244.i.1.
-fn pod_ip(i: usize) -> String {
-    format!("10.244.{i}.2")
-}
-fn node_side_ip(i: usize) -> String {
-    format!("10.244.{i}.1")
-}
-
-/// The named namespaces of one test; deleted when dropped.
-struct Topology {
-    pods: Vec<String>,
-    client: String,
-}
-
-impl Drop for Topology {
-    fn drop(&mut self) {
-        for n in self.pods.iter().chain(std::iter::once(&self.client)) {
-            let _ = common::try_sh(&format!("ip netns delete {n}"));
-        }
-    }
-}
-
-/// Runs `f` on a thread inside the named namespace and returns its result.
-fn in_ns<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{name}");
-    std::thread::spawn(move || {
-        let fd = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-    .join()
-    .expect("thread in namespace")
-}
-
-/// Starts a server in namespace `ns` on 0.0.0.0:`port` answering every
-/// connection with "`name` `peer-ip`". The thread lives until the process exits.
-fn serve(ns: &str, name: &str, port: u16) {
-    let path = format!("/var/run/netns/{ns}");
-    let name = name.to_string();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let fd = std::fs::File::open(&path).expect("open netns");
-        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        let l = TcpListener::bind(("0.0.0.0", port)).expect("bind");
-        tx.send(()).unwrap();
-        for mut s in l.incoming().flatten() {
-            let peer = s
-                .peer_addr()
-                .map(|a| a.ip().to_string())
-                .unwrap_or_default();
-            let _ = s.write_all(format!("{name} {peer}\n").as_bytes());
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("server listening");
-}
-
-/// Connects to `addr` from the calling thread's namespace; returns
-/// (pod name, peer address the pod saw), or the connect error's kind.
-fn ask(addr: &str) -> Result<(String, String), std::io::ErrorKind> {
-    let a: SocketAddr = addr.parse().unwrap();
-    let mut s = TcpStream::connect_timeout(&a, TIMEOUT).map_err(|e| e.kind())?;
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).map_err(|e| e.kind())?;
-    let mut w = out.split_whitespace();
-    match (w.next(), w.next()) {
-        (Some(n), Some(p)) => Ok((n.to_string(), p.to_string())),
-        _ => Err(std::io::ErrorKind::InvalidData),
-    }
-}
-
-fn ask_from(ns: &str, addr: &str) -> Result<(String, String), std::io::ErrorKind> {
-    let addr = addr.to_string();
-    in_ns(ns, move || ask(&addr))
-}
-
-/// Builds the node: 3 pods on veths (10.244.i.0/24 each), a client on
-/// 192.168.100.0/24, a server in each pod on 8080 and one on the node's 9999.
-fn topology() -> Topology {
-    let pid = std::process::id();
-    let t = Topology {
-        pods: (1..=3).map(|i| format!("kt{pid}p{i}")).collect(),
-        client: format!("kt{pid}c"),
-    };
-    sh("sysctl -qw net.ipv4.ip_forward=1");
-    for (k, ns) in t.pods.iter().enumerate() {
-        let i = k + 1;
-        sh(&format!(
-            "ip netns add {ns} && ip link add vp{i} type veth peer name eth0 netns {ns} \
-             && ip addr add {node}/24 dev vp{i} && ip link set vp{i} up \
-             && ip -n {ns} link set lo up && ip -n {ns} addr add {pod}/24 dev eth0 \
-             && ip -n {ns} link set eth0 up && ip -n {ns} route add default via {node}",
-            node = node_side_ip(i),
-            pod = pod_ip(i),
-        ));
-        serve(ns, &format!("pod{i}"), 8080);
-    }
-    let c = &t.client;
-    sh(&format!(
-        "ip netns add {c} && ip link add vc type veth peer name eth0 netns {c} \
-         && ip addr add {NODE_IP}/24 dev vc && ip link set vc up \
-         && ip -n {c} link set lo up && ip -n {c} addr add {CLIENT_IP}/24 dev eth0 \
-         && ip -n {c} link set eth0 up && ip -n {c} route add default via {NODE_IP}"
-    ));
-    // A node-local server on a port no service uses.
-    let l = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 9999)).unwrap();
-    std::thread::spawn(move || {
-        for mut s in l.incoming().flatten() {
-            let _ = s.write_all(b"node -\n");
-        }
-    });
-    t
-}
-
-fn endpoints(pods: &[usize]) -> String {
-    pods.iter()
-        .map(|i| {
-            format!(
-                "- addresses: [{}]\n  nodeName: lab-node\n  conditions: {{ready: true}}\n",
-                pod_ip(*i)
-            )
-        })
-        .collect()
-}
-
+/// A ClusterIP Service on port 80 with ready endpoints on this node.
 fn service(name: &str, ip: &str, extra_spec: &str, port_extra: &str, pods: &[usize]) -> String {
-    format!(
-        "apiVersion: v1
-kind: Service
-metadata:
-  name: {name}
-  namespace: default
-spec:
-  clusterIP: {ip}
-{extra_spec}  ports:
-  - name: http
-    port: 80
-    protocol: TCP
-    targetPort: 8080
-{port_extra}---
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}-1
-  namespace: default
-  labels:
-    kubernetes.io/service-name: {name}
-addressType: IPv4
-ports:
-- name: http
-  port: 8080
-  protocol: TCP
-endpoints:
-{eps}",
-        eps = endpoints(pods)
+    tcp_service(name, ip, extra_spec, port_extra, &ready(pods, "lab-node"))
+}
+
+/// The wrr Service; pod 3 terminating (still serving) when `pod3_terminating`.
+fn wrr(pod3_terminating: bool) -> String {
+    let eps = if pod3_terminating {
+        ready(&[1, 2], "lab-node") + &terminating(3, "lab-node")
+    } else {
+        ready(&[1, 2, 3], "lab-node")
+    };
+    annotated(
+        &tcp_service("weighted", "10.96.0.90", "", "", &eps),
+        "kube-ipvs.io/scheduler",
+        "wrr",
     )
 }
 
 fn manifests() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     let w = |f: &str, s: String| std::fs::write(d.path().join(f), s).unwrap();
-    w(
-        "00-node.yaml",
-        format!(
-            "apiVersion: v1\nkind: Node\nmetadata:\n  name: lab-node\nstatus:\n  addresses:\n  - type: InternalIP\n    address: {NODE_IP}\n"
-        ),
-    );
+    w("00-node.yaml", node_yaml());
     w("web.yaml", service("web", "10.96.0.10", "", "", &[1, 2, 3]));
     w(
         "sticky.yaml",
@@ -219,16 +76,63 @@ fn manifests() -> tempfile::TempDir {
     w("self.yaml", service("self", "10.96.0.50", "", "", &[1]));
     w(
         "hashed.yaml",
-        service("hashed", "10.96.0.60", "", "", &[1, 2, 3]).replacen(
-            "  namespace: default\nspec:",
-            "  namespace: default\n  annotations:\n    kube-ipvs.io/scheduler: sh\nspec:",
-            1,
+        annotated(
+            &service("hashed", "10.96.0.60", "", "", &[1, 2, 3]),
+            "kube-ipvs.io/scheduler",
+            "sh",
+        ),
+    );
+    w(
+        "external.yaml",
+        service(
+            "external",
+            "10.96.0.70",
+            &format!("  externalIPs: [{EXTERNAL_IP}]\n"),
+            "",
+            &[1, 2, 3],
+        ),
+    );
+    // Only the first client's subnet may use the load balancer.
+    w(
+        "ranged.yaml",
+        with_lb_ingress(
+            &service(
+                "ranged",
+                "10.96.0.80",
+                "  type: LoadBalancer\n  loadBalancerSourceRanges: [192.168.100.0/24]\n",
+                "    nodePort: 30082\n",
+                &[1, 2, 3],
+            ),
+            LB_IP,
+        ),
+    );
+    w("weighted.yaml", wrr(false));
+    w(
+        "least.yaml",
+        annotated(
+            &service("least", "10.96.0.100", "", "", &[1, 2, 3]),
+            "kube-ipvs.io/scheduler",
+            "lc",
+        ),
+    );
+    // externalTrafficPolicy Local with every endpoint on another node.
+    w(
+        "remote.yaml",
+        with_lb_ingress(
+            &tcp_service(
+                "remote",
+                "10.96.0.110",
+                "  type: LoadBalancer\n  externalTrafficPolicy: Local\n",
+                "    nodePort: 30083\n",
+                &ready(&[1, 2, 3], "other-node"),
+            ),
+            LOCAL_LB_IP,
         ),
     );
     d
 }
 
-fn sync_once(dir: &std::path::Path) {
+fn sync_once(dir: &Path) {
     let out = Command::new(BIN)
         .args(["sync-once", "--manifests"])
         .arg(dir)
@@ -244,10 +148,31 @@ fn sync_once(dir: &std::path::Path) {
     );
 }
 
-/// The node's end of the named pod's veth: the source a masqueraded
-/// connection shows that pod.
-fn node_side_of(pod: &str) -> String {
-    node_side_ip(pod.trim_start_matches("pod").parse().unwrap())
+/// Which pods answered `n` connections from the calling thread's namespace
+/// (or from namespace `ns`); failures are recorded under "error <kind>".
+fn spread(ns: Option<&str>, addr: &str, n: usize) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        let r = match ns {
+            Some(ns) => ask_from(ns, addr),
+            None => ask(addr),
+        };
+        let key = match r {
+            Ok((pod, _)) => pod,
+            Err(e) => format!("error {e:?}"),
+        };
+        *seen.entry(key).or_default() += 1;
+    }
+    seen
+}
+
+fn even(seen: &BTreeMap<String, usize>, pods: &[&str], total: usize) -> bool {
+    let share = total / pods.len();
+    seen.len() == pods.len()
+        && pods.iter().all(|p| {
+            seen.get(*p)
+                .is_some_and(|n| (share.saturating_sub(1)..=share + 1).contains(n))
+        })
 }
 
 #[test]
@@ -255,7 +180,8 @@ fn node_side_of(pod: &str) -> String {
 fn real_traffic_through_ipvs() {
     netns();
     let _serial = common::ipvs_serial();
-    let t = topology();
+    let t = topology("t", 3);
+    common::traffic::serve_node(9999);
     let dir = manifests();
     sync_once(dir.path());
     let mut fails: Vec<String> = Vec::new();
@@ -281,23 +207,37 @@ fn real_traffic_through_ipvs() {
         }
     }
     check(
-        seen.len() == 3 && seen.values().all(|n| (9..=11).contains(n)),
+        even(&seen, &["pod1", "pod2", "pod3"], 30),
         format!("rr over 30 connections: {seen:?}"),
     );
 
-    // ClusterIP from a pod: the backend sees the client pod or the node, both answerable.
+    // ClusterIP from a pod: not masqueraded (the backend sees the pod's own
+    // address), except when it lands on the caller itself (hairpin).
+    let mut from_pod: BTreeMap<String, usize> = BTreeMap::new();
     for _ in 0..6 {
-        match ask_from(&t.pods[0], "10.96.0.10:80") {
-            Ok((pod, peer)) => check(
-                (pod != "pod1" && peer == pod_ip(1)) || peer == node_side_of(&pod),
-                format!("pod1 → ClusterIP: {pod} saw source {peer}"),
-            ),
+        match ask_from(t.pod(1), "10.96.0.10:80") {
+            Ok((pod, peer)) => {
+                let want = if pod == "pod1" {
+                    node_side_ip(1)
+                } else {
+                    pod_ip(1)
+                };
+                check(
+                    peer == want,
+                    format!("pod1 → ClusterIP: {pod} saw source {peer}, expected {want}"),
+                );
+                *from_pod.entry(pod).or_default() += 1;
+            }
             Err(e) => check(false, format!("pod1 → ClusterIP: {e:?}")),
         }
     }
+    check(
+        from_pod.len() == 3,
+        format!("pod1 → ClusterIP over 6: {from_pod:?}"),
+    );
 
     // Hairpin: pod1 reaches itself through a service whose only endpoint it is.
-    match ask_from(&t.pods[0], "10.96.0.50:80") {
+    match ask_from(t.pod(1), "10.96.0.50:80") {
         Ok((pod, peer)) => check(
             pod == "pod1" && peer == node_side_ip(1),
             format!("hairpin: {pod} saw source {peer}"),
@@ -332,39 +272,124 @@ fn real_traffic_through_ipvs() {
         }
     }
 
-    // sessionAffinity ClientIP: every connection lands on the same pod.
-    let mut sticky: BTreeMap<String, usize> = BTreeMap::new();
-    for _ in 0..10 {
-        match ask("10.96.0.30:80") {
-            Ok((pod, _)) => *sticky.entry(pod).or_default() += 1,
-            Err(e) => check(false, format!("node → sticky: {e:?}")),
+    // externalIP (Cluster policy) from the client: answered, masqueraded.
+    let mut ext: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..3 {
+        match ask_from(&t.client, &format!("{EXTERNAL_IP}:80")) {
+            Ok((pod, peer)) => {
+                check(
+                    peer == node_side_of(&pod),
+                    format!("client → externalIP: {pod} saw source {peer}"),
+                );
+                *ext.entry(pod).or_default() += 1;
+            }
+            Err(e) => check(false, format!("client → externalIP: {e:?}")),
         }
     }
-    check(sticky.len() == 1, format!("ClientIP affinity: {sticky:?}"));
+
+    // loadBalancerSourceRanges: the first client's subnet is allowed, the
+    // second client's is not; the second client reaches a NodePort (control).
+    let allowed = ask_from(&t.client, &format!("{LB_IP}:80"));
+    check(
+        allowed
+            .as_ref()
+            .is_ok_and(|(pod, peer)| *peer == node_side_of(pod)),
+        format!("allowed client → LB IP: {allowed:?}"),
+    );
+    let control = ask_from(&t.client2, &format!("{NODE_IP}:30080"));
+    check(
+        control.is_ok(),
+        format!("client2 → NodePort (control): {control:?}"),
+    );
+    let denied = ask_from(&t.client2, &format!("{LB_IP}:80"));
+    check(
+        denied.is_err(),
+        format!("client2 outside loadBalancerSourceRanges → LB IP must fail: {denied:?}"),
+    );
+
+    // externalTrafficPolicy Local with no endpoint on this node: external
+    // traffic is dropped (NodePort and LB IP), cluster traffic still served.
+    let remote_np = ask_from(&t.client, &format!("{NODE_IP}:30083"));
+    check(
+        remote_np.is_err(),
+        format!("client → NodePort (Local, no local endpoint) must fail: {remote_np:?}"),
+    );
+    let remote_lb = ask_from(&t.client, &format!("{LOCAL_LB_IP}:80"));
+    check(
+        remote_lb.is_err(),
+        format!("client → LB IP (Local, no local endpoint) must fail: {remote_lb:?}"),
+    );
+    let remote_cip = spread(None, "10.96.0.110:80", 3);
+    check(
+        remote_cip.keys().all(|k| k.starts_with("pod")),
+        format!("node → ClusterIP (Local policy, remote endpoints): {remote_cip:?}"),
+    );
+
+    // sessionAffinity ClientIP: every connection lands on the same pod.
+    let sticky = spread(None, "10.96.0.30:80", 10);
+    check(
+        sticky.len() == 1 && sticky.keys().all(|k| k.starts_with("pod")),
+        format!("ClientIP affinity: {sticky:?}"),
+    );
 
     // The scheduler annotation: source hashing sends one client to one pod.
-    let mut hashed: BTreeMap<String, usize> = BTreeMap::new();
-    for _ in 0..10 {
-        match ask("10.96.0.60:80") {
-            Ok((pod, _)) => *hashed.entry(pod).or_default() += 1,
-            Err(e) => check(false, format!("node → sh service: {e:?}")),
-        }
-    }
-    check(hashed.len() == 1, format!("scheduler sh: {hashed:?}"));
+    let hashed = spread(None, "10.96.0.60:80", 10);
+    check(
+        hashed.len() == 1 && hashed.keys().all(|k| k.starts_with("pod")),
+        format!("scheduler sh: {hashed:?}"),
+    );
     let scheduler = sh("ipvsadm -Ln -t 10.96.0.60:80");
     check(
         scheduler.lines().any(|l| l.contains("10.96.0.60:80 sh")),
         format!("scheduler annotation not applied:\n{scheduler}"),
     );
 
+    // lc: with connections held open on two pods, new connections all go to
+    // the idle third (rr would cycle through all three).
+    let held: Vec<_> = (0..2)
+        .map(|_| Conn::open("10.96.0.100:80", TIMEOUT))
+        .collect();
+    let busy: Vec<String> = held
+        .iter()
+        .filter_map(|c| c.as_ref().ok().map(|c| c.pod.clone()))
+        .collect();
+    let least = spread(None, "10.96.0.100:80", 5);
+    check(
+        busy.len() == 2
+            && busy[0] != busy[1]
+            && least.len() == 1
+            && least
+                .keys()
+                .all(|k| k.starts_with("pod") && !busy.contains(k)),
+        format!(
+            "lc: held {:?}, then 5 new connections went to {least:?}",
+            held.iter()
+                .map(|c| c.as_ref().map(|c| &c.pod))
+                .collect::<Vec<_>>()
+        ),
+    );
+    drop(held);
+
+    // wrr: equal weights spread evenly; the kernel runs wrr.
+    let weighted = spread(None, "10.96.0.90:80", 30);
+    check(
+        even(&weighted, &["pod1", "pod2", "pod3"], 30),
+        format!("wrr over 30 connections: {weighted:?}"),
+    );
+    let wrr_list = sh("ipvsadm -Ln -t 10.96.0.90:80");
+    check(
+        wrr_list.lines().any(|l| l.contains("10.96.0.90:80 wrr")),
+        format!("wrr annotation not applied:\n{wrr_list}"),
+    );
+
     // KUBE-IPVS-FILTER: a node port that is no service port is not reachable
     // on a ClusterIP, though it is on the node's own address.
-    let direct = ask_from(&t.pods[1], &format!("{}:9999", node_side_ip(2)));
+    let direct = ask_from(t.pod(2), &format!("{}:9999", node_side_ip(2)));
     check(
         direct.is_ok(),
         format!("pod2 → node:9999 (control): {direct:?}"),
     );
-    let via_vip = ask_from(&t.pods[1], "10.96.0.10:9999");
+    let via_vip = ask_from(t.pod(2), "10.96.0.10:9999");
     check(
         via_vip.is_err(),
         format!("pod2 → ClusterIP:9999 must be refused: {via_vip:?}"),
@@ -375,8 +400,43 @@ fn real_traffic_through_ipvs() {
         format!("client → ClusterIP:9999 must be refused: {from_client:?}"),
     );
 
+    // wrr with pod3 terminating: it keeps its open connection at weight 0
+    // and gets no new ones; pods 1 and 2 share them evenly.
+    let mut on_pod3 = None;
+    for _ in 0..6 {
+        match Conn::open("10.96.0.90:80", TIMEOUT) {
+            Ok(c) if c.pod == "pod3" => {
+                on_pod3 = Some(c);
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => check(false, format!("node → wrr service: {e:?}")),
+        }
+    }
+    std::fs::write(dir.path().join("weighted.yaml"), wrr(true)).unwrap();
+    sync_once(dir.path());
+    let saved = sh("ipvsadm -Sn");
+    let rs = |i: usize, w: u8| format!("-a -t 10.96.0.90:80 -r {}:8080 -m -w {w}", pod_ip(i));
+    check(
+        saved.contains(&rs(3, 0)) && saved.contains(&rs(1, 1)) && saved.contains(&rs(2, 1)),
+        format!("pod3 terminating: expected weight 0 for it, 1 for the others:\n{saved}"),
+    );
+    let after = spread(None, "10.96.0.90:80", 20);
+    check(
+        even(&after, &["pod1", "pod2"], 20),
+        format!("wrr with pod3 at weight 0, 20 new connections: {after:?}"),
+    );
+    let kept = on_pod3.as_mut().map(|c| c.exchange("still there"));
+    check(
+        kept == Some(Ok("pod3".into())),
+        format!("the connection held on pod3 while it terminates: {kept:?}"),
+    );
+
     eprintln!(
-        "rr {seen:?}; NodePort {np:?}; affinity {sticky:?}; sh {hashed:?}; \
+        "rr {seen:?}; pod1 → ClusterIP {from_pod:?}; NodePort {np:?}; externalIP {ext:?}; \
+         LB allowed {allowed:?}, denied {denied:?}; ETP Local remote: NodePort {remote_np:?}, \
+         LB {remote_lb:?}, ClusterIP {remote_cip:?}; affinity {sticky:?}; sh {hashed:?}; \
+         lc held {busy:?} → {least:?}; wrr {weighted:?}, pod3 at weight 0 {after:?}; \
          filter: direct {direct:?}, pod → VIP {via_vip:?}, client → VIP {from_client:?}"
     );
     assert!(
