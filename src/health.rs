@@ -18,7 +18,7 @@ use k8s_openapi::api::core::v1::Node;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinHandle;
 
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 use crate::model::config::{NodePortAddresses, ProxyConfig};
 use crate::model::contribution::HealthCheck;
 use crate::model::input::SvcId;
@@ -272,7 +272,14 @@ pub async fn metrics_server(
 ) -> io::Result<HttpServer> {
     let listener = TcpListener::bind(addr).await?;
     serve(listener, move |req| match req.uri().path() {
-        "/metrics" => response(StatusCode::OK, metrics::CONTENT_TYPE, metrics.encode()),
+        "/metrics" => {
+            let accept = req
+                .headers()
+                .get(hyper::header::ACCEPT)
+                .and_then(|v| v.to_str().ok());
+            let (content_type, body) = metrics.negotiate(accept);
+            response(StatusCode::OK, content_type, body)
+        }
         "/healthz" => health_response(&health, true),
         "/livez" => health_response(&health, false),
         "/proxyMode" => response(StatusCode::OK, "text/plain; charset=utf-8", "ipvs".into()),
@@ -461,9 +468,15 @@ mod tests {
 
     /// GET over a fresh connection; returns (status, headers+body text, body).
     async fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
+        get_with(addr, path, "").await
+    }
+
+    /// `get` with extra header lines (each ending in \r\n).
+    async fn get_with(addr: SocketAddr, path: &str, headers: &str) -> (u16, String, String) {
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n")
+                .as_bytes(),
         )
         .await
         .unwrap();
@@ -555,7 +568,29 @@ mod tests {
         let srv = metrics_server(local(), m, h).await.unwrap();
         let (code, raw, body) = get(srv.local_addr(), "/metrics").await;
         assert_eq!(code, 200);
-        assert!(raw.contains("openmetrics-text"), "{raw}");
+        // Prometheus text 0.0.4 unless OpenMetrics is asked for, as upstream.
+        assert!(
+            raw.to_ascii_lowercase()
+                .contains("content-type: text/plain; version=0.0.4"),
+            "{raw}"
+        );
+        assert!(body.contains("# TYPE kube_ipvs_drift_repairs_total counter\n"));
+        assert!(!body.contains("# EOF"), "{body}");
+        assert!(body.contains("kube_ipvs_drift_repairs_total 1"), "{body}");
+        let (code, raw, body) = get_with(
+            srv.local_addr(),
+            "/metrics",
+            "Accept: application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3\r\n",
+        )
+        .await;
+        assert_eq!(code, 200);
+        assert!(
+            raw.to_ascii_lowercase()
+                .contains("content-type: application/openmetrics-text; version=1.0.0"),
+            "{raw}"
+        );
+        assert!(body.contains("# TYPE kube_ipvs_drift_repairs counter\n"));
+        assert!(body.ends_with("# EOF\n"), "{body}");
         assert!(body.contains("kube_ipvs_drift_repairs_total 1"), "{body}");
         assert!(body.contains("kubeproxy_sync_proxy_rules_duration_seconds_bucket"));
         assert_eq!(get(srv.local_addr(), "/proxyMode").await.2, "ipvs");

@@ -14,8 +14,12 @@ use prometheus_client::registry::Registry;
 /// Set by the EndpointSlice controller on every slice change it triggers.
 pub const LAST_CHANGE_TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
 
-/// Content type of `Metrics::encode` (OpenMetrics text; Prometheus scrapes it natively).
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of `Metrics::encode`: the Prometheus text format, what
+/// upstream's handler serves unless the scraper asks for OpenMetrics.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Content type of `Metrics::encode_openmetrics`.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
@@ -175,12 +179,27 @@ impl Metrics {
         Metrics { registry, ..m }
     }
 
-    /// The exposition text (OpenMetrics, ends with `# EOF`).
-    pub fn encode(&self) -> String {
+    /// The exposition in OpenMetrics text (ends with `# EOF`).
+    pub fn encode_openmetrics(&self) -> String {
         let mut s = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
         s
+    }
+
+    /// The exposition in the Prometheus text format 0.0.4.
+    pub fn encode(&self) -> String {
+        to_prometheus_text(&self.encode_openmetrics())
+    }
+
+    /// `encode_openmetrics` or `encode` as the scraper's Accept header asks,
+    /// with the content type to send.
+    pub fn negotiate(&self, accept: Option<&str>) -> (&'static str, String) {
+        if wants_openmetrics(accept) {
+            (OPENMETRICS_CONTENT_TYPE, self.encode_openmetrics())
+        } else {
+            (CONTENT_TYPE, self.encode())
+        }
     }
 
     /// A sync finished successfully at `now` after `took`.
@@ -228,6 +247,69 @@ impl Metrics {
     }
 }
 
+/// Rewrites prometheus-client's OpenMetrics text (the only format it writes)
+/// as Prometheus text 0.0.4: a counter's HELP and TYPE name its `_total`
+/// sample, and there is no `# UNIT` or `# EOF`. Samples are the same.
+fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len() + 64 * counters.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| Some((p, line.strip_prefix(p)?)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(prefix);
+                out.push_str(name);
+                if counters.contains(name) {
+                    out.push_str("_total");
+                }
+                if !tail.is_empty() {
+                    out.push(' ');
+                    out.push_str(tail);
+                }
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Whether an Accept header prefers OpenMetrics over the text format, as
+/// Prometheus' content negotiation: the supported media range with the
+/// highest q wins, the earlier on a tie; no header means text.
+pub fn wants_openmetrics(accept: Option<&str>) -> bool {
+    let mut best: Option<(f32, bool)> = None;
+    for range in accept.unwrap_or_default().split(',') {
+        let mut parts = range.split(';').map(str::trim);
+        let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+            .map_or(Some(1.0), |(_, v)| v.trim().parse::<f32>().ok());
+        let Some(q) = q.filter(|q| *q > 0.0) else {
+            continue;
+        };
+        let openmetrics = match media.as_str() {
+            "application/openmetrics-text" => true,
+            "text/plain" | "text/*" | "*/*" => false,
+            _ => continue,
+        };
+        if best.is_none_or(|(bq, _)| q > bq) {
+            best = Some((q, openmetrics));
+        }
+    }
+    best.is_some_and(|(_, om)| om)
+}
+
 /// Seconds since the Unix epoch (0 for times before it).
 pub fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
@@ -264,7 +346,7 @@ mod tests {
         m.set_pending(4, 5);
         m.set_no_local_endpoints(1, 2);
         m.netlink_operations_total.inc_by(10);
-        let text = m.encode();
+        let text = m.encode_openmetrics();
         for name in [
             "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.001\"} 0",
             "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.004\"} 1",
@@ -289,6 +371,80 @@ mod tests {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }
         assert!(!text.contains("_total_total"));
+    }
+
+    #[test]
+    fn prometheus_text_is_the_default_format() {
+        let m = Metrics::new();
+        m.endpoint_changes_total.inc();
+        m.set_no_local_endpoints(0, 3);
+        m.sync_done(Duration::from_millis(3), UNIX_EPOCH);
+        let text = m.encode();
+        let om = m.encode_openmetrics();
+        for line in [
+            "# HELP kubeproxy_sync_proxy_rules_endpoint_changes_total Cumulative proxy rules Endpoint changes.",
+            "# TYPE kubeproxy_sync_proxy_rules_endpoint_changes_total counter",
+            "# TYPE kube_ipvs_netlink_operations_total counter",
+            "# TYPE kubeproxy_sync_proxy_rules_last_timestamp_seconds gauge",
+            "# TYPE kubeproxy_sync_proxy_rules_duration_seconds histogram",
+            "# TYPE kubeproxy_sync_proxy_rules_no_local_endpoints_total gauge",
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"external\"} 3",
+            "kubeproxy_sync_proxy_rules_endpoint_changes_total 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("# TYPE kubeproxy_sync_proxy_rules_endpoint_changes counter"),
+            "{text}"
+        );
+        // OpenMetrics names the counter family without _total and ends with # EOF.
+        assert!(om.contains("# TYPE kubeproxy_sync_proxy_rules_endpoint_changes counter\n"));
+        assert_eq!(om.lines().last(), Some("# EOF"));
+        // The samples are the same in both.
+        let samples = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(String::from)
+                .collect()
+        };
+        assert_eq!(samples(&text), samples(&om));
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("# TYPE ")).count(),
+            om.lines().filter(|l| l.starts_with("# TYPE ")).count()
+        );
+    }
+
+    #[test]
+    fn accept_header_negotiation() {
+        // What Prometheus 2.x/3.x sends by default.
+        let prom = "application/openmetrics-text;version=1.0.0;q=0.5,\
+                    application/openmetrics-text;version=0.0.1;q=0.4,\
+                    text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+        assert!(wants_openmetrics(Some(prom)));
+        assert!(wants_openmetrics(Some(
+            "application/openmetrics-text; version=1.0.0"
+        )));
+        for accept in [
+            None,
+            Some(""),
+            Some("*/*"),
+            Some("text/plain;version=0.0.4"),
+            Some("application/openmetrics-text;q=0"),
+            Some("application/openmetrics-text;q=0.1, text/plain;q=0.5"),
+            Some("text/plain, application/openmetrics-text"),
+            Some("application/json"),
+            Some("application/openmetrics-text;q=bogus"),
+        ] {
+            assert!(!wants_openmetrics(accept), "{accept:?}");
+        }
+        let m = Metrics::new();
+        assert_eq!(m.negotiate(Some(prom)).0, OPENMETRICS_CONTENT_TYPE);
+        assert_eq!(m.negotiate(None).0, CONTENT_TYPE);
+        assert!(m.negotiate(None).0.starts_with("text/plain; version=0.0.4"));
     }
 
     #[test]
