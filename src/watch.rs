@@ -23,10 +23,9 @@ use crate::runner::Trigger;
 pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
 /// Set by the EndpointSlice controller on slices of headless Services.
 pub const HEADLESS_LABEL: &str = "service.kubernetes.io/headless";
-/// Upstream's label selector for Services.
-pub const SERVICE_SELECTOR: &str = "!service.kubernetes.io/service-proxy-name";
-/// Upstream's label selector for EndpointSlices.
-pub const SLICE_SELECTOR: &str =
+/// Upstream's label selector, sent with the Service and EndpointSlice lists
+/// and watches alike (kube-proxy builds one informer factory with it).
+pub const LABEL_SELECTOR: &str =
     "!service.kubernetes.io/service-proxy-name,!service.kubernetes.io/headless";
 
 /// Field selector watching only this node.
@@ -382,8 +381,8 @@ pub async fn watch_all(
     sources: Arc<Mutex<Sources>>,
     hooks: Hooks,
 ) {
-    let svc_cfg = watcher::Config::default().labels(SERVICE_SELECTOR);
-    let slice_cfg = watcher::Config::default().labels(SLICE_SELECTOR);
+    let svc_cfg = watcher::Config::default().labels(LABEL_SELECTOR);
+    let slice_cfg = watcher::Config::default().labels(LABEL_SELECTOR);
     let node_cfg = watcher::Config::default().fields(&node_selector(&node_name));
     tokio::join!(
         run_watch(
@@ -477,9 +476,8 @@ mod tests {
 
     #[test]
     fn selectors_are_upstreams() {
-        assert_eq!(SERVICE_SELECTOR, format!("!{SERVICE_PROXY_NAME_LABEL}"));
         assert_eq!(
-            SLICE_SELECTOR,
+            LABEL_SELECTOR,
             format!("!{SERVICE_PROXY_NAME_LABEL},!{HEADLESS_LABEL}")
         );
         assert_eq!(node_selector("n1"), "metadata.name=n1");

@@ -301,3 +301,107 @@ async fn a_rejected_service_gets_a_warning_event() {
         api.requests()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gone_410_on_lists_relists_with_backoff_and_deletes_nothing() {
+    let api = FakeApi::start().await;
+    api.apply(node("node-a"));
+    for i in 0..5 {
+        api.apply(service(&format!("s{i}"), &format!("10.0.0.{}", i + 1)));
+    }
+    let h = harness(&api, Duration::from_millis(50)).await;
+    h.until(20, "5 services", |p| p.services.len() == 5).await;
+    let lists = api.lists(fakeapi::SERVICES);
+    // The watch expires, and the next three lists answer 410 Gone too.
+    api.fail_lists(fakeapi::SERVICES, 3);
+    api.expire();
+    api.apply(service("late", "10.0.1.1"));
+    api.delete(service("s0", "10.0.0.1"));
+    h.until(60, "the re-list after three 410s", |p| {
+        p.services.contains_key("default/late") && !p.services.contains_key("default/s0")
+    })
+    .await;
+    let times = api.list_times(fakeapi::SERVICES);
+    let relists = &times[lists..];
+    assert!(relists.len() >= 4, "{:?}", api.requests());
+    // kube's default backoff (client-go's): 800 ms, doubling, with jitter.
+    for w in relists.windows(2).take(3) {
+        let gap = w[1] - w[0];
+        assert!(gap >= Duration::from_millis(700), "re-listed after {gap:?}");
+    }
+    let p = h.programmed.lock().unwrap();
+    assert_eq!(p.deleted, vec!["default/s0".to_string()], "only s0 deleted");
+    assert_eq!(p.services.len(), 5);
+}
+
+fn labelled(mut obj: Value, labels: Value) -> Value {
+    for (k, v) in labels.as_object().unwrap() {
+        obj["metadata"]["labels"][k] = v.clone();
+    }
+    obj
+}
+
+fn unlabelled(mut obj: Value, key: &str) -> Value {
+    if let Some(l) = obj["metadata"]["labels"].as_object_mut() {
+        l.remove(key);
+    }
+    obj
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn label_selectors_are_sent_and_keep_other_proxies_and_headless_out() {
+    const PROXY_NAME: &str = "service.kubernetes.io/service-proxy-name";
+    const HEADLESS: &str = "service.kubernetes.io/headless";
+    let api = FakeApi::start().await;
+    api.apply(node("node-a"));
+    let other = labelled(
+        service("other", "10.0.0.2"),
+        json!({PROXY_NAME: "someone-else"}),
+    );
+    api.apply(service("mine", "10.0.0.1"));
+    api.apply(other.clone());
+    api.apply(slice("mine", "10.1.0.1"));
+    api.apply(labelled(
+        slice("other", "10.1.0.2"),
+        json!({PROXY_NAME: "someone-else"}),
+    ));
+    api.apply(labelled(slice("hl", "10.1.0.3"), json!({HEADLESS: ""})));
+    let h = harness(&api, Duration::from_millis(50)).await;
+    h.until(20, "the first sync", |p| p.syncs >= 1).await;
+    // The harness has no client-side filter: only the server's selection arrives.
+    assert_eq!(
+        h.snapshot(),
+        (
+            vec!["default/mine".to_string()],
+            vec!["default/mine-1".to_string()]
+        )
+    );
+    for path in [fakeapi::SERVICES, fakeapi::SLICES] {
+        let sels = api.label_selectors(path);
+        assert!(!sels.is_empty(), "no request of {path}");
+        for s in sels {
+            let mut reqs: Vec<&str> = s.split(',').collect();
+            reqs.sort_unstable();
+            assert_eq!(
+                reqs,
+                vec![&format!("!{HEADLESS}")[..], &format!("!{PROXY_NAME}")]
+            );
+        }
+    }
+
+    // Objects moving in and out of the selection, through the open watches.
+    api.apply(labelled(
+        service("mine", "10.0.0.1"),
+        json!({PROXY_NAME: "someone-else"}),
+    ));
+    api.apply(unlabelled(other, PROXY_NAME));
+    api.apply(labelled(slice("mine", "10.1.0.1"), json!({HEADLESS: ""})));
+    h.until(20, "the selection to follow the labels", |p| {
+        p.services.keys().eq(["default/other"]) && p.slices.is_empty()
+    })
+    .await;
+    assert_eq!(
+        h.programmed.lock().unwrap().deleted,
+        vec!["default/mine".to_string()]
+    );
+}

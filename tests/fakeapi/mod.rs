@@ -1,11 +1,11 @@
-//! A fake Kubernetes API server for tests: real HTTP on 127.0.0.1 serving lists and watches of Services, EndpointSlices and Nodes, with 410 Gone, outages and slow lists on demand.
+//! A fake Kubernetes API server for tests: real HTTP on 127.0.0.1 serving lists and watches of Services, EndpointSlices and Nodes, applying label and field selectors, with 410 Gone (watches and lists), outages and slow lists on demand.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -31,6 +31,8 @@ struct Change {
     path: &'static str,
     kind: &'static str,
     obj: Value,
+    /// The object before the change (for watches with a selector).
+    prev: Option<Value>,
 }
 
 /// What watch connections receive.
@@ -49,8 +51,10 @@ struct State {
     history: Vec<Change>,
     /// Watches from a resourceVersion below this get 410 Gone.
     compacted: u64,
-    /// Requests ("METHOD target"), in order.
-    requests: Vec<String>,
+    /// Requests ("METHOD target"), in order, with when they arrived.
+    requests: Vec<(Instant, String)>,
+    /// Lists of a path still to be answered with 410 Gone.
+    failing_lists: BTreeMap<&'static str, usize>,
     /// Bodies POSTed to any events collection.
     events: Vec<Value>,
     /// Delay before answering a list, by collection path.
@@ -188,19 +192,20 @@ impl FakeApi {
         obj["metadata"]["resourceVersion"] = rv.to_string().into();
         let key = key_of(&obj);
         let objs = s.objects.entry(path).or_default();
-        let kind = if deleted {
-            objs.remove(&key);
-            "DELETED"
-        } else if objs.insert(key, obj.clone()).is_some() {
-            "MODIFIED"
+        let (kind, prev) = if deleted {
+            ("DELETED", objs.remove(&key))
         } else {
-            "ADDED"
+            match objs.insert(key, obj.clone()) {
+                Some(p) => ("MODIFIED", Some(p)),
+                None => ("ADDED", None),
+            }
         };
         let c = Change {
             rv,
             path,
             kind,
             obj,
+            prev,
         };
         s.history.push(c.clone());
         let _ = self.tx.send(Msg::Change(c));
@@ -225,22 +230,55 @@ impl FakeApi {
         let _ = self.tx.send(Msg::Expire);
     }
 
+    /// Answers the next `n` lists of `path` with 410 Gone (as for an expired
+    /// continue token or a compacted resourceVersion).
+    pub fn fail_lists(&self, path: &'static str, n: usize) {
+        lock(&self.state).failing_lists.insert(path, n);
+    }
+
     /// Delays lists of `path` by `d`.
     pub fn slow(&self, path: &'static str, d: Duration) {
         lock(&self.state).slow.insert(path, d);
     }
 
     pub fn requests(&self) -> Vec<String> {
-        lock(&self.state).requests.clone()
-    }
-
-    /// How many lists (not watches) of `path` were served.
-    pub fn lists(&self, path: &str) -> usize {
         lock(&self.state)
             .requests
             .iter()
-            .filter(|r| r.starts_with(&format!("GET {path}")) && !r.contains("watch="))
-            .count()
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    /// When each list (not watch) of `path` arrived.
+    pub fn list_times(&self, path: &str) -> Vec<Instant> {
+        let prefix = format!("GET {path}");
+        lock(&self.state)
+            .requests
+            .iter()
+            .filter(|(_, r)| {
+                (r.starts_with(&format!("{prefix}?")) || *r == prefix) && !r.contains("watch=")
+            })
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    /// The label selectors (decoded) of every list and watch of `path`.
+    pub fn label_selectors(&self, path: &str) -> Vec<String> {
+        lock(&self.state)
+            .requests
+            .iter()
+            .filter(|(_, r)| {
+                r.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|t| t.split('?').next() == Some(path))
+            })
+            .filter_map(|(_, r)| query(r.split_whitespace().nth(1)?).remove("labelSelector"))
+            .collect()
+    }
+
+    /// How many lists (not watches) of `path` were requested.
+    pub fn lists(&self, path: &str) -> usize {
+        self.list_times(path).len()
     }
 
     /// Events POSTed so far.
@@ -255,22 +293,87 @@ impl Drop for FakeApi {
     }
 }
 
+/// Decodes %XX escapes (and `+` as a space), as in a query string.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+            (b'+', _) => out.push(b' '),
+            (c, _) => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn query(target: &str) -> BTreeMap<String, String> {
     let q = target.split_once('?').map(|(_, q)| q).unwrap_or_default();
     q.split('&')
         .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.replace("%3D", "=").replace("%2C", ",")))
+        .map(|(k, v)| (percent_decode(k), percent_decode(v)))
         .collect()
 }
 
+/// Whether `labels` satisfy a label selector: comma-separated `key`,
+/// `!key`, `key=value`, `key==value` and `key!=value` requirements (what
+/// kube-proxy's selectors use; set-based `in`/`notin` are not needed).
+fn labels_match(selector: &str, labels: &Value) -> bool {
+    selector
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .all(|r| {
+            let get = |k: &str| labels.get(k.trim()).and_then(Value::as_str);
+            if let Some(k) = r.strip_prefix('!') {
+                get(k).is_none()
+            } else if let Some((k, v)) = r.split_once("!=") {
+                get(k) != Some(v.trim())
+            } else if let Some((k, v)) = r.split_once("==").or_else(|| r.split_once('=')) {
+                get(k) == Some(v.trim())
+            } else {
+                get(r).is_some()
+            }
+        })
+}
+
+/// The request's label and field selectors (`metadata.name=` only) applied to `obj`.
 fn matches(q: &BTreeMap<String, String>, obj: &Value) -> bool {
-    match q
+    let name_ok = match q
         .get("fieldSelector")
         .and_then(|f| f.strip_prefix("metadata.name="))
     {
         Some(name) => obj["metadata"]["name"].as_str() == Some(name),
         None => true,
-    }
+    };
+    let labels_ok = q
+        .get("labelSelector")
+        .is_none_or(|sel| labels_match(sel, &obj["metadata"]["labels"]));
+    name_ok && labels_ok
+}
+
+/// The event a watch with selectors sees for `ch`, as the API server does:
+/// an object that starts matching is ADDED, one that stops is DELETED.
+fn event_for(q: &BTreeMap<String, String>, ch: &Change) -> Option<Value> {
+    let now = ch.kind != "DELETED" && matches(q, &ch.obj);
+    let before = ch.prev.as_ref().is_some_and(|p| matches(q, p));
+    let kind = match (before, now) {
+        (false, false) => return None,
+        (true, true) => ch.kind,
+        (false, true) => "ADDED",
+        (true, false) => "DELETED",
+    };
+    Some(json!({"type": kind, "object": ch.obj}))
 }
 
 fn status(code: u16, reason: &str) -> Value {
@@ -330,7 +433,9 @@ async fn conn(mut c: TcpStream, state: Arc<Mutex<State>>, tx: broadcast::Sender<
     let Some((method, target, body)) = read_request(&mut c).await else {
         return;
     };
-    lock(&state).requests.push(format!("{method} {target}"));
+    lock(&state)
+        .requests
+        .push((Instant::now(), format!("{method} {target}")));
     let path = target.split('?').next().unwrap_or_default().to_string();
     if method == "POST" && path.ends_with("/events") {
         let ev: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -354,6 +459,26 @@ async fn conn(mut c: TcpStream, state: Arc<Mutex<State>>, tx: broadcast::Sender<
     let delay = lock(&state).slow.get(kpath).copied();
     if let Some(d) = delay {
         tokio::time::sleep(d).await;
+    }
+    let gone = {
+        let mut s = lock(&state);
+        // An exact read of a compacted resourceVersion is gone, as upstream.
+        let too_old = q.get("resourceVersionMatch").is_some_and(|m| m == "Exact")
+            && q.get("resourceVersion")
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|rv| rv < s.compacted);
+        let injected = match s.failing_lists.get_mut(kpath) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
+        };
+        too_old || injected
+    };
+    if gone {
+        respond(&mut c, 410, &status(410, "Expired")).await;
+        return;
     }
     let (rv, items): (u64, Vec<Value>) = {
         let s = lock(&state);
@@ -411,8 +536,8 @@ async fn watch(
     let mut last = from;
     for ch in backlog {
         last = ch.rv;
-        if matches(q, &ch.obj)
-            && !send_line(&mut c, &json!({"type": ch.kind, "object": ch.obj})).await
+        if let Some(ev) = event_for(q, &ch)
+            && !send_line(&mut c, &ev).await
         {
             return;
         }
@@ -440,8 +565,8 @@ async fn watch(
         match msg {
             Ok(Msg::Change(ch)) if ch.path == kpath && ch.rv > last => {
                 last = ch.rv;
-                if matches(q, &ch.obj)
-                    && !send_line(&mut c, &json!({"type": ch.kind, "object": ch.obj})).await
+                if let Some(ev) = event_for(q, &ch)
+                    && !send_line(&mut c, &ev).await
                 {
                     return;
                 }
