@@ -1,15 +1,14 @@
 //! The long-running proxy: sources (API watches or a manifests path) feed the sync loop, which adopts, applies, verifies and repairs kernel state.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, anyhow};
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::Service;
 use kube::Resource;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
-use kube::runtime::watcher::Event;
 use tokio::time::Instant;
 
 use crate::apply::oneshot;
@@ -21,11 +20,9 @@ use crate::model::input::SvcId;
 use crate::model::node::NodeInfo;
 use crate::reconcile::{Op, Plan, Proxier};
 use crate::runner::{RunReason, Runner, RunnerConfig};
-use crate::source::manifests::{self, Manifests};
+use crate::source::files::{self, ManifestFiles};
+use crate::source::manifests::Manifests;
 use crate::watch::{self, Batch, Hooks, Sources};
-
-/// How often a manifests path is checked for changes.
-pub const MANIFESTS_POLL: Duration = Duration::from_secs(1);
 
 /// Runs the proxy until SIGTERM/SIGINT. Objects come from the API server
 /// (`settings.kubeconfig`, else in-cluster) or, with `manifests`, from files.
@@ -45,16 +42,16 @@ pub fn run(settings: Settings, manifests: Option<PathBuf>) -> Result<()> {
 /// bad kubeconfig or manifests path fails without side effects).
 enum Input {
     Api(kube::Client),
-    Files(PathBuf, Manifests),
+    Files(Box<ManifestFiles>, Manifests),
 }
 
 async fn input(settings: &Settings, manifests: Option<PathBuf>) -> Result<Input> {
     if let Some(path) = manifests {
-        let m = manifests::load(&path)?;
+        let (files, m) = ManifestFiles::load(&path)?;
         for w in &m.warnings {
             tracing::warn!("{w}");
         }
-        return Ok(Input::Files(path, m));
+        return Ok(Input::Files(Box::new(files), m));
     }
     let config = match &settings.kubeconfig {
         Some(path) => {
@@ -154,11 +151,16 @@ async fn run_async(settings: Settings, manifests: Option<PathBuf>) -> Result<()>
                 hooks.clone(),
             ))
         }
-        Input::Files(path, m) => {
-            tracing::info!(node = %node_name, path = %path.display(), "serving from manifests");
-            feed_manifests(&sources, &hooks, &node_name, m);
-            tokio::spawn(poll_manifests(
-                path,
+        Input::Files(f, m) => {
+            tracing::info!(
+                node = %node_name,
+                path = %f.root().display(),
+                files = f.len(),
+                "serving from manifests"
+            );
+            files::feed_manifests(&sources, &hooks, &node_name, m);
+            tokio::spawn(files::watch(
+                *f,
                 sources.clone(),
                 hooks.clone(),
                 node_name.clone(),
@@ -284,114 +286,6 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
 
 fn lock(s: &Mutex<Sources>) -> MutexGuard<'_, Sources> {
     s.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn full_list<K>(objs: Vec<K>) -> Vec<Event<K>> {
-    let mut v = Vec::with_capacity(objs.len() + 2);
-    v.push(Event::Init);
-    v.extend(objs.into_iter().map(Event::InitApply));
-    v.push(Event::InitDone);
-    v
-}
-
-/// Feeds one load of the manifests as a complete re-list of every source,
-/// so objects gone from the files are deleted and unchanged ones are no-ops.
-/// Only the Node called `node_name` is kept (the API watch's field selector).
-pub fn feed_manifests(sources: &Mutex<Sources>, hooks: &Hooks, node_name: &str, m: Manifests) {
-    let nodes: Vec<Node> = m
-        .nodes
-        .into_iter()
-        .filter(|n| n.metadata.name.as_deref() == Some(node_name))
-        .collect();
-    let node_eligible = nodes.first().map(health::node_eligible);
-    let mut s = lock(sources);
-    let (mut changed, mut first) = (false, false);
-    for ev in full_list(m.services) {
-        let h = s.services.handle(ev);
-        if h.changed {
-            hooks.metrics.service_changes_total.inc();
-        }
-        changed |= h.changed;
-        first |= h.first_sync;
-    }
-    for ev in full_list(m.slices) {
-        let h = s.slices.handle(ev);
-        if h.changed {
-            hooks.metrics.endpoint_changes_total.inc();
-        }
-        changed |= h.changed;
-        first |= h.first_sync;
-    }
-    for ev in full_list(nodes) {
-        let h = s.node.handle(ev);
-        changed |= h.changed;
-        first |= h.first_sync;
-    }
-    hooks
-        .metrics
-        .set_pending(s.services.pending(), s.slices.pending());
-    // Without a Node object the node is assumed eligible (nothing says otherwise).
-    if let Some(e) = node_eligible {
-        hooks.health.set_node_eligible(e);
-    }
-    if s.ready() && (changed || first) {
-        drop(s);
-        if hooks.trigger.run() {
-            hooks.metrics.queued(SystemTime::now());
-            hooks.health.queued_update();
-        }
-    }
-}
-
-/// What identifies the content of a manifests path without reading it: each
-/// file's name, size, mtime and inode. Metadata is taken by name (following
-/// symlinks), so an atomic rename or a ConfigMap's `..data` swap shows.
-pub fn fingerprint(path: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let entry = |p: PathBuf| {
-        std::fs::metadata(&p)
-            .ok()
-            .map(|m| (p, m.len(), m.modified().ok(), m.ino()))
-    };
-    let mut v: Vec<_> = match std::fs::read_dir(path) {
-        Ok(rd) => rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter_map(entry)
-            .collect(),
-        Err(_) => entry(path.to_path_buf()).into_iter().collect(),
-    };
-    v.sort();
-    v
-}
-
-/// Reloads the manifests whenever their fingerprint changes. A load that
-/// fails (a file half-written, a typo) keeps the previous objects.
-async fn poll_manifests(path: PathBuf, sources: Arc<Mutex<Sources>>, hooks: Hooks, node: String) {
-    let mut last = fingerprint(&path);
-    let mut tick = tokio::time::interval(MANIFESTS_POLL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let now = fingerprint(&path);
-        if now == last {
-            continue;
-        }
-        match manifests::load(&path) {
-            Ok(m) => {
-                for w in &m.warnings {
-                    tracing::warn!("{w}");
-                }
-                tracing::info!(path = %path.display(), "manifests changed; reloaded");
-                feed_manifests(&sources, &hooks, &node, m);
-                last = now;
-            }
-            Err(e) => {
-                // Retried on the next change; the last good objects stay programmed.
-                tracing::warn!(error = %e, "cannot reload manifests; keeping the previous objects");
-                last = now;
-            }
-        }
-    }
 }
 
 /// Whether a run reads the kernel first: the first sync adopts, periodic
@@ -599,95 +493,6 @@ mod tests {
             json!({"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip],
                    "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}),
         )
-    }
-
-    #[test]
-    fn manifests_feed_is_a_full_relist() {
-        let s = Mutex::new(Sources::default());
-        let h = hooks();
-        let mut node = testutil::node_obj();
-        let name = node.metadata.name.clone().unwrap();
-        let mut other = node.clone();
-        other.metadata.name = Some("someone-else".into());
-        let m = Manifests {
-            services: vec![svc("a", "10.0.0.1"), svc("b", "10.0.0.2")],
-            nodes: vec![other, node.clone()],
-            ..Default::default()
-        };
-        feed_manifests(&s, &h, &name, m);
-        assert!(
-            h.trigger.is_pending(),
-            "every source listed: first sync queued"
-        );
-        let b = lock(&s).take_batch().expect("ready after one load");
-        assert_eq!(b.services.len(), 2);
-        assert_eq!(
-            b.node.as_ref().and_then(|n| n.metadata.name.clone()),
-            Some(name.clone()),
-            "only this node's Node object"
-        );
-
-        // Reload without b, same a: only b's deletion is pending.
-        let h2 = hooks();
-        let m = Manifests {
-            services: vec![svc("a", "10.0.0.1")],
-            nodes: vec![node.clone()],
-            ..Default::default()
-        };
-        feed_manifests(&s, &h2, &name, m);
-        assert!(h2.trigger.is_pending());
-        let b = lock(&s).take_batch().unwrap();
-        assert_eq!(b.services.len(), 1);
-        assert_eq!(b.services[0].0.name, "b");
-        assert!(b.services[0].1.current.is_none());
-        assert!(b.node.is_none(), "unchanged node");
-
-        // An identical reload queues nothing.
-        let h3 = hooks();
-        let m = Manifests {
-            services: vec![svc("a", "10.0.0.1")],
-            nodes: vec![node.clone()],
-            ..Default::default()
-        };
-        feed_manifests(&s, &h3, &name, m);
-        assert!(!h3.trigger.is_pending());
-        assert!(lock(&s).take_batch().unwrap().is_empty());
-
-        // A node being deleted makes /healthz report it ineligible.
-        node.metadata.deletion_timestamp =
-            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
-            ));
-        feed_manifests(
-            &s,
-            &h3,
-            &name,
-            Manifests {
-                services: vec![svc("a", "10.0.0.1")],
-                nodes: vec![node],
-                ..Default::default()
-            },
-        );
-        assert!(!h3.health.status().node_eligible);
-    }
-
-    #[test]
-    fn fingerprint_sees_renames_and_edits() {
-        let d = tempfile::tempdir().unwrap();
-        let f = d.path().join("a.yaml");
-        std::fs::write(&f, "x: 1\n").unwrap();
-        let fp0 = fingerprint(d.path());
-        assert_eq!(fp0, fingerprint(d.path()));
-        assert_eq!(fingerprint(&f).len(), 1, "a single file works too");
-        // Same size, replaced by rename (as ConfigMaps and editors do).
-        let tmp = d.path().join(".a.yaml.tmp");
-        std::fs::write(&tmp, "x: 2\n").unwrap();
-        std::fs::rename(&tmp, &f).unwrap();
-        assert_ne!(fingerprint(d.path()), fp0);
-        let fp1 = fingerprint(d.path());
-        std::fs::write(d.path().join("b.yaml"), "y: 1\n").unwrap();
-        assert_ne!(fingerprint(d.path()), fp1);
-        assert!(fingerprint(&d.path().join("missing")).is_empty());
     }
 
     #[test]

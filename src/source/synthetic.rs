@@ -33,8 +33,8 @@ pub enum SyntheticError {
     TooManyServices { services: usize },
     #[error("{endpoints} endpoints per service: at most {SLOTS_PER_SERVICE} can be generated")]
     TooManyEndpoints { endpoints: usize },
-    #[error("service index {index} is out of range (the cluster has {services})")]
-    NoSuchService { index: usize, services: usize },
+    #[error("service index {index} is out of range (at most {MAX_SERVICES})")]
+    NoSuchService { index: usize },
     #[error("endpoint slot {slot} is out of range (at most {SLOTS_PER_SERVICE} per service)")]
     NoSuchSlot { slot: usize },
     #[error("cannot write {}: {source}", path.display())]
@@ -133,7 +133,7 @@ impl Cluster {
     }
 
     /// Rewrites service `i`'s file with `endpoints` (written aside, then renamed over the old file,
-    /// so a reader never sees half a file). `i` may be the next index past the cluster to add a service.
+    /// so a reader never sees half a file). Indices past the cluster's size add services.
     pub fn write_service(
         &self,
         dir: &Path,
@@ -159,12 +159,9 @@ impl Cluster {
         i: usize,
         endpoints: &[Ipv4Addr],
     ) -> Result<String, SyntheticError> {
-        // One past the end is allowed: that is how a benchmark adds a service.
-        if i > self.services || i >= MAX_SERVICES {
-            return Err(SyntheticError::NoSuchService {
-                index: i,
-                services: self.services,
-            });
+        // Past the end is allowed (that is how a benchmark adds services), past the address plan not.
+        if i >= MAX_SERVICES {
+            return Err(SyntheticError::NoSuchService { index: i });
         }
         let name = Self::service_name(i);
         let ip = Self::service_ip(i);
@@ -358,9 +355,10 @@ mod tests {
             Err(SyntheticError::TooManyEndpoints { .. })
         ));
         let c = Cluster::new(2, 2, "n").unwrap();
+        assert!(c.render_service(3, &[]).is_ok(), "services can be added");
         assert!(matches!(
-            c.render_service(3, &[]),
-            Err(SyntheticError::NoSuchService { index: 3, .. })
+            c.render_service(MAX_SERVICES, &[]),
+            Err(SyntheticError::NoSuchService { .. })
         ));
         assert!(c.replace_endpoint(0, 0, 1).is_err(), "slot 1 is in use");
         assert!(

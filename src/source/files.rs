@@ -1,0 +1,1201 @@
+//! The `--manifests` source: one full load, then an inotify watch (plus a slow poll) that re-reads only changed files and feeds only their objects.
+//!
+//! One endpoint change must cost the same at 10 services as at 10,000, so a
+//! change never re-reads or re-feeds the whole directory: each file keeps its
+//! stamp and the keys of its objects, and a change to a file yields the
+//! objects it added, changed or removed. When several files hold an object
+//! with the same key, the last file by name wins, as in a full load.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::Resource;
+use kube::runtime::watcher::Event;
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecursiveMode, Watcher};
+
+use crate::health;
+use crate::source::manifests::{self, ManifestError, Manifests};
+use crate::watch::{Hooks, ObjKey, Sources};
+
+/// How often the path is re-scanned in full while inotify watches it (a
+/// safety net for what inotify cannot see, e.g. a replaced parent directory).
+pub const POLL_WITH_INOTIFY: Duration = Duration::from_secs(10);
+/// How often the path is re-scanned when inotify is unavailable.
+pub const POLL_WITHOUT_INOTIFY: Duration = Duration::from_secs(1);
+
+/// What tells a file's content changed without reading it: size, mtime and
+/// inode, taken through symlinks so a rename or a ConfigMap `..data` swap shows.
+type Stamp = (u64, Option<SystemTime>, u64);
+
+/// None when `path` is not a regular file (after symlinks).
+fn stamp(path: &Path) -> std::io::Result<Option<Stamp>> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok(m.is_file().then(|| (m.len(), m.modified().ok(), m.ino())))
+}
+
+/// Whether `path` names a manifest file (the extensions `manifests::load` reads).
+pub fn is_manifest(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+}
+
+fn key_of<K: Resource>(obj: &K) -> ObjKey {
+    ObjKey {
+        namespace: obj.meta().namespace.clone().unwrap_or_default(),
+        name: obj.meta().name.clone().unwrap_or_default(),
+    }
+}
+
+/// The keys of one file's objects, per kind.
+#[derive(Debug, Default, Clone)]
+struct FileKeys {
+    services: Vec<ObjKey>,
+    slices: Vec<ObjKey>,
+    nodes: Vec<ObjKey>,
+}
+
+impl FileKeys {
+    fn of(m: &Manifests) -> Self {
+        FileKeys {
+            services: m.services.iter().map(key_of).collect(),
+            slices: m.slices.iter().map(key_of).collect(),
+            nodes: m.nodes.iter().map(key_of).collect(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Cached {
+    stamp: Stamp,
+    keys: FileKeys,
+}
+
+/// Which files hold an object with a given key (the last one by name wins).
+type Index = HashMap<ObjKey, BTreeSet<PathBuf>>;
+
+/// The objects added or changed (`Some`) and removed (`None`) by one refresh,
+/// with what went wrong on the way.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub services: Vec<(ObjKey, Option<Service>)>,
+    pub slices: Vec<(ObjKey, Option<EndpointSlice>)>,
+    pub nodes: Vec<(ObjKey, Option<Node>)>,
+    /// Files read again (changed or new).
+    pub reloaded: usize,
+    /// Files gone.
+    pub removed: usize,
+    /// Skipped documents of the files read (unknown kinds), one line each.
+    pub warnings: Vec<String>,
+    /// Files or paths that could not be read; their previous objects stay.
+    pub errors: Vec<String>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.services.is_empty() && self.slices.is_empty() && self.nodes.is_empty()
+    }
+}
+
+/// What one file is now.
+enum Update {
+    Gone,
+    Loaded(Stamp, Manifests),
+    /// Unreadable or invalid: keep the objects, remember the stamp so the
+    /// poll does not retry until the file changes again.
+    Failed(Option<Stamp>, String),
+}
+
+/// The per-file cache of a manifests path (a file or a directory, not recursive).
+#[derive(Debug)]
+pub struct ManifestFiles {
+    root: PathBuf,
+    is_dir: bool,
+    files: BTreeMap<PathBuf, Cached>,
+    /// Stamps of new files that failed to load, so the poll retries them only once they change.
+    failed: HashMap<PathBuf, Stamp>,
+    services: Index,
+    slices: Index,
+    nodes: Index,
+}
+
+impl ManifestFiles {
+    /// Loads every file as `manifests::load` does (any invalid file is an
+    /// error), returning the cache and the objects in file order.
+    pub fn load(path: &Path) -> Result<(Self, Manifests), ManifestError> {
+        let read_err = |source| ManifestError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let is_dir = std::fs::metadata(path).map_err(read_err)?.is_dir();
+        let mut files = ManifestFiles {
+            root: path.to_path_buf(),
+            is_dir,
+            files: BTreeMap::new(),
+            failed: HashMap::new(),
+            services: Index::new(),
+            slices: Index::new(),
+            nodes: Index::new(),
+        };
+        let paths = files.list().map_err(read_err)?;
+        if paths.is_empty() {
+            return Err(ManifestError::Empty {
+                path: path.to_path_buf(),
+            });
+        }
+        let mut all = Manifests::default();
+        for p in paths {
+            let st = stamp(&p)
+                .ok()
+                .flatten()
+                .ok_or_else(|| ManifestError::Read {
+                    path: p.clone(),
+                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
+                })?;
+            let m = read(&p)?;
+            files.index(&p, FileKeys::of(&m));
+            files.files.insert(
+                p,
+                Cached {
+                    stamp: st,
+                    keys: FileKeys::of(&m),
+                },
+            );
+            all.services.extend(m.services);
+            all.slices.extend(m.slices);
+            all.nodes.extend(m.nodes);
+            all.warnings.extend(m.warnings);
+        }
+        Ok((files, all))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.is_dir
+    }
+
+    /// Number of manifest files cached.
+    pub fn len(&self) -> usize {
+        self.files.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
+    /// The manifest files now under the root, sorted.
+    fn list(&self) -> std::io::Result<Vec<PathBuf>> {
+        if !self.is_dir {
+            return match stamp(&self.root)? {
+                Some(_) => Ok(vec![self.root.clone()]),
+                None => Ok(Vec::new()),
+            };
+        }
+        let mut v: Vec<PathBuf> = std::fs::read_dir(&self.root)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| is_manifest(p) && p.is_file())
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
+    /// Compares every file's stamp with the cache and reloads what differs
+    /// (the poll, and what inotify reports without a file name).
+    pub fn rescan(&mut self) -> Changes {
+        let paths = match self.list() {
+            Ok(p) if !p.is_empty() => p,
+            Ok(_) => return refused(format!("{}: no manifest files", self.root.display())),
+            Err(e) => return refused(format!("cannot read {}: {e}", self.root.display())),
+        };
+        let present: BTreeSet<&PathBuf> = paths.iter().collect();
+        let mut updates: Vec<(PathBuf, Update)> = self
+            .files
+            .keys()
+            .filter(|p| !present.contains(p))
+            .map(|p| (p.clone(), Update::Gone))
+            .collect();
+        for p in &paths {
+            let st = stamp(p).ok().flatten();
+            let known = self
+                .files
+                .get(p)
+                .map(|c| c.stamp)
+                .or_else(|| self.failed.get(p).copied());
+            if st.is_some() && known == st {
+                continue;
+            }
+            updates.push((p.clone(), reload(p)));
+        }
+        self.apply(updates)
+    }
+
+    /// Reloads the named files (inotify events), whatever their stamps say:
+    /// an in-place rewrite within one mtime tick keeps size, mtime and inode.
+    pub fn refresh(&mut self, paths: &BTreeSet<PathBuf>) -> Changes {
+        let updates: Vec<(PathBuf, Update)> = paths
+            .iter()
+            .filter(|p| {
+                if self.is_dir {
+                    is_manifest(p)
+                } else {
+                    **p == self.root
+                }
+            })
+            .map(|p| (p.clone(), reload(p)))
+            .collect();
+        let gone = updates
+            .iter()
+            .filter(|(p, u)| matches!(u, Update::Gone) && self.files.contains_key(p))
+            .count();
+        let added = updates
+            .iter()
+            .filter(|(p, u)| !matches!(u, Update::Gone) && !self.files.contains_key(p))
+            .count();
+        if gone > 0 && self.files.len() + added == gone {
+            return refused(format!("{}: no manifest files", self.root.display()));
+        }
+        self.apply(updates)
+    }
+
+    fn index(&mut self, path: &Path, keys: FileKeys) {
+        for (index, keys) in [
+            (&mut self.services, keys.services),
+            (&mut self.slices, keys.slices),
+            (&mut self.nodes, keys.nodes),
+        ] {
+            for k in keys {
+                index.entry(k).or_default().insert(path.to_path_buf());
+            }
+        }
+    }
+
+    fn unindex(&mut self, path: &Path, keys: &FileKeys) {
+        for (index, keys) in [
+            (&mut self.services, &keys.services),
+            (&mut self.slices, &keys.slices),
+            (&mut self.nodes, &keys.nodes),
+        ] {
+            for k in keys {
+                if let Some(files) = index.get_mut(k) {
+                    files.remove(path);
+                }
+            }
+        }
+    }
+
+    /// Folds file updates into the cache and resolves every key they touched.
+    fn apply(&mut self, updates: Vec<(PathBuf, Update)>) -> Changes {
+        let mut out = Changes::default();
+        let mut touched = FileKeys::default();
+        let mut fresh: HashMap<PathBuf, Manifests> = HashMap::new();
+        for (p, u) in updates {
+            match u {
+                Update::Gone => {
+                    self.failed.remove(&p);
+                    if let Some(old) = self.files.remove(&p) {
+                        self.unindex(&p, &old.keys);
+                        extend(&mut touched, old.keys);
+                        out.removed += 1;
+                    }
+                }
+                Update::Failed(st, e) => {
+                    out.errors.push(e);
+                    match (self.files.get_mut(&p), st) {
+                        (Some(c), Some(st)) => c.stamp = st,
+                        (None, Some(st)) => {
+                            self.failed.insert(p, st);
+                        }
+                        _ => {}
+                    }
+                }
+                Update::Loaded(st, mut m) => {
+                    self.failed.remove(&p);
+                    let keys = FileKeys::of(&m);
+                    if let Some(old) = self.files.remove(&p) {
+                        self.unindex(&p, &old.keys);
+                        extend(&mut touched, old.keys);
+                    }
+                    self.index(&p, keys.clone());
+                    extend(&mut touched, keys.clone());
+                    out.warnings.append(&mut m.warnings);
+                    out.reloaded += 1;
+                    self.files.insert(p.clone(), Cached { stamp: st, keys });
+                    fresh.insert(p, m);
+                }
+            }
+        }
+        let mut reread = Reread::new(&fresh);
+        out.services = resolve(&mut self.services, touched.services, &mut reread, |m| {
+            &m.services
+        });
+        out.slices = resolve(&mut self.slices, touched.slices, &mut reread, |m| &m.slices);
+        out.nodes = resolve(&mut self.nodes, touched.nodes, &mut reread, |m| &m.nodes);
+        out.errors.append(&mut reread.errors);
+        out
+    }
+}
+
+fn refused(error: String) -> Changes {
+    Changes {
+        errors: vec![format!("{error}; keeping the previous objects")],
+        ..Default::default()
+    }
+}
+
+fn extend(into: &mut FileKeys, keys: FileKeys) {
+    into.services.extend(keys.services);
+    into.slices.extend(keys.slices);
+    into.nodes.extend(keys.nodes);
+}
+
+fn read(path: &Path) -> Result<Manifests, ManifestError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut m = Manifests::default();
+    manifests::load_str(&text, path, &mut m)?;
+    Ok(m)
+}
+
+fn reload(path: &Path) -> Update {
+    let st = match stamp(path) {
+        Ok(Some(st)) => st,
+        // No longer a file (a directory named *.yaml is not read either).
+        Ok(None) => return Update::Gone,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Update::Gone,
+        Err(e) => return Update::Failed(None, format!("cannot read {}: {e}", path.display())),
+    };
+    match read(path) {
+        Ok(m) => Update::Loaded(st, m),
+        Err(ManifestError::Read { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Update::Gone
+        }
+        Err(e) => Update::Failed(Some(st), e.to_string()),
+    }
+}
+
+/// The objects of files read in this refresh, and of unchanged files that
+/// must be read again because they now win a key (rare: duplicate keys).
+struct Reread<'a> {
+    fresh: &'a HashMap<PathBuf, Manifests>,
+    extra: HashMap<PathBuf, Option<Manifests>>,
+    errors: Vec<String>,
+}
+
+impl<'a> Reread<'a> {
+    fn new(fresh: &'a HashMap<PathBuf, Manifests>) -> Self {
+        Reread {
+            fresh,
+            extra: HashMap::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    fn get(&mut self, path: &Path) -> Option<&Manifests> {
+        if let Some(m) = self.fresh.get(path) {
+            return Some(m);
+        }
+        if !self.extra.contains_key(path) {
+            let m = match read(path) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    self.errors.push(e.to_string());
+                    None
+                }
+            };
+            self.extra.insert(path.to_path_buf(), m);
+        }
+        self.extra.get(path).and_then(Option::as_ref)
+    }
+}
+
+/// The newest state of each touched key: the winning file's last object
+/// with that key, or None when no file holds it any more.
+fn resolve<K: Resource + Clone>(
+    index: &mut Index,
+    touched: Vec<ObjKey>,
+    reread: &mut Reread<'_>,
+    of_kind: fn(&Manifests) -> &Vec<K>,
+) -> Vec<(ObjKey, Option<K>)> {
+    let touched: BTreeSet<ObjKey> = touched.into_iter().collect();
+    let mut out = Vec::with_capacity(touched.len());
+    for key in touched {
+        let winner = index.get(&key).and_then(|files| files.last()).cloned();
+        let Some(winner) = winner else {
+            index.remove(&key);
+            out.push((key, None));
+            continue;
+        };
+        let obj = reread
+            .get(&winner)
+            .and_then(|m| of_kind(m).iter().rev().find(|o| key_of(*o) == key))
+            .cloned();
+        // An unreadable winner leaves the key as the trackers last saw it.
+        if let Some(obj) = obj {
+            out.push((key, Some(obj)));
+        }
+    }
+    out
+}
+
+fn lock(s: &Mutex<Sources>) -> MutexGuard<'_, Sources> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn full_list<K>(objs: Vec<K>) -> Vec<Event<K>> {
+    let mut v = Vec::with_capacity(objs.len() + 2);
+    v.push(Event::Init);
+    v.extend(objs.into_iter().map(Event::InitApply));
+    v.push(Event::InitDone);
+    v
+}
+
+/// An object standing for `key` in a Delete event (only its key is read).
+fn tombstone<K: Resource + Default>(key: ObjKey) -> K {
+    let mut k = K::default();
+    let meta = k.meta_mut();
+    meta.name = Some(key.name);
+    meta.namespace = Some(key.namespace).filter(|ns| !ns.is_empty());
+    k
+}
+
+fn as_events<K: Resource + Default>(changes: Vec<(ObjKey, Option<K>)>) -> Vec<Event<K>> {
+    changes
+        .into_iter()
+        .map(|(key, obj)| match obj {
+            Some(o) => Event::Apply(o),
+            None => Event::Delete(tombstone(key)),
+        })
+        .collect()
+}
+
+/// Feeds events into the sources and queues a sync when they changed something.
+fn feed_events(
+    sources: &Mutex<Sources>,
+    hooks: &Hooks,
+    services: Vec<Event<Service>>,
+    slices: Vec<Event<EndpointSlice>>,
+    nodes: Vec<Event<Node>>,
+    node_eligible: Option<bool>,
+) {
+    let mut s = lock(sources);
+    let (mut changed, mut first) = (false, false);
+    for ev in services {
+        let h = s.services.handle(ev);
+        if h.changed {
+            hooks.metrics.service_changes_total.inc();
+        }
+        changed |= h.changed;
+        first |= h.first_sync;
+    }
+    for ev in slices {
+        let h = s.slices.handle(ev);
+        if h.changed {
+            hooks.metrics.endpoint_changes_total.inc();
+        }
+        changed |= h.changed;
+        first |= h.first_sync;
+    }
+    for ev in nodes {
+        let h = s.node.handle(ev);
+        changed |= h.changed;
+        first |= h.first_sync;
+    }
+    hooks
+        .metrics
+        .set_pending(s.services.pending(), s.slices.pending());
+    // Without a Node object the node is assumed eligible (nothing says otherwise).
+    if let Some(e) = node_eligible {
+        hooks.health.set_node_eligible(e);
+    }
+    if s.ready() && (changed || first) {
+        drop(s);
+        if hooks.trigger.run() {
+            hooks.metrics.queued(SystemTime::now());
+            hooks.health.queued_update();
+        }
+    }
+}
+
+/// Feeds one full load of the manifests as a complete list of every source,
+/// so objects gone from the files are deleted and unchanged ones are no-ops.
+/// Only the Node called `node_name` is kept (the API watch's field selector).
+pub fn feed_manifests(sources: &Mutex<Sources>, hooks: &Hooks, node_name: &str, m: Manifests) {
+    let nodes: Vec<Node> = m
+        .nodes
+        .into_iter()
+        .filter(|n| n.metadata.name.as_deref() == Some(node_name))
+        .collect();
+    let node_eligible = nodes.last().map(health::node_eligible);
+    feed_events(
+        sources,
+        hooks,
+        full_list(m.services),
+        full_list(m.slices),
+        full_list(nodes),
+        node_eligible,
+    );
+}
+
+/// Feeds the objects one refresh changed, as watch events.
+pub fn feed_changes(sources: &Mutex<Sources>, hooks: &Hooks, node_name: &str, c: Changes) {
+    let nodes: Vec<(ObjKey, Option<Node>)> = c
+        .nodes
+        .into_iter()
+        .filter(|(k, _)| k.name == node_name)
+        .collect();
+    let node_eligible = nodes
+        .iter()
+        .rev()
+        .find_map(|(_, n)| n.as_ref())
+        .map(health::node_eligible);
+    feed_events(
+        sources,
+        hooks,
+        as_events(c.services),
+        as_events(c.slices),
+        as_events(nodes),
+        node_eligible,
+    );
+}
+
+/// What a batch of inotify events asks for.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Wanted {
+    /// Re-scan every stamp (an event without a usable file name).
+    pub rescan: bool,
+    /// Re-read these files.
+    pub files: BTreeSet<PathBuf>,
+}
+
+impl Wanted {
+    pub fn is_empty(&self) -> bool {
+        !self.rescan && self.files.is_empty()
+    }
+
+    /// Adds what one event asks for. Reads (our own included) ask for nothing;
+    /// `..`-names are a ConfigMap volume's swap; other names (editor and
+    /// atomic-write temporaries) are not manifests and are ignored.
+    pub fn add(&mut self, root: &Path, is_dir: bool, event: &notify::Event) {
+        if event.need_rescan() {
+            self.rescan = true;
+            return;
+        }
+        if let EventKind::Access(a) = event.kind
+            && a != AccessKind::Close(AccessMode::Write)
+        {
+            return;
+        }
+        for p in &event.paths {
+            let Some(name) = p.file_name() else {
+                self.rescan = true;
+                continue;
+            };
+            if name.to_string_lossy().starts_with("..") {
+                self.rescan = true;
+            } else if is_dir {
+                if *p == *root {
+                    self.rescan = true;
+                } else if is_manifest(p) {
+                    self.files.insert(root.join(name));
+                }
+            } else if Some(name) == root.file_name() {
+                self.files.insert(root.to_path_buf());
+            }
+        }
+    }
+}
+
+/// The directory inotify watches: the root itself, or a single file's parent
+/// (a file replaced by rename is a new inode; its directory sees the rename).
+fn watched_dir(files: &ManifestFiles) -> PathBuf {
+    if files.is_dir() {
+        return files.root().to_path_buf();
+    }
+    match files.root().parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+enum Msg {
+    Event(notify::Event),
+    Stop,
+}
+
+/// Keeps `files` current and feeds what changes, until the returned future
+/// is dropped (the daemon aborts it on exit). File reads run on a thread of
+/// their own so a full re-scan never stalls the async runtime.
+pub async fn watch(files: ManifestFiles, sources: Arc<Mutex<Sources>>, hooks: Hooks, node: String) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    struct StopOnDrop(Sender<Msg>);
+    impl Drop for StopOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.send(Msg::Stop);
+        }
+    }
+    let _stop = StopOnDrop(tx.clone());
+    let task =
+        tokio::task::spawn_blocking(move || watch_blocking(files, tx, rx, &sources, &hooks, &node));
+    let _ = task.await;
+}
+
+fn start_inotify(dir: &Path, tx: Sender<Msg>) -> notify::Result<notify::RecommendedWatcher> {
+    let mut w = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        let ev = res.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "manifests watch error; re-scanning");
+            notify::Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan)
+        });
+        let _ = tx.send(Msg::Event(ev));
+    })?;
+    w.watch(dir, RecursiveMode::NonRecursive)?;
+    Ok(w)
+}
+
+fn watch_blocking(
+    mut files: ManifestFiles,
+    tx: Sender<Msg>,
+    rx: Receiver<Msg>,
+    sources: &Mutex<Sources>,
+    hooks: &Hooks,
+    node: &str,
+) {
+    let dir = watched_dir(&files);
+    let (_inotify, poll) = match start_inotify(&dir, tx) {
+        Ok(w) => (Some(w), POLL_WITH_INOTIFY),
+        Err(e) => {
+            tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the manifests with inotify; polling every {:?}", POLL_WITHOUT_INOTIFY);
+            (None, POLL_WITHOUT_INOTIFY)
+        }
+    };
+    let mut next_poll = std::time::Instant::now() + poll;
+    loop {
+        let mut wanted = Wanted::default();
+        let timeout = next_poll.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(timeout) {
+            Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+            Ok(Msg::Event(ev)) => wanted.add(files.root(), files.is_dir(), &ev),
+            Err(RecvTimeoutError::Timeout) => wanted.rescan = true,
+        }
+        // Take whatever else arrived meanwhile: one refresh for a burst.
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                Msg::Stop => return,
+                Msg::Event(ev) => wanted.add(files.root(), files.is_dir(), &ev),
+            }
+        }
+        if wanted.rescan {
+            next_poll = std::time::Instant::now() + poll;
+        }
+        if wanted.is_empty() {
+            continue;
+        }
+        let changes = if wanted.rescan {
+            files.rescan()
+        } else {
+            files.refresh(&wanted.files)
+        };
+        for w in &changes.warnings {
+            tracing::warn!("{w}");
+        }
+        for e in &changes.errors {
+            // Retried on the next change; the last good objects stay programmed.
+            tracing::warn!(error = %e, "cannot reload manifests; keeping the previous objects");
+        }
+        if changes.reloaded + changes.removed > 0 {
+            tracing::info!(
+                path = %files.root().display(),
+                reloaded = changes.reloaded,
+                removed = changes.removed,
+                "manifests changed"
+            );
+        }
+        if !changes.is_empty() {
+            feed_changes(sources, hooks, node, changes);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::ProxyHealth;
+    use crate::metrics::Metrics;
+    use crate::model::testutil;
+    use crate::runner::Trigger;
+    use crate::source::synthetic::Cluster;
+    use serde_json::json;
+
+    fn hooks() -> Hooks {
+        Hooks {
+            trigger: Trigger::new(),
+            metrics: Arc::new(Metrics::new()),
+            health: Arc::new(ProxyHealth::new(Duration::from_secs(30))),
+        }
+    }
+
+    fn svc(name: &str, ip: &str) -> Service {
+        testutil::service(
+            "default",
+            name,
+            json!({"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip],
+                   "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}),
+        )
+    }
+
+    fn svc_yaml(name: &str, ip: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec: {{clusterIP: {ip}, ports: [{{port: 80}}]}}\n"
+        )
+    }
+
+    fn key(name: &str) -> ObjKey {
+        ObjKey {
+            namespace: "default".into(),
+            name: name.into(),
+        }
+    }
+
+    /// (name, ClusterIP or None for a deletion) of each service change, sorted.
+    fn service_ips(c: &Changes) -> Vec<(String, Option<String>)> {
+        let mut v: Vec<_> = c
+            .services
+            .iter()
+            .map(|(k, s)| {
+                let ip = s.as_ref().map(|s| {
+                    s.spec
+                        .as_ref()
+                        .and_then(|sp| sp.cluster_ip.clone())
+                        .unwrap_or_default()
+                });
+                (k.name.clone(), ip)
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn write_atomically(path: &Path, text: &str) {
+        let tmp = path.with_file_name(".tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+
+    #[test]
+    fn manifests_feed_is_a_full_relist() {
+        let s = Mutex::new(Sources::default());
+        let h = hooks();
+        let mut node = testutil::node_obj();
+        let name = node.metadata.name.clone().unwrap();
+        let mut other = node.clone();
+        other.metadata.name = Some("someone-else".into());
+        let m = Manifests {
+            services: vec![svc("a", "10.0.0.1"), svc("b", "10.0.0.2")],
+            nodes: vec![other, node.clone()],
+            ..Default::default()
+        };
+        feed_manifests(&s, &h, &name, m);
+        assert!(
+            h.trigger.is_pending(),
+            "every source listed: first sync queued"
+        );
+        let b = lock(&s).take_batch().expect("ready after one load");
+        assert_eq!(b.services.len(), 2);
+        assert_eq!(
+            b.node.as_ref().and_then(|n| n.metadata.name.clone()),
+            Some(name.clone()),
+            "only this node's Node object"
+        );
+
+        // Reload without b, same a: only b's deletion is pending.
+        let h2 = hooks();
+        let m = Manifests {
+            services: vec![svc("a", "10.0.0.1")],
+            nodes: vec![node.clone()],
+            ..Default::default()
+        };
+        feed_manifests(&s, &h2, &name, m);
+        assert!(h2.trigger.is_pending());
+        let b = lock(&s).take_batch().unwrap();
+        assert_eq!(b.services.len(), 1);
+        assert_eq!(b.services[0].0.name, "b");
+        assert!(b.services[0].1.current.is_none());
+        assert!(b.node.is_none(), "unchanged node");
+
+        // An identical reload queues nothing.
+        let h3 = hooks();
+        let m = Manifests {
+            services: vec![svc("a", "10.0.0.1")],
+            nodes: vec![node.clone()],
+            ..Default::default()
+        };
+        feed_manifests(&s, &h3, &name, m);
+        assert!(!h3.trigger.is_pending());
+        assert!(lock(&s).take_batch().unwrap().is_empty());
+
+        // A node being deleted makes /healthz report it ineligible.
+        node.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        feed_manifests(
+            &s,
+            &h3,
+            &name,
+            Manifests {
+                services: vec![svc("a", "10.0.0.1")],
+                nodes: vec![node],
+                ..Default::default()
+            },
+        );
+        assert!(!h3.health.status().node_eligible);
+    }
+
+    #[test]
+    fn changes_feed_only_what_they_carry() {
+        let s = Mutex::new(Sources::default());
+        let node = testutil::node_obj();
+        let name = node.metadata.name.clone().unwrap();
+        let m = Manifests {
+            services: vec![svc("a", "10.0.0.1"), svc("b", "10.0.0.2")],
+            nodes: vec![node],
+            ..Default::default()
+        };
+        feed_manifests(&s, &hooks(), &name, m);
+        lock(&s).take_batch().unwrap();
+
+        let h = hooks();
+        let c = Changes {
+            services: vec![(key("a"), Some(svc("a", "10.0.0.9"))), (key("b"), None)],
+            nodes: vec![(
+                ObjKey {
+                    namespace: String::new(),
+                    name: "someone-else".into(),
+                },
+                None,
+            )],
+            ..Default::default()
+        };
+        feed_changes(&s, &h, &name, c);
+        assert!(h.trigger.is_pending());
+        let mut b = lock(&s).take_batch().unwrap();
+        b.services.sort_by(|x, y| x.0.cmp(&y.0));
+        assert_eq!(b.services.len(), 2);
+        assert!(b.services[0].1.current.is_some() && b.services[1].1.current.is_none());
+        assert!(b.node.is_none(), "another node's deletion is not ours");
+
+        // Feeding an object as it already is queues nothing.
+        let h = hooks();
+        feed_changes(
+            &s,
+            &h,
+            &name,
+            Changes {
+                services: vec![(key("a"), Some(svc("a", "10.0.0.9")))],
+                ..Default::default()
+            },
+        );
+        assert!(!h.trigger.is_pending());
+    }
+
+    #[test]
+    fn a_change_rereads_only_its_file_and_yields_only_its_objects() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cluster::new(20, 3, "n").unwrap();
+        c.write(d.path()).unwrap();
+        let (mut f, m) = ManifestFiles::load(d.path()).unwrap();
+        assert_eq!(
+            (m.services.len(), m.slices.len(), m.nodes.len()),
+            (20, 20, 1)
+        );
+        assert_eq!(f.len(), 21);
+        assert!(f.rescan().is_empty(), "nothing changed");
+
+        let eps = c.replace_endpoint(7, 1, 9).unwrap();
+        let path = c.write_service(d.path(), 7, &eps).unwrap();
+        // What inotify reports (the rename's target) and what the poll finds agree.
+        let mut by_event = f.refresh(&BTreeSet::from([path]));
+        assert_eq!(by_event.reloaded, 1);
+        assert_eq!(by_event.slices.len(), 1);
+        let (k, slice) = by_event.slices.pop().unwrap();
+        assert_eq!(k.name, "svc-00007-1");
+        let addrs: Vec<String> = slice
+            .unwrap()
+            .endpoints
+            .into_iter()
+            .flat_map(|e| e.addresses)
+            .collect();
+        assert!(
+            addrs.contains(&Cluster::endpoint_ip(7, 9).to_string()),
+            "{addrs:?}"
+        );
+        assert!(
+            f.rescan().is_empty(),
+            "the event already took the new stamp"
+        );
+
+        c.write_service(d.path(), 3, &eps).unwrap();
+        let by_poll = f.rescan();
+        assert_eq!((by_poll.reloaded, by_poll.slices.len()), (1, 1));
+        assert_eq!(
+            by_poll.services.len(),
+            1,
+            "the file's Service is re-fed as it is"
+        );
+    }
+
+    #[test]
+    fn removed_files_and_objects_are_deleted() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a.yaml");
+        let b = d.path().join("b.yaml");
+        std::fs::write(
+            &a,
+            svc_yaml("a1", "10.0.0.1") + "---\n" + &svc_yaml("a2", "10.0.0.2"),
+        )
+        .unwrap();
+        std::fs::write(&b, svc_yaml("b", "10.0.0.3")).unwrap();
+        std::fs::write(d.path().join("notes.txt"), "not a manifest").unwrap();
+        let (mut f, _) = ManifestFiles::load(d.path()).unwrap();
+        assert_eq!(f.len(), 2);
+
+        write_atomically(&a, &svc_yaml("a1", "10.0.0.1"));
+        let c = f.rescan();
+        assert_eq!(
+            service_ips(&c),
+            [("a1".into(), Some("10.0.0.1".into())), ("a2".into(), None)]
+        );
+
+        std::fs::remove_file(&b).unwrap();
+        let c = f.refresh(&BTreeSet::from([b.clone()]));
+        assert_eq!(service_ips(&c), [("b".into(), None)]);
+        assert_eq!(c.removed, 1);
+
+        // Removing the last file is refused (a ConfigMap volume mid-swap, a mistake).
+        std::fs::remove_file(&a).unwrap();
+        let c = f.refresh(&BTreeSet::from([a.clone()]));
+        assert!(
+            c.is_empty() && c.errors[0].contains("no manifest files"),
+            "{c:?}"
+        );
+        let c = f.rescan();
+        assert!(c.is_empty() && c.errors.len() == 1, "{c:?}");
+        assert_eq!(f.len(), 1, "a.yaml's objects are kept");
+    }
+
+    #[test]
+    fn the_last_file_by_name_wins_a_duplicate_key() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a.yaml");
+        let b = d.path().join("b.yaml");
+        std::fs::write(&a, svc_yaml("dup", "10.0.0.1")).unwrap();
+        std::fs::write(&b, svc_yaml("dup", "10.0.0.2")).unwrap();
+        let (mut f, m) = ManifestFiles::load(d.path()).unwrap();
+        assert_eq!(
+            m.services.len(),
+            2,
+            "the full list carries both, in file order"
+        );
+
+        // a changes, but b still wins: b's object is the current one.
+        write_atomically(&a, &svc_yaml("dup", "10.0.0.7"));
+        assert_eq!(
+            service_ips(&f.refresh(&BTreeSet::from([a.clone()]))),
+            [("dup".into(), Some("10.0.0.2".into()))]
+        );
+        // b drops it: a's (unchanged, re-read) object takes over rather than a deletion.
+        write_atomically(&b, &svc_yaml("other", "10.0.0.3"));
+        assert_eq!(
+            service_ips(&f.refresh(&BTreeSet::from([b.clone()]))),
+            [
+                ("dup".into(), Some("10.0.0.7".into())),
+                ("other".into(), Some("10.0.0.3".into()))
+            ]
+        );
+    }
+
+    #[test]
+    fn an_invalid_file_keeps_its_objects_until_fixed() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a.yaml");
+        std::fs::write(&a, svc_yaml("a", "10.0.0.1")).unwrap();
+        std::fs::write(d.path().join("z.yaml"), svc_yaml("z", "10.0.0.9")).unwrap();
+        let (mut f, _) = ManifestFiles::load(d.path()).unwrap();
+
+        write_atomically(&a, "kind: Service\nmetadata: [\n");
+        let c = f.rescan();
+        assert!(c.is_empty(), "{c:?}");
+        assert!(c.errors[0].contains("a.yaml"), "{:?}", c.errors);
+        assert!(f.rescan().errors.is_empty(), "not retried until it changes");
+
+        // A new invalid file is reported once too.
+        std::fs::write(d.path().join("b.yaml"), "kind: [\n").unwrap();
+        assert_eq!(f.rescan().errors.len(), 1);
+        assert!(f.rescan().errors.is_empty());
+
+        write_atomically(&a, &svc_yaml("a", "10.0.0.2"));
+        assert_eq!(
+            service_ips(&f.rescan()),
+            [("a".into(), Some("10.0.0.2".into()))]
+        );
+        // The initial load stays strict: bad input fails before anything runs.
+        let e = ManifestFiles::load(d.path()).unwrap_err();
+        assert!(e.to_string().contains("b.yaml"), "{e}");
+    }
+
+    #[test]
+    fn a_single_file_and_a_configmap_swap_are_followed() {
+        let d = tempfile::tempdir().unwrap();
+        // A ConfigMap volume: files are symlinks through `..data`, swapped atomically.
+        let v1 = d.path().join("..v1");
+        let v2 = d.path().join("..v2");
+        std::fs::create_dir(&v1).unwrap();
+        std::fs::create_dir(&v2).unwrap();
+        std::fs::write(v1.join("svc.yaml"), svc_yaml("s", "10.0.0.1")).unwrap();
+        std::fs::write(v2.join("svc.yaml"), svc_yaml("s", "10.0.0.2")).unwrap();
+        std::os::unix::fs::symlink("..v1", d.path().join("..data")).unwrap();
+        let file = d.path().join("svc.yaml");
+        std::os::unix::fs::symlink("..data/svc.yaml", &file).unwrap();
+
+        let (mut dir, _) = ManifestFiles::load(d.path()).unwrap();
+        let (mut single, _) = ManifestFiles::load(&file).unwrap();
+        assert_eq!((dir.len(), single.len()), (1, 1));
+        assert!(!single.is_dir());
+
+        std::os::unix::fs::symlink("..v2", d.path().join("..data_tmp")).unwrap();
+        std::fs::rename(d.path().join("..data_tmp"), d.path().join("..data")).unwrap();
+        let want = [("s".to_string(), Some("10.0.0.2".to_string()))];
+        assert_eq!(service_ips(&dir.rescan()), want);
+        assert_eq!(service_ips(&single.rescan()), want);
+
+        // The swap's inotify event names `..data`: that asks for a re-scan.
+        let ev = notify::Event::new(EventKind::Create(notify::event::CreateKind::Any))
+            .add_path(d.path().join("..data"));
+        let mut w = Wanted::default();
+        w.add(single.root(), false, &ev);
+        assert!(w.rescan);
+    }
+
+    #[test]
+    fn events_ask_for_the_files_they_name() {
+        use notify::event::{CreateKind, ModifyKind, RenameMode};
+        let root = Path::new("/m");
+        let ev = |kind, p: &str| notify::Event::new(kind).add_path(PathBuf::from(p));
+        let rename = EventKind::Modify(ModifyKind::Name(RenameMode::To));
+        let mut w = Wanted::default();
+        w.add(root, true, &ev(rename, "/m/a.yaml"));
+        w.add(root, true, &ev(rename, "/m/.a.yaml.tmp"));
+        w.add(
+            root,
+            true,
+            &ev(EventKind::Create(CreateKind::File), "/m/notes.txt"),
+        );
+        w.add(
+            root,
+            true,
+            &ev(
+                EventKind::Access(AccessKind::Open(AccessMode::Any)),
+                "/m/b.yaml",
+            ),
+        );
+        assert_eq!(
+            w,
+            Wanted {
+                rescan: false,
+                files: BTreeSet::from([PathBuf::from("/m/a.yaml")]),
+            },
+            "our own reads and temporary files ask for nothing"
+        );
+        w.add(
+            root,
+            true,
+            &ev(
+                EventKind::Access(AccessKind::Close(AccessMode::Write)),
+                "/m/b.json",
+            ),
+        );
+        assert!(w.files.contains(Path::new("/m/b.json")));
+        assert!(!w.rescan);
+        w.add(
+            root,
+            true,
+            &ev(EventKind::Remove(notify::event::RemoveKind::Folder), "/m"),
+        );
+        assert!(w.rescan, "the directory itself changed");
+
+        let mut w = Wanted::default();
+        w.add(
+            Path::new("/m/one.yaml"),
+            false,
+            &ev(rename, "/m/other.yaml"),
+        );
+        assert!(w.is_empty(), "a single file ignores its neighbours");
+        w.add(Path::new("/m/one.yaml"), false, &ev(rename, "/m/one.yaml"));
+        assert_eq!(w.files, BTreeSet::from([PathBuf::from("/m/one.yaml")]));
+        let mut w = Wanted::default();
+        w.add(
+            root,
+            true,
+            &notify::Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan),
+        );
+        assert!(w.rescan, "a queue overflow re-scans");
+    }
+
+    #[tokio::test]
+    async fn the_watcher_feeds_a_change_without_waiting_for_the_poll() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cluster::new(50, 2, "n").unwrap();
+        c.write(d.path()).unwrap();
+        let (f, m) = ManifestFiles::load(d.path()).unwrap();
+        let sources = Arc::new(Mutex::new(Sources::default()));
+        let h = hooks();
+        feed_manifests(&sources, &h, "n", m);
+        assert_eq!(lock(&sources).take_batch().unwrap().slices.len(), 50);
+
+        // Fresh hooks: the first feed left its trigger pending.
+        let h = hooks();
+        let task = tokio::spawn(watch(f, sources.clone(), h.clone(), "n".into()));
+        let new_ip = Cluster::endpoint_ip(42, 5).to_string();
+        let eps = c.replace_endpoint(42, 0, 5).unwrap();
+        // The watch is set up on its own thread: rewrite until it reports, well before a poll.
+        let start = std::time::Instant::now();
+        let batch = loop {
+            assert!(
+                start.elapsed() < POLL_WITH_INOTIFY / 2,
+                "no change fed within {:?}",
+                POLL_WITH_INOTIFY / 2
+            );
+            c.write_service(d.path(), 42, &eps).unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if h.trigger.is_pending() {
+                break lock(&sources).take_batch().unwrap();
+            }
+        };
+        assert!(
+            batch.services.is_empty(),
+            "the unchanged Service is a no-op"
+        );
+        assert_eq!(batch.slices.len(), 1, "only the changed file's slice");
+        let current = batch.slices[0].1.current.as_ref().unwrap();
+        assert!(
+            current
+                .endpoints
+                .iter()
+                .any(|e| e.addresses.contains(&new_ip))
+        );
+        task.abort();
+    }
+}
