@@ -20,14 +20,26 @@ impl Daemon {
     /// Starts `kube-ipvs` with `source` (`--manifests DIR` or `--kubeconfig FILE`) on
     /// node lab-node, serving metrics and healthz on the given addresses; stderr goes to `log`.
     pub fn start(source: &[&str], metrics: &str, healthz: &str, log: PathBuf) -> Self {
+        Self::start_with_sync_period(source, metrics, healthz, log, "2s")
+    }
+
+    /// As [`Daemon::start`] with another `--ipvs-sync-period`: a periodic
+    /// verification of thousands of services takes seconds under TCG.
+    pub fn start_with_sync_period(
+        source: &[&str],
+        metrics: &str,
+        healthz: &str,
+        log: PathBuf,
+        sync_period: &str,
+    ) -> Self {
         let err = std::fs::File::create(&log).expect("create the daemon's log");
         let child = Command::new(env!("CARGO_BIN_EXE_kube-ipvs"))
             .args(source)
             .args(["--hostname-override", "lab-node"])
             .args(["--metrics-bind-address", metrics])
             .args(["--healthz-bind-address", healthz])
-            // Periodic verification often enough to see drains finish and drift repaired.
-            .arg("--ipvs-sync-period=2s")
+            // Periodic verification (by default often enough to see drains finish and drift repaired).
+            .arg(format!("--ipvs-sync-period={sync_period}"))
             // nf_conntrack_max is read-only outside the initial namespace.
             .arg("--conntrack-max-per-core=0")
             .env("RUST_LOG", "info")
