@@ -83,6 +83,11 @@ fn daemon_follows_manifests_and_restarts_without_changes() {
         body.contains("kubeproxy_sync_proxy_rules_duration_seconds"),
         "{body}"
     );
+    // Prometheus text 0.0.4 by default, as upstream (not OpenMetrics).
+    assert!(
+        body.contains("# TYPE kube_ipvs_drift_repairs_total counter\n") && !body.contains("# EOF"),
+        "{body}"
+    );
 
     // Scale web by replacing its file atomically: .3 goes, .4 comes.
     let web = dir.path().join("web.yaml");

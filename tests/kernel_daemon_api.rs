@@ -60,6 +60,14 @@ fn slice_on(eps: &[(&str, &str)]) -> Value {
     to_json(&s)
 }
 
+/// Another slice of `web`, labelled so that upstream's selector leaves it out.
+fn foreign_slice(name: &str, label: &str, ip: &str) -> Value {
+    let mut v = slice(&[ip]);
+    v["metadata"]["name"] = name.into();
+    v["metadata"]["labels"][label] = "someone-else".into();
+    v
+}
+
 /// The slice with every endpoint on this node.
 fn slice(ips: &[&str]) -> Value {
     let eps: Vec<(&str, &str)> = ips.iter().map(|ip| (*ip, "lab-node")).collect();
@@ -260,7 +268,19 @@ fn daemon_programs_each_step_of_a_service_from_the_api() {
     let api = &lab.api;
     let mut d = lab.daemon("steps.log");
 
-    // Create.
+    // Create. Two more slices of web carry the headless and proxy-name
+    // labels: only the API server's selection keeps them out (the proxier
+    // takes any slice naming web), so their endpoints must never show.
+    api.apply(foreign_slice(
+        "web-headless",
+        "service.kubernetes.io/headless",
+        "10.244.9.1",
+    ));
+    api.apply(foreign_slice(
+        "web-elsewhere",
+        "service.kubernetes.io/service-proxy-name",
+        "10.244.9.2",
+    ));
     api.apply(service("ClusterIP"));
     api.apply(slice(&["10.244.1.1", "10.244.1.2"]));
     let created = converge(&mut d, "the created service", |k| {
@@ -279,6 +299,8 @@ fn daemon_programs_each_step_of_a_service_from_the_api() {
         created.iptables
     );
     assert!(!created.lb_out_filter(), "{}", created.iptables);
+    assert!(!created.ipvs.contains("10.244.9."), "{}", created.ipvs);
+    assert!(!created.ipset.contains("10.244.9."), "{}", created.ipset);
     assert!(!created.ipvs.contains(":30080"), "{}", created.ipvs);
     assert!(!created.ipset.contains("KUBE-NODE-PORT-TCP 30080"));
 
@@ -292,6 +314,7 @@ fn daemon_programs_each_step_of_a_service_from_the_api() {
             && !k.ipset.contains("10.244.1.1,")
     });
     assert!(scaled.ipvs_has("-a -t 10.96.0.10:80 -r 10.244.1.2:8080 -m -w 1"));
+    assert!(!scaled.ipvs.contains("10.244.9."), "{}", scaled.ipvs);
     assert_eq!(scaled.addrs, created.addrs, "addresses moved on a scale");
     assert_eq!(
         scaled.iptables, created.iptables,
@@ -414,13 +437,15 @@ fn daemon_keeps_the_kernel_through_api_outage_410_and_kill() {
     assert_eq!(after.addrs, before.addrs);
     assert_eq!(after.iptables, before.iptables);
 
-    // 410 Gone on every watch: a re-list; the kernel unchanged, then a change applies.
+    // 410 Gone on every watch, and on the next two lists of Services: the
+    // re-list is retried with backoff; the kernel unchanged, then a change applies.
     std::thread::sleep(Duration::from_secs(3));
     let before = Kernel::read();
     let lists = api.lists(fakeapi::SERVICES);
+    api.fail_lists(fakeapi::SERVICES, 2);
     api.expire();
-    d.wait_for("the re-list after 410", || {
-        api.lists(fakeapi::SERVICES) > lists
+    d.wait_for("a successful re-list after 410s", || {
+        api.lists(fakeapi::SERVICES) > lists + 2
     });
     unchanged_for(
         &mut d,
