@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ipvs_netlink::ipvs::{Family, Protocol, Timeouts};
 
-use crate::model::ipset::{IpsetEntry, SetName, proto_name};
+use crate::model::ipset::{IpsetEntry, SetKind, SetName, proto_name};
 
 /// An IPVS change: the netlink client's own operation, so the apply layer
 /// hands plans to `IpvsClient::apply` unchanged.
@@ -53,20 +53,28 @@ impl Op {
     /// Execution phase. Adds run VS → real servers → set members → rules →
     /// address bind, so a bound address always finds a complete service;
     /// removals run in reverse (address unbound before its service goes).
+    ///
+    /// Crash safety: a service address is in KUBE-IPVS-IPS from before its
+    /// first IPVS service is created until after its last one is deleted, so
+    /// after a `kill -9` at any point a restart still recognises every
+    /// service kube-ipvs made as its own. The set only matters for packets
+    /// to a bound address, so the early add and late delete change no traffic.
     pub fn phase(&self) -> u8 {
         match self {
             Op::Sysctl { .. } | Op::SetTimeouts(_) | Op::CreateSet(_) => 0,
             Op::DelAddress(_) => 1,
-            Op::IpsetDel(..) => 2,
+            Op::IpsetDel(s, _) if s.kind != SetKind::IpvsIps => 2,
             Op::Ipvs(IpvsOp::DeleteDestination(..) | IpvsOp::DeleteService(_)) => 3,
             // Draining (weight 0) belongs with the removals.
             Op::Ipvs(IpvsOp::EditDestination(_, d)) if d.weight == 0 => 3,
-            Op::Ipvs(IpvsOp::AddService(_) | IpvsOp::EditService(_)) => 4,
-            Op::Ipvs(IpvsOp::AddDestination(..) | IpvsOp::EditDestination(..)) => 5,
-            Op::IpsetAdd(..) => 6,
-            Op::IptablesRestore { .. } => 7,
-            Op::AddAddress(_) => 8,
-            Op::Conntrack(_) => 9,
+            Op::IpsetDel(..) => 4,
+            Op::IpsetAdd(s, _) if s.kind == SetKind::IpvsIps => 5,
+            Op::Ipvs(IpvsOp::AddService(_) | IpvsOp::EditService(_)) => 6,
+            Op::Ipvs(IpvsOp::AddDestination(..) | IpvsOp::EditDestination(..)) => 7,
+            Op::IpsetAdd(..) => 8,
+            Op::IptablesRestore { .. } => 9,
+            Op::AddAddress(_) => 10,
+            Op::Conntrack(_) => 11,
         }
     }
 }

@@ -21,7 +21,7 @@ use crate::model::contribution::{Contribution, HealthCheck, contribution};
 use crate::model::input::{
     ParsedService, ServiceInput, SliceInput, SvcId, parse_service, parse_slice, svc_id,
 };
-use crate::model::ipset::{IpsetEntry, SetName};
+use crate::model::ipset::{IpsetEntry, SetKind, SetName};
 use crate::model::iptables;
 use crate::model::node::NodeInfo;
 
@@ -552,9 +552,10 @@ impl Proxier {
 
     /// Whether an observed virtual service is ours: never firewall-mark
     /// services or excludeCIDRs; otherwise one we want or made, one on a
-    /// kube-ipvs0 address, or a node-address one in the NodePort range.
-    /// Anything else (keepalived's VIPs, …) is foreign and left alone.
-    fn owns_service(&self, k: &ServiceKey, ipvs0: &HashSet<IpAddr>) -> bool {
+    /// kube-ipvs0 address or in KUBE-IPVS-IPS (`ours`), or a node-address one
+    /// in the NodePort range. Anything else (keepalived's VIPs, …) is foreign
+    /// and left alone.
+    fn owns_service(&self, k: &ServiceKey, ours: &HashSet<IpAddr>) -> bool {
         let Some(a) = k.addr() else { return false };
         let ip = a.ip();
         if self.cfg.is_excluded(&ip) || !self.cfg.serves(k.family()) {
@@ -563,7 +564,7 @@ impl Proxier {
         let (lo, hi) = self.cfg.node_port_range;
         self.agg.effective(k).is_some()
             || self.applied.services.contains_key(k)
-            || ipvs0.contains(&ip)
+            || ours.contains(&ip)
             || (self.node.has_address(&ip) && (lo..=hi).contains(&a.port()))
     }
 
@@ -575,10 +576,21 @@ impl Proxier {
             .filter(|a| !self.cfg.is_excluded(a))
             .copied()
             .collect();
+        // KUBE-IPVS-IPS also names the addresses of services a killed run
+        // created but had not bound yet (see `Op::phase`).
+        let mut ours = observed.addresses.clone();
+        for (set, members) in &observed.sets {
+            if set.kind == SetKind::IpvsIps {
+                ours.extend(members.iter().filter_map(|e| match e {
+                    IpsetEntry::Ip(ip) => Some(*ip),
+                    _ => None,
+                }));
+            }
+        }
         let services = observed
             .services
             .iter()
-            .filter(|(k, _)| self.owns_service(k, &observed.addresses))
+            .filter(|(k, _)| self.owns_service(k, &ours))
             .map(|(k, v)| (*k, v.clone()))
             .collect();
         KernelState {

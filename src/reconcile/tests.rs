@@ -92,7 +92,8 @@ fn first_sync_builds_everything_in_safe_order() {
     apply(&mut k, &plan);
     assert_eq!(k, p.desired_state());
     assert_eq!(&k, p.applied());
-    // The address is bound only after its service and all real servers exist.
+    // The address is bound only after its service and all real servers exist;
+    // it is marked ours in KUBE-IPVS-IPS before the service is created.
     let pos = |pred: &dyn Fn(&Op) -> bool| plan.ops.iter().position(pred).unwrap();
     let bind = pos(&|o| matches!(o, Op::AddAddress(a) if *a == ip("10.96.0.10")));
     let add_svc = pos(&|o| matches!(o, Op::Ipvs(IpvsOp::AddService(_))));
@@ -101,9 +102,11 @@ fn first_sync_builds_everything_in_safe_order() {
         .iter()
         .rposition(|o| matches!(o, Op::Ipvs(IpvsOp::AddDestination(..))))
         .unwrap();
-    let set_add = pos(&|o| matches!(o, Op::IpsetAdd(..)));
+    let set_add = pos(&|o| matches!(o, Op::IpsetAdd(s, _) if s.kind != SetKind::IpvsIps));
+    let mark = pos(&|o| matches!(o, Op::IpsetAdd(s, _) if s.kind == SetKind::IpvsIps));
     let create = pos(&|o| matches!(o, Op::CreateSet(_)));
-    assert!(create < add_svc && add_svc < last_dest && last_dest < set_add && set_add < bind);
+    assert!(create < mark && mark < add_svc);
+    assert!(add_svc < last_dest && last_dest < set_add && set_add < bind);
     assert!(plan.ops.iter().any(
         |o| matches!(o, Op::Sysctl { key, .. } if key == "net.ipv4.vs.expire_quiescent_template")
     ));
@@ -773,6 +776,42 @@ mod property {
             load(&mut fresh, &b, 0);
             prop_assert_eq!(&k, &fresh.desired_state());
             prop_assert_eq!(k, p.desired_state());
+        }
+
+        #[test]
+        fn a_sync_killed_after_any_operation_is_finished_by_the_restart(
+            a in prop::collection::vec(svc_gen(), 0..6),
+            b in prop::collection::vec(svc_gen(), 0..6),
+            cut in any::<prop::sample::Index>(),
+            reverted in any::<bool>(),
+        ) {
+            // The kernel as objects `a` left it, plus a foreign service.
+            let mut pa = Proxier::new(ProxyConfig::default(), node());
+            load(&mut pa, &a, 0);
+            let plan = pa.sync(0);
+            let mut k = KernelState::default();
+            k.apply_all(&plan.ops).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            k.services.insert(tcp("192.168.0.100:80"), keepalived_vs());
+            // The sync to `b` is killed (kill -9) after any prefix of its operations.
+            load(&mut pa, &b, a.len());
+            let plan = pa.sync(1);
+            let done = cut.index(plan.ops.len() + 1);
+            k.apply_all(&plan.ops[..done]).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            // A new process starts on `b`, or on `a` when the change was reverted meanwhile.
+            let objects = if reverted { &a } else { &b };
+            let mut p = Proxier::new(ProxyConfig::default(), node());
+            load(&mut p, objects, 0);
+            let plan = p.adopt(&k, 0);
+            prop_assert!(plan.internal_errors.is_empty(), "{:?}", plan.internal_errors);
+            k.apply_all(&plan.ops).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let plan = p.tick(10_000, no_conns);
+            k.apply_all(&plan.ops).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            // Exactly the desired state and the foreign service: nothing stray.
+            let mut want = p.desired_state();
+            want.services.insert(tcp("192.168.0.100:80"), keepalived_vs());
+            prop_assert_eq!(&k.services, &want.services);
+            prop_assert_eq!(&k.addresses, &want.addresses);
+            prop_assert_eq!(&k.sets, &want.sets);
         }
 
         #[test]
