@@ -18,6 +18,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_kube-ipvs");
 const EXTERNAL_IP: &str = "192.168.200.10";
 const LB_IP: &str = "192.168.200.20";
 const LOCAL_LB_IP: &str = "192.168.200.30";
+const KEEP_EXTERNAL_IP: &str = "192.168.200.11";
+const KEEP_LB_IP: &str = "192.168.200.40";
 
 /// A ClusterIP Service on port 80 with ready endpoints on this node.
 fn service(name: &str, ip: &str, extra_spec: &str, port_extra: &str, pods: &[usize]) -> String {
@@ -113,6 +115,23 @@ fn manifests() -> tempfile::TempDir {
             &service("least", "10.96.0.100", "", "", &[1, 2, 3]),
             "kube-ipvs.io/scheduler",
             "lc",
+        ),
+    );
+    // externalTrafficPolicy Local with local endpoints, on an external IP
+    // and a load-balancer IP.
+    w(
+        "keep.yaml",
+        with_lb_ingress(
+            &service(
+                "keep",
+                "10.96.0.120",
+                &format!(
+                    "  type: LoadBalancer\n  externalTrafficPolicy: Local\n  externalIPs: [{KEEP_EXTERNAL_IP}]\n"
+                ),
+                "    nodePort: 30084\n",
+                &[1, 2, 3],
+            ),
+            KEEP_LB_IP,
         ),
     );
     // externalTrafficPolicy Local with every endpoint on another node.
@@ -269,6 +288,17 @@ fn real_traffic_through_ipvs() {
                 format!("client → NodePort (Local): {pod} saw source {peer}"),
             ),
             Err(e) => check(false, format!("client → NodePort (Local): {e:?}")),
+        }
+    }
+
+    // externalIP and LB IP with externalTrafficPolicy Local: source kept.
+    for addr in [KEEP_EXTERNAL_IP, KEEP_LB_IP] {
+        match ask_from(&t.client, &format!("{addr}:80")) {
+            Ok((pod, peer)) => check(
+                peer == CLIENT_IP,
+                format!("client → {addr} (Local): {pod} saw source {peer}"),
+            ),
+            Err(e) => check(false, format!("client → {addr} (Local): {e:?}")),
         }
     }
 
