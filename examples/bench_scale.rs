@@ -1,0 +1,805 @@
+//! Scale benchmark of the real daemon on generated manifests (N services × 10 endpoints), with `ipvsadm -R` as baseline, in one lab boot.
+//!
+//! Run as root on a kernel with IPVS (`scripts/bench-scale.sh` runs it in the
+//! lab): `bench_scale [--sizes 1000,5000,10000] [--changes 100] [--json PATH] [--png PATH]`.
+//! After each size it prints a `results: [...]` line (JSON, every size so far),
+//! since the lab cannot write to the host; `bench_scale plot JSON PNG` prints
+//! the table and draws the plot from such results.
+//!
+//! For each N, in a fresh network namespace, it writes the cluster with
+//! `source::synthetic` (one file per service) and starts `kube-ipvs --manifests`
+//! (the release binary next to this example), then measures from outside:
+//! - first full sync: from spawning the process until its metrics report the
+//!   first successful sync (IPVS, ipsets, iptables and kube-ipvs0 addresses are
+//!   programmed in that one run); the kernel is then checked to hold all of it;
+//! - no-change resync: the periodic verification that follows, with nothing
+//!   changed: its duration (the daemon's sync-duration histogram) and its
+//!   writes (netlink operations counter, plus any "synced" line with changes
+//!   in its log), which must be 0;
+//! - one endpoint change, `--changes` times on different services: from just
+//!   before the file is written aside and renamed into place until a netlink
+//!   GET of that IPVS service's destinations shows the new real server;
+//! - adding one service, 10 times: until the new IPVS service has its 10 real servers;
+//! - peak RSS: VmHWM of the daemon at the end.
+//!
+//! The baseline loads the IPVS part of the same desired state (`kube-ipvs plan`,
+//! in `ipvsadm -Sn` form) with `ipvsadm -R` in another fresh namespace. Each
+//! namespace's IPVS table is flushed before the next run: the kernel's service
+//! hash table is shared by all namespaces.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ipvs_netlink::ipvs::{IpvsClient, ServiceKey};
+use kube_ipvs::source::synthetic::{Cluster, SERVICE_PORT, TARGET_PORT};
+use serde::{Deserialize, Serialize};
+
+const ENDPOINTS: usize = 10;
+const NODE: &str = "bench-node";
+const METRICS: &str = "127.0.0.1:10249";
+const HEALTHZ: &str = "127.0.0.1:10256";
+/// Long enough that no periodic verification runs during the change loop
+/// (syncPeriod counts from the last run), short enough to wait for one.
+const SYNC_PERIOD: &str = "20s";
+const ADDS: usize = 10;
+/// Bound on every wait; a TCG guest at 10,000 services is slow.
+const PATIENCE: Duration = Duration::from_secs(1200);
+
+/// One size's results.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Row {
+    services: usize,
+    endpoints: usize,
+    /// Process start to first successful sync, seconds.
+    first_sync_s: f64,
+    /// The first sync run alone (daemon's own histogram), seconds.
+    first_sync_run_s: f64,
+    /// `ipvsadm -R` of the IPVS part, seconds.
+    ipvsadm_restore_s: f64,
+    change_p50_ms: f64,
+    change_p99_ms: f64,
+    change_max_ms: f64,
+    changes: usize,
+    add_p50_ms: f64,
+    add_max_ms: f64,
+    /// Duration of the no-change periodic verification, seconds.
+    resync_s: f64,
+    /// Writes during it (netlink operations + iptables-restore runs).
+    resync_writes: u64,
+    peak_rss_mb: f64,
+}
+
+fn sh(cmd: &str, input: Option<&str>) -> Result<String, String> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("spawn `{cmd}`: {e}"))?;
+    let mut stdin = child.stdin.take().ok_or("no stdin")?;
+    if let Some(text) = input {
+        stdin
+            .write_all(text.as_bytes())
+            .map_err(|e| format!("write to `{cmd}`: {e}"))?;
+    }
+    drop(stdin);
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("wait for `{cmd}`: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`{cmd}` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn fresh_netns() -> Result<(), String> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+        .map_err(|e| format!("unshare(CLONE_NEWNET): {e}: run as root"))?;
+    sh("ip link set lo up", None).map(|_| ())
+}
+
+/// Runs `f` on a thread of its own in a fresh network namespace.
+fn in_netns<T: Send>(f: impl FnOnce() -> Result<T, String> + Send) -> Result<T, String> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            fresh_netns()?;
+            f()
+        })
+        .join()
+        .map_err(|_| "benchmark thread panicked".to_string())?
+    })
+}
+
+/// The release `kube-ipvs` next to this example (target/release/examples/..).
+fn daemon_binary() -> Result<PathBuf, String> {
+    if let Ok(p) = std::env::var("KUBE_IPVS_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("kube-ipvs"))
+        .ok_or("no target directory")?;
+    if !bin.exists() {
+        return Err(format!(
+            "{} not found: cargo build --release --bin kube-ipvs (or set KUBE_IPVS_BIN)",
+            bin.display()
+        ));
+    }
+    Ok(bin)
+}
+
+/// The daemon child, killed on drop.
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(bin: &Path, manifests: &Path, log: PathBuf) -> Result<Self, String> {
+        let err = std::fs::File::create(&log).map_err(|e| format!("create log: {e}"))?;
+        let child = Command::new(bin)
+            .arg("--manifests")
+            .arg(manifests)
+            .args(["--hostname-override", NODE])
+            .args(["--metrics-bind-address", METRICS])
+            .args(["--healthz-bind-address", HEALTHZ])
+            .arg(format!("--ipvs-sync-period={SYNC_PERIOD}"))
+            // nf_conntrack_max is read-only outside the initial namespace.
+            .arg("--conntrack-max-per-core=0")
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(err))
+            .spawn()
+            .map_err(|e| format!("start {}: {e}", bin.display()))?;
+        Ok(Daemon { child, log })
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn alive(&mut self) -> Result<(), String> {
+        match self.child.try_wait() {
+            Ok(None) => Ok(()),
+            Ok(Some(st)) => Err(format!(
+                "kube-ipvs exited ({st}); log:\n{}",
+                tail(&self.log())
+            )),
+            Err(e) => Err(format!("wait for kube-ipvs: {e}")),
+        }
+    }
+
+    /// Peak resident set size (VmHWM), MiB.
+    fn peak_rss_mb(&self) -> Result<f64, String> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .map_err(|e| format!("read /proc status: {e}"))?;
+        let kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .ok_or("no VmHWM in /proc/PID/status")?;
+        Ok(kb / 1024.0)
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// GET /metrics; None while the server is not up.
+fn scrape() -> Option<String> {
+    let mut s = TcpStream::connect_timeout(&METRICS.parse().ok()?, Duration::from_secs(5)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {METRICS}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.contains(" 200 ").then_some(body)
+}
+
+/// The value of an unlabelled sample `name`.
+fn metric(body: &str, name: &str) -> Option<f64> {
+    body.lines().find_map(|l| {
+        let rest = l.strip_prefix(name)?.strip_prefix(' ')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// The counters a window is measured with.
+#[derive(Debug, Clone, Copy)]
+struct Counters {
+    last_sync: f64,
+    last_verification: f64,
+    syncs: f64,
+    sync_seconds: f64,
+    netlink_ops: f64,
+}
+
+fn counters() -> Option<Counters> {
+    let b = scrape()?;
+    Some(Counters {
+        last_sync: metric(&b, "kubeproxy_sync_proxy_rules_last_timestamp_seconds")?,
+        last_verification: metric(&b, "kube_ipvs_last_verification_timestamp_seconds")?,
+        syncs: metric(&b, "kubeproxy_sync_proxy_rules_duration_seconds_count")?,
+        sync_seconds: metric(&b, "kubeproxy_sync_proxy_rules_duration_seconds_sum")?,
+        netlink_ops: metric(&b, "kube_ipvs_netlink_operations_total")?,
+    })
+}
+
+/// Polls `f` every `every` until it yields, the daemon dies, or PATIENCE runs out.
+fn wait_for<T>(
+    d: &mut Daemon,
+    what: &str,
+    every: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Result<T, String> {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        d.alive()?;
+        if start.elapsed() > PATIENCE {
+            return Err(format!(
+                "timed out waiting for {what}; log:\n{}",
+                tail(&d.log())
+            ));
+        }
+        std::thread::sleep(every);
+    }
+}
+
+fn key(i: usize) -> ServiceKey {
+    ServiceKey::Tcp(SocketAddr::new(
+        IpAddr::V4(Cluster::service_ip(i)),
+        SERVICE_PORT,
+    ))
+}
+
+fn has_dest(c: &mut IpvsClient, i: usize, ip: std::net::Ipv4Addr) -> bool {
+    let want = SocketAddr::new(IpAddr::V4(ip), TARGET_PORT);
+    c.destinations(&key(i))
+        .is_ok_and(|d| d.iter().any(|e| e.destination.addr == want))
+}
+
+/// Nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Checks the first sync programmed everything: IPVS, the ClusterIP ipset, addresses, iptables.
+fn check_kernel(c: &mut IpvsClient, n: usize) -> Result<(), String> {
+    let table = c.table().map_err(|e| format!("IPVS dump: {e}"))?;
+    let dests: usize = table.iter().map(|(_, d)| d.len()).sum();
+    if table.len() != n || dests != n * ENDPOINTS {
+        return Err(format!(
+            "IPVS holds {} services and {dests} real servers, expected {n} and {}",
+            table.len(),
+            n * ENDPOINTS
+        ));
+    }
+    let set = sh("ipset list KUBE-CLUSTER-IP -t", None)?;
+    if !set.contains(&format!("Number of entries: {n}\n")) {
+        return Err(format!("KUBE-CLUSTER-IP is not complete:\n{set}"));
+    }
+    let addrs = sh("ip -o -4 addr show dev kube-ipvs0", None)?;
+    if addrs.lines().count() != n {
+        return Err(format!(
+            "kube-ipvs0 has {} addresses, expected {n}",
+            addrs.lines().count()
+        ));
+    }
+    let nat = sh("iptables-save -t nat", None)?;
+    if !nat.contains("--match-set KUBE-CLUSTER-IP") {
+        return Err("no KUBE-CLUSTER-IP rule in the nat table".into());
+    }
+    Ok(())
+}
+
+/// Our run for one size, in the calling thread's (fresh) namespace.
+fn ours(bin: &Path, n: usize, changes: usize, dir: &Path, logs: &Path) -> Result<Row, String> {
+    let cluster = Cluster::new(n, ENDPOINTS, NODE).map_err(|e| e.to_string())?;
+    let mut c = IpvsClient::new().map_err(|e| format!("IPVS client: {e}"))?;
+    c.flush().map_err(|e| format!("IPVS flush: {e}"))?;
+
+    let start = Instant::now();
+    let mut d = Daemon::start(bin, dir, logs.join(format!("kube-ipvs-{n}.log")))?;
+    let first = wait_for(&mut d, "the first sync", Duration::from_millis(50), || {
+        counters().filter(|m| m.last_sync > 0.0)
+    })?;
+    let first_sync = start.elapsed();
+    // What the first sync did, by the daemon's own account (stderr, beside the table).
+    for l in d.log().lines().filter(|l| !l.contains(" DEBUG ")).take(20) {
+        eprintln!("  kube-ipvs[{n}]: {l}");
+    }
+    check_kernel(&mut c, n)?;
+
+    // A verification pass with nothing changed: it must write nothing.
+    let log_before = d.log().len();
+    let before = counters().ok_or("metrics gone")?;
+    let after = wait_for(
+        &mut d,
+        "a periodic verification",
+        Duration::from_millis(200),
+        || counters().filter(|m| m.last_verification > before.last_verification),
+    )?;
+    let log = d.log();
+    let logged_changes = log
+        .get(log_before..)
+        .unwrap_or("")
+        .lines()
+        .filter(|l| l.contains("synced") && l.contains("changes="))
+        .count() as u64;
+    let resync_writes = (after.netlink_ops - before.netlink_ops) as u64 + logged_changes;
+    let runs = after.syncs - before.syncs;
+    let resync_s = (after.sync_seconds - before.sync_seconds) / runs.max(1.0);
+
+    // One endpoint change at a time, each on another service.
+    let mut lat = Vec::with_capacity(changes);
+    for k in 0..changes {
+        let i = k * n / changes;
+        let eps = cluster
+            .replace_endpoint(i, 0, ENDPOINTS)
+            .map_err(|e| e.to_string())?;
+        let new_ip = eps[0];
+        let t = Instant::now();
+        cluster
+            .write_service(dir, i, &eps)
+            .map_err(|e| e.to_string())?;
+        wait_for(
+            &mut d,
+            "an endpoint change in IPVS",
+            Duration::from_millis(2),
+            || has_dest(&mut c, i, new_ip).then_some(()),
+        )?;
+        lat.push(t.elapsed());
+        // Let that sync finish, so changes are measured one at a time.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    lat.sort();
+
+    // New services, one at a time.
+    let mut adds = Vec::with_capacity(ADDS);
+    for a in 0..ADDS {
+        let i = n + a;
+        let t = Instant::now();
+        cluster
+            .write_service(dir, i, &cluster.initial_endpoints(i))
+            .map_err(|e| e.to_string())?;
+        wait_for(
+            &mut d,
+            "an added service in IPVS",
+            Duration::from_millis(2),
+            || {
+                c.destinations(&key(i))
+                    .is_ok_and(|v| v.len() == ENDPOINTS)
+                    .then_some(())
+            },
+        )?;
+        adds.push(t.elapsed());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    adds.sort();
+
+    let peak_rss_mb = d.peak_rss_mb()?;
+    let first_sync_run_s = first.sync_seconds;
+    drop(d);
+    c.flush().map_err(|e| format!("IPVS flush: {e}"))?;
+    Ok(Row {
+        services: n,
+        endpoints: ENDPOINTS,
+        first_sync_s: first_sync.as_secs_f64(),
+        first_sync_run_s,
+        ipvsadm_restore_s: 0.0,
+        change_p50_ms: ms(percentile(&lat, 50.0)),
+        change_p99_ms: ms(percentile(&lat, 99.0)),
+        change_max_ms: ms(*lat.last().ok_or("no changes measured")?),
+        changes,
+        add_p50_ms: ms(percentile(&adds, 50.0)),
+        add_max_ms: ms(*adds.last().ok_or("no adds measured")?),
+        resync_s,
+        resync_writes,
+        peak_rss_mb,
+    })
+}
+
+/// The IPVS section of `kube-ipvs plan` (ipvsadm -Sn form) for the manifests in `dir`.
+fn ipvs_plan(bin: &Path, dir: &Path, n: usize) -> Result<String, String> {
+    let plan = sh(
+        &format!(
+            "{} plan --manifests {} --node {NODE}",
+            bin.display(),
+            dir.display()
+        ),
+        None,
+    )?;
+    let text: String = plan
+        .lines()
+        .skip_while(|l| !l.starts_with("# IPVS"))
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let services = text.lines().filter(|l| l.starts_with("-A ")).count();
+    if services != n {
+        return Err(format!(
+            "the plan has {services} IPVS services, expected {n}"
+        ));
+    }
+    Ok(text)
+}
+
+/// `ipvsadm -R` of `text`, in the calling thread's (fresh) namespace.
+fn ipvsadm_restore(text: &str, n: usize) -> Result<Duration, String> {
+    let mut c = IpvsClient::new().map_err(|e| format!("IPVS client: {e}"))?;
+    c.flush().map_err(|e| format!("IPVS flush: {e}"))?;
+    let t = Instant::now();
+    sh("ipvsadm -R", Some(text))?;
+    let took = t.elapsed();
+    let loaded = c.services().map_err(|e| format!("IPVS dump: {e}"))?.len();
+    c.flush().map_err(|e| format!("IPVS flush: {e}"))?;
+    if loaded != n {
+        return Err(format!("ipvsadm -R loaded {loaded} services, expected {n}"));
+    }
+    Ok(took)
+}
+
+fn run(bin: &Path, n: usize, changes: usize) -> Result<Row, String> {
+    let work = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
+    let dir = work.path().join("manifests");
+    Cluster::new(n, ENDPOINTS, NODE)
+        .and_then(|c| c.write(&dir))
+        .map_err(|e| e.to_string())?;
+    // The baseline's input comes from the pristine manifests (before changes and adds).
+    let text = ipvs_plan(bin, &dir, n)?;
+    let logs = std::env::var_os("BENCH_SCALE_LOGS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| work.path().to_path_buf());
+    let mut row = in_netns(|| ours(bin, n, changes, &dir, &logs))?;
+    row.ipvsadm_restore_s = in_netns(|| ipvsadm_restore(&text, n))?.as_secs_f64();
+    Ok(row)
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| services × endpoints | first full sync | `ipvsadm -R` (IPVS only) | ipvsadm / ours | one change p50 | p99 | max | add a service p50 | no-change resync | its writes | peak RSS |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "| {} × {} | {:.2} s (sync run {:.2} s) | {:.2} s | **{:.2}×** | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {:.2} s | {} | {:.1} MiB |",
+            r.services,
+            r.endpoints,
+            r.first_sync_s,
+            r.first_sync_run_s,
+            r.ipvsadm_restore_s,
+            r.ipvsadm_restore_s / r.first_sync_s.max(1e-9),
+            r.change_p50_ms,
+            r.change_p99_ms,
+            r.change_max_ms,
+            r.add_p50_ms,
+            r.resync_s,
+            r.resync_writes,
+            r.peak_rss_mb,
+        );
+    }
+    if let (Some(small), Some(big)) = (rows.first(), rows.last())
+        && rows.len() > 1
+    {
+        let _ = writeln!(
+            out,
+            "\nFrom {} to {} services: first sync ×{:.1}, one-change p50 ×{:.2}, p99 ×{:.2}.",
+            small.services,
+            big.services,
+            big.first_sync_s / small.first_sync_s.max(1e-9),
+            big.change_p50_ms / small.change_p50_ms.max(1e-9),
+            big.change_p99_ms / small.change_p99_ms.max(1e-9),
+        );
+    }
+    out
+}
+
+/// Goals of issue #7, checked on the results: one line each.
+fn goals(rows: &[Row]) -> String {
+    let mut out = String::new();
+    let Some(big) = rows.iter().max_by_key(|r| r.services) else {
+        return out;
+    };
+    let small = rows.iter().min_by_key(|r| r.services).unwrap_or(big);
+    let mut line = |ok: bool, text: String| {
+        let _ = writeln!(out, "- {} {text}", if ok { "met:" } else { "NOT met:" });
+    };
+    line(
+        big.first_sync_s <= big.ipvsadm_restore_s,
+        format!(
+            "full sync at {} services {:.2} s vs `ipvsadm -R` of the IPVS part {:.2} s",
+            big.services, big.first_sync_s, big.ipvsadm_restore_s
+        ),
+    );
+    // TCG timing noise: "does not grow" allows 1.5× between the smallest and largest size.
+    line(
+        big.change_p99_ms <= 1.5 * small.change_p99_ms,
+        format!(
+            "one-change p99 {:.0} ms at {} vs {:.0} ms at {} services (limit 1.5×)",
+            big.change_p99_ms, big.services, small.change_p99_ms, small.services
+        ),
+    );
+    line(
+        big.peak_rss_mb < 100.0,
+        format!(
+            "peak RSS {:.1} MiB at {} × {} (limit 100 MB)",
+            big.peak_rss_mb, big.services, big.endpoints
+        ),
+    );
+    line(
+        rows.iter().all(|r| r.resync_writes == 0),
+        "no-change resync writes nothing at every size".to_string(),
+    );
+    out
+}
+
+/// Fonts looked for, in order, for the plot's text (plotters draws text with ab_glyph).
+const FONTS: &[&str] = &[
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+];
+
+fn register_font() -> Result<(), String> {
+    let path = std::env::var("BENCH_SCALE_FONT")
+        .ok()
+        .or_else(|| {
+            FONTS
+                .iter()
+                .find(|p| Path::new(p).exists())
+                .map(|p| p.to_string())
+        })
+        .ok_or("no TTF font for the plot: install fonts-dejavu-core or set BENCH_SCALE_FONT")?;
+    let bytes = std::fs::read(&path).map_err(|e| format!("read {path}: {e}"))?;
+    // plotters keeps fonts for the process's lifetime.
+    plotters::style::register_font(
+        "sans-serif",
+        plotters::style::FontStyle::Normal,
+        Box::leak(bytes.into_boxed_slice()),
+    )
+    .map_err(|_| format!("{path} is not a usable font"))
+}
+
+/// One plotted line: legend, colour, value of a row.
+type Series = (&'static str, plotters::style::RGBColor, fn(&Row) -> f64);
+
+fn plot_err(e: impl std::fmt::Display) -> String {
+    format!("plot: {e}")
+}
+
+/// One panel: the series against N, from 0.
+fn panel<DB: plotters::prelude::DrawingBackend>(
+    area: &plotters::prelude::DrawingArea<DB, plotters::coord::Shift>,
+    rows: &[Row],
+    caption: &str,
+    unit: &str,
+    series: &[Series],
+) -> Result<(), String> {
+    use plotters::prelude::*;
+    let max_n = rows.iter().map(|r| r.services).max().unwrap_or(1) as f64 * 1.05;
+    let max_y = rows
+        .iter()
+        .flat_map(|r| series.iter().map(move |(_, _, f)| f(r)))
+        .fold(0.0, f64::max)
+        * 1.25;
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 24))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..max_n, 0.0..max_y.max(1e-3))
+        .map_err(plot_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("services (× 10 endpoints)")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_desc(unit)
+        .draw()
+        .map_err(plot_err)?;
+    for &(name, color, f) in series {
+        let pts: Vec<(f64, f64)> = rows.iter().map(|r| (r.services as f64, f(r))).collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(plot_err)?
+            .label(name)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, color.filled())))
+            .map_err(plot_err)?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 15))
+        .draw()
+        .map_err(plot_err)
+}
+
+/// Full-sync time (ours and ipvsadm -R) and change latency against N, side by side.
+fn plot(rows: &[Row], png: &Path) -> Result<(), String> {
+    use plotters::prelude::*;
+    register_font()?;
+    let root = BitMapBackend::new(png, (1200, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    let (left, right) = root.split_horizontally(600);
+    panel(
+        &left,
+        rows,
+        "Full sync time",
+        "seconds",
+        &[
+            ("kube-ipvs: first full sync (all kernel state)", BLUE, |r| {
+                r.first_sync_s
+            }),
+            ("ipvsadm -R: IPVS part only", RED, |r| r.ipvsadm_restore_s),
+        ],
+    )?;
+    panel(
+        &right,
+        rows,
+        "One change, file to kernel",
+        "milliseconds",
+        &[
+            ("endpoint change p50", BLUE, |r| r.change_p50_ms),
+            ("endpoint change p99", MAGENTA, |r| r.change_p99_ms),
+            ("service added p50", GREEN, |r| r.add_p50_ms),
+        ],
+    )?;
+    root.present().map_err(plot_err)
+}
+
+struct Args {
+    sizes: Vec<usize>,
+    changes: usize,
+    json: Option<PathBuf>,
+    png: Option<PathBuf>,
+}
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut a = Args {
+        sizes: vec![1000, 5000, 10_000],
+        changes: 100,
+        json: None,
+        png: None,
+    };
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or(format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--sizes" => {
+                a.sizes = value()?
+                    .split(',')
+                    .map(|s| s.parse().map_err(|e| format!("--sizes {s:?}: {e}")))
+                    .collect::<Result<_, _>>()?;
+            }
+            "--changes" => {
+                a.changes = value()?.parse().map_err(|e| format!("--changes: {e}"))?;
+            }
+            "--json" => a.json = Some(value()?.into()),
+            "--png" => a.png = Some(value()?.into()),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if a.changes == 0 || a.sizes.iter().any(|&n| n < a.changes) {
+        return Err("--changes must be at least 1 and at most the smallest size".into());
+    }
+    Ok(a)
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("plot") {
+        let (Some(json), Some(png)) = (args.nth(1), args.next()) else {
+            eprintln!("usage: bench_scale plot RESULTS.json OUT.png");
+            std::process::exit(2);
+        };
+        let rows: Vec<Row> = match std::fs::read_to_string(&json)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+        {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("bench_scale: {json}: {e}");
+                std::process::exit(1);
+            }
+        };
+        print!("{}\n{}", table(&rows), goals(&rows));
+        if let Err(e) = plot(&rows, Path::new(&png)) {
+            eprintln!("bench_scale: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let a = match parse_args(args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bench_scale: {e}");
+            std::process::exit(2);
+        }
+    };
+    let bin = match daemon_binary() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("bench_scale: {e}");
+            std::process::exit(2);
+        }
+    };
+    let mut rows = Vec::new();
+    let mut failed = false;
+    for &n in &a.sizes {
+        let t = Instant::now();
+        match run(&bin, n, a.changes) {
+            Ok(r) => {
+                eprintln!(
+                    "bench_scale: {n} services done in {:.0} s",
+                    t.elapsed().as_secs_f64()
+                );
+                rows.push(r);
+                // After every size, so a later failure keeps what was measured.
+                let json = serde_json::to_string(&rows).unwrap_or_default();
+                println!("results: {json}");
+                if let Some(path) = &a.json
+                    && let Err(e) = std::fs::write(path, &json)
+                {
+                    eprintln!("bench_scale: write {}: {e}", path.display());
+                }
+            }
+            Err(e) => {
+                eprintln!("bench_scale: N={n}: {e}");
+                failed = true;
+            }
+        }
+    }
+    println!("## Scale: kube-ipvs daemon on generated manifests vs ipvsadm -R\n");
+    print!("{}\n{}", table(&rows), goals(&rows));
+    if let Some(png) = &a.png
+        && !rows.is_empty()
+        && let Err(e) = plot(&rows, png)
+    {
+        eprintln!("bench_scale: {e}");
+        failed = true;
+    }
+    if failed {
+        std::process::exit(1);
+    }
+}

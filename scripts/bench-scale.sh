@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Scale benchmark of the real daemon (issue #7), in one lab boot: N services ×
+# 10 endpoints from generated manifests, for N = 1,000, 5,000 and 10,000.
+#
+#   scripts/bench-scale.sh [--sizes 1000,5000,10000] [--changes 100]
+#
+# Builds the release kube-ipvs and examples/bench_scale.rs, runs the benchmark
+# inside scripts/kernel-lab.sh and prints its markdown table and goal checks
+# (a copy goes to target/bench-scale.md). The lab cannot write to the host, so
+# the results come back as a `results:` line of JSON: they are saved to
+# target/bench-scale.json and plotted to docs/bench-scale.png here.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [ "${1:-}" = "--in-lab" ]; then
+  shift
+  echo "# kube-ipvs scale benchmark ($(uname -r), $(nproc) vCPU under qemu TCG, $(date -u +%Y-%m-%d))"
+  echo
+  exec target/release/examples/bench_scale "$@"
+fi
+
+cargo build --release --locked --bin kube-ipvs --example bench_scale
+mkdir -p target docs
+status=0
+scripts/kernel-lab.sh --memory 4G --timeout 5400 -- \
+  scripts/bench-scale.sh --in-lab "$@" | tee target/bench-scale.md || status=$?
+# The last results line holds every size measured, even if a later one failed.
+json=$(sed -n 's/^results: //p' target/bench-scale.md | tail -1)
+if [ -n "$json" ]; then
+  printf '%s\n' "$json" >target/bench-scale.json
+  target/release/examples/bench_scale plot target/bench-scale.json docs/bench-scale.png >/dev/null
+  echo "plot: docs/bench-scale.png; results: target/bench-scale.json"
+else
+  echo "bench-scale.sh: no results came back" >&2
+  status=1
+fi
+exit "$status"
