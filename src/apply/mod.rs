@@ -25,7 +25,7 @@ use ipvs_netlink::netlink::NetlinkStats;
 
 use crate::iptables::{Backend, Iptables, IptablesError, Jump, OwnedChains, parse_save};
 use crate::model::config::ProxyConfig;
-use crate::model::ipset::SetName;
+use crate::model::ipset::{IpsetEntry, SetKind, SetName};
 use crate::model::iptables::{FILTER_CHAINS, JUMPS, NAT_CHAINS};
 use crate::reconcile::plan::ConntrackFilter;
 use crate::reconcile::proxier::desired_sysctls;
@@ -738,6 +738,22 @@ impl Applier {
             }
             Err((what, reason)) => errors.push(format!("{what} is unavailable: {reason}")),
         }
+        let on_link = bound.len();
+        // So are those a killed run marked in KUBE-IPVS-IPS before binding them.
+        if let Ok(c) = self.ipset()
+            && let Ok(sets) = c.list(None)
+        {
+            for set in sets {
+                if SetName::from_name(set.name()).is_some_and(|n| n.kind == SetKind::IpvsIps) {
+                    bound.extend(set.members.iter().filter_map(|m| {
+                        match convert::from_entry(&m.entry) {
+                            Some(IpsetEntry::Ip(ip)) => Some(ip),
+                            _ => None,
+                        }
+                    }));
+                }
+            }
+        }
         match self.ipvs() {
             Ok(c) => match c.services() {
                 Ok(services) => {
@@ -791,10 +807,7 @@ impl Applier {
         }
         if let Ok(rtnl) = self.rtnl() {
             match rtnl.delete_link(DUMMY_LINK) {
-                Ok(true) => done.push(format!(
-                    "deleted {DUMMY_LINK} and its {} addresses",
-                    bound.len()
-                )),
+                Ok(true) => done.push(format!("deleted {DUMMY_LINK} and its {on_link} addresses")),
                 Ok(false) => {}
                 Err(e) => errors.push(format!("delete {DUMMY_LINK}: {e}")),
             }
