@@ -5,7 +5,7 @@
 //! the touched keys against the last applied state. Work per change is
 //! proportional to the changed Services, never to the cluster.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -428,13 +428,19 @@ impl Proxier {
                 for d in &h.destinations {
                     self.drains.remove(&(*key, d.addr));
                 }
+                // One filter per former endpoint: conntrack filters flows by
+                // their reply source, and a whole-VIP delete cannot be expressed.
                 if let (Some(p), Some(vip)) = (key.protocol(), key.addr())
                     && p != Protocol::Tcp
                 {
-                    plan.ops.push(Op::Conntrack(ConntrackFilter {
-                        protocol: p,
-                        vip: Some(vip),
-                        endpoint: None,
+                    let eps: BTreeSet<IpAddr> =
+                        h.destinations.iter().map(|d| d.addr.ip()).collect();
+                    plan.ops.extend(eps.into_iter().map(|ep| {
+                        Op::Conntrack(ConntrackFilter {
+                            protocol: p,
+                            vip: Some(vip),
+                            endpoint: Some(ep),
+                        })
                     }));
                 }
             }

@@ -278,6 +278,20 @@ fn udp_removal_is_immediate_with_conntrack_cleanup() {
         .unwrap();
     assert!(unbind < del);
     assert!(matches!(plan.ops.last(), Some(Op::Conntrack(_))));
+    // The flows go by their reply source: one filter per former endpoint,
+    // never a whole-VIP filter the conntrack client cannot express.
+    let flows: Vec<_> = plan
+        .ops
+        .iter()
+        .filter_map(|o| match o {
+            Op::Conntrack(c) => Some((c.vip, c.endpoint)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        flows,
+        vec![(Some(sa("10.96.0.53:53")), Some(ip("10.244.1.5")))]
+    );
     apply(&mut k, &plan);
     assert_eq!(k, p.desired_state());
 }
