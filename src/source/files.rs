@@ -25,7 +25,9 @@ use crate::watch::{Hooks, ObjKey, Sources};
 
 /// How often the path is re-scanned in full while inotify watches it (a
 /// safety net for what inotify cannot see, e.g. a replaced parent directory).
-pub const POLL_WITH_INOTIFY: Duration = Duration::from_secs(10);
+pub const POLL_WITH_INOTIFY: Duration = Duration::from_secs(30);
+/// Files stat'ed between two looks at the inotify queue during a re-scan.
+pub const RESCAN_CHUNK: usize = 256;
 /// How often the path is re-scanned when inotify is unavailable.
 pub const POLL_WITHOUT_INOTIFY: Duration = Duration::from_secs(1);
 
@@ -151,15 +153,9 @@ impl ManifestFiles {
             });
         }
         let mut all = Manifests::default();
-        for p in paths {
-            let st = stamp(&p)
-                .ok()
-                .flatten()
-                .ok_or_else(|| ManifestError::Read {
-                    path: p.clone(),
-                    source: std::io::Error::from(std::io::ErrorKind::NotFound),
-                })?;
-            let m = read(&p)?;
+        for (p, loaded) in paths.iter().zip(read_all(&paths)) {
+            let (st, m) = loaded?;
+            let p = p.clone();
             files.index(&p, FileKeys::of(&m));
             files.files.insert(
                 p,
@@ -212,30 +208,43 @@ impl ManifestFiles {
     /// Compares every file's stamp with the cache and reloads what differs
     /// (the poll, and what inotify reports without a file name).
     pub fn rescan(&mut self) -> Changes {
+        self.rescan_with(|_| {})
+    }
+
+    /// As [`ManifestFiles::rescan`], calling `between` after every
+    /// [`RESCAN_CHUNK`] stats: the watcher serves inotify events there, so a
+    /// scan of thousands of files never holds up a change to one of them.
+    pub fn rescan_with(&mut self, mut between: impl FnMut(&mut Self)) -> Changes {
         let paths = match self.list() {
             Ok(p) if !p.is_empty() => p,
             Ok(_) => return refused(format!("{}: no manifest files", self.root.display())),
             Err(e) => return refused(format!("cannot read {}: {e}", self.root.display())),
         };
-        let present: BTreeSet<&PathBuf> = paths.iter().collect();
-        let mut updates: Vec<(PathBuf, Update)> = self
-            .files
-            .keys()
-            .filter(|p| !present.contains(p))
-            .map(|p| (p.clone(), Update::Gone))
-            .collect();
-        for p in &paths {
-            let st = stamp(p).ok().flatten();
-            let known = self
-                .files
-                .get(p)
-                .map(|c| c.stamp)
-                .or_else(|| self.failed.get(p).copied());
-            if st.is_some() && known == st {
-                continue;
+        let mut changed = Vec::new();
+        for chunk in paths.chunks(RESCAN_CHUNK) {
+            for p in chunk {
+                let st = stamp(p).ok().flatten();
+                let known = self
+                    .files
+                    .get(p)
+                    .map(|c| c.stamp)
+                    .or_else(|| self.failed.get(p).copied());
+                if st.is_none() || known != st {
+                    changed.push(p.clone());
+                }
             }
-            updates.push((p.clone(), reload(p)));
+            between(self);
         }
+        // Cached files the listing missed: gone, unless `between` saw them arrive.
+        let present: BTreeSet<&PathBuf> = paths.iter().collect();
+        changed.extend(self.files.keys().filter(|p| !present.contains(p)).cloned());
+        let updates: Vec<(PathBuf, Update)> = changed
+            .into_iter()
+            .map(|p| {
+                let u = reload(&p);
+                (p, u)
+            })
+            .collect();
         self.apply(updates)
     }
 
@@ -356,6 +365,33 @@ fn extend(into: &mut FileKeys, keys: FileKeys) {
     into.services.extend(keys.services);
     into.slices.extend(keys.slices);
     into.nodes.extend(keys.nodes);
+}
+
+/// Stamps and parses `paths` on every CPU (parsing dominates a first load of
+/// thousands of files), returning the results in order.
+fn read_all(paths: &[PathBuf]) -> Vec<Result<(Stamp, Manifests), ManifestError>> {
+    let one = |p: &PathBuf| {
+        let st = stamp(p).ok().flatten().ok_or_else(|| ManifestError::Read {
+            path: p.clone(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })?;
+        Ok((st, read(p)?))
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || paths.len() < 64 {
+        return paths.iter().map(one).collect();
+    }
+    let chunk = paths.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = paths
+            .chunks(chunk)
+            .map(|c| s.spawn(move || c.iter().map(one).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
 }
 
 fn read(path: &Path) -> Result<Manifests, ManifestError> {
@@ -703,29 +739,64 @@ fn watch_blocking(
         if wanted.is_empty() {
             continue;
         }
-        let changes = if wanted.rescan {
-            files.rescan()
-        } else {
-            files.refresh(&wanted.files)
-        };
-        for w in &changes.warnings {
-            tracing::warn!("{w}");
+        // Named files first: they are re-read whatever their stamps say.
+        if !wanted.files.is_empty() {
+            let changes = files.refresh(&wanted.files);
+            publish(&files, changes, sources, hooks, node);
         }
-        for e in &changes.errors {
-            // Retried on the next change; the last good objects stay programmed.
-            tracing::warn!(error = %e, "cannot reload manifests; keeping the previous objects");
+        if !wanted.rescan {
+            continue;
         }
-        if changes.reloaded + changes.removed > 0 {
-            tracing::info!(
-                path = %files.root().display(),
-                reloaded = changes.reloaded,
-                removed = changes.removed,
-                "manifests changed"
-            );
+        let (mut stop, mut again) = (false, false);
+        let changes = files.rescan_with(|f| {
+            let mut w = Wanted::default();
+            while let Ok(msg) = rx.try_recv() {
+                match msg {
+                    Msg::Stop => stop = true,
+                    Msg::Event(ev) => w.add(f.root(), f.is_dir(), &ev),
+                }
+            }
+            again |= w.rescan;
+            if !w.files.is_empty() {
+                let c = f.refresh(&w.files);
+                publish(f, c, sources, hooks, node);
+            }
+        });
+        publish(&files, changes, sources, hooks, node);
+        if stop {
+            return;
         }
-        if !changes.is_empty() {
-            feed_changes(sources, hooks, node, changes);
+        if again {
+            next_poll = std::time::Instant::now();
         }
+    }
+}
+
+/// Logs what a refresh found and feeds its changes.
+fn publish(
+    files: &ManifestFiles,
+    changes: Changes,
+    sources: &Mutex<Sources>,
+    hooks: &Hooks,
+    node: &str,
+) {
+    for w in &changes.warnings {
+        tracing::warn!("{w}");
+    }
+    for e in &changes.errors {
+        // Retried on the next change; the last good objects stay programmed.
+        tracing::warn!(error = %e, "cannot reload manifests; keeping the previous objects");
+    }
+    if changes.reloaded + changes.removed > 0 {
+        tracing::info!(
+            path = %files.root().display(),
+            reloaded = changes.reloaded,
+            removed = changes.removed,
+            "manifests changed"
+        );
+    }
+    if !changes.is_empty() {
+        feed_changes(sources, hooks, node, changes);
     }
 }
 
@@ -914,14 +985,22 @@ mod tests {
     #[test]
     fn a_change_rereads_only_its_file_and_yields_only_its_objects() {
         let d = tempfile::tempdir().unwrap();
-        let c = Cluster::new(20, 3, "n").unwrap();
+        // Enough files to be parsed in parallel.
+        let c = Cluster::new(100, 3, "n").unwrap();
         c.write(d.path()).unwrap();
         let (mut f, m) = ManifestFiles::load(d.path()).unwrap();
         assert_eq!(
             (m.services.len(), m.slices.len(), m.nodes.len()),
-            (20, 20, 1)
+            (100, 100, 1)
         );
-        assert_eq!(f.len(), 21);
+        assert_eq!(f.len(), 101);
+        // In file order, as a sequential load gives them.
+        let names: Vec<_> = m
+            .services
+            .iter()
+            .map(|s| s.metadata.name.clone().unwrap())
+            .collect();
+        assert!(names.windows(2).all(|w| w[0] < w[1]), "{names:?}");
         assert!(f.rescan().is_empty(), "nothing changed");
 
         let eps = c.replace_endpoint(7, 1, 9).unwrap();
@@ -955,6 +1034,32 @@ mod tests {
             1,
             "the file's Service is re-fed as it is"
         );
+    }
+
+    #[test]
+    fn a_rescan_serves_events_between_chunks() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cluster::new(3 * RESCAN_CHUNK, 1, "n").unwrap();
+        c.write(d.path()).unwrap();
+        let (mut f, _) = ManifestFiles::load(d.path()).unwrap();
+        let mut calls = 0;
+        let mut served = None;
+        let changes = f.rescan_with(|f| {
+            calls += 1;
+            if calls == 1 {
+                // A change arrives mid-scan; the watcher refreshes it right away.
+                let eps = c.replace_endpoint(5, 0, 1).unwrap();
+                let p = c.write_service(d.path(), 5, &eps).unwrap();
+                served = Some(f.refresh(&BTreeSet::from([p])));
+            }
+        });
+        assert!(calls >= 3, "one call per chunk of {RESCAN_CHUNK}: {calls}");
+        assert_eq!(served.unwrap().slices.len(), 1);
+        assert!(
+            changes.errors.is_empty() && changes.removed == 0,
+            "{changes:?}"
+        );
+        assert!(f.rescan().is_empty());
     }
 
     #[test]

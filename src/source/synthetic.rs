@@ -5,6 +5,7 @@
 //! Each service lives alone in its own file (Service + EndpointSlice), so one change rewrites
 //! one small file, the way a watcher of a real cluster would see it; the Node lives in
 //! `00-node.yaml`. Variants are written with [`Cluster::write_service`] (atomic rename).
+//! Files are YAML, or JSON ([`Format::Json`], the API server's wire format) as a `List`.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -45,12 +46,31 @@ pub enum SyntheticError {
     },
 }
 
+/// How the files are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Format {
+    #[default]
+    Yaml,
+    /// One `List` per file (the Service, then its EndpointSlice).
+    Json,
+}
+
+impl Format {
+    fn extension(self) -> &'static str {
+        match self {
+            Format::Yaml => "yaml",
+            Format::Json => "json",
+        }
+    }
+}
+
 /// A generated cluster: `services` services of `endpoints` ready endpoints each, seen by node `node`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cluster {
     services: usize,
     endpoints: usize,
     node: String,
+    format: Format,
 }
 
 impl Cluster {
@@ -70,7 +90,17 @@ impl Cluster {
             services,
             endpoints,
             node: node.into(),
+            format: Format::Yaml,
         })
+    }
+
+    /// The same cluster written as `format`.
+    pub fn with_format(self, format: Format) -> Self {
+        Cluster { format, ..self }
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
     }
 
     pub fn services(&self) -> usize {
@@ -109,13 +139,17 @@ impl Cluster {
     }
 
     /// The Node's file in `dir`; sorts before every service file.
-    pub fn node_file(dir: &Path) -> PathBuf {
-        dir.join("00-node.yaml")
+    pub fn node_file(&self, dir: &Path) -> PathBuf {
+        dir.join(format!("00-node.{}", self.format.extension()))
     }
 
     /// File of service `i` in `dir`.
-    pub fn service_file(dir: &Path, i: usize) -> PathBuf {
-        dir.join(format!("{}.yaml", Self::service_name(i)))
+    pub fn service_file(&self, dir: &Path, i: usize) -> PathBuf {
+        dir.join(format!(
+            "{}.{}",
+            Self::service_name(i),
+            self.format.extension()
+        ))
     }
 
     /// Writes the Node file and every service file with its initial endpoints into `dir` (created if missing).
@@ -124,10 +158,10 @@ impl Cluster {
             path: dir.to_path_buf(),
             source,
         })?;
-        write_atomically(&Self::node_file(dir), &self.render_node())?;
+        write_atomically(&self.node_file(dir), &self.render_node())?;
         for i in 0..self.services {
             let text = self.render_service(i, &self.initial_endpoints(i))?;
-            write_atomically(&Self::service_file(dir, i), &text)?;
+            write_atomically(&self.service_file(dir, i), &text)?;
         }
         Ok(())
     }
@@ -140,13 +174,20 @@ impl Cluster {
         i: usize,
         endpoints: &[Ipv4Addr],
     ) -> Result<PathBuf, SyntheticError> {
-        let path = Self::service_file(dir, i);
+        let path = self.service_file(dir, i);
         write_atomically(&path, &self.render_service(i, endpoints)?)?;
         Ok(path)
     }
 
     /// The Node object, with [`NODE_IP`] as InternalIP.
     pub fn render_node(&self) -> String {
+        if self.format == Format::Json {
+            let node = serde_json::json!({
+                "apiVersion": "v1", "kind": "Node", "metadata": {"name": self.node},
+                "status": {"addresses": [{"type": "InternalIP", "address": NODE_IP.to_string()}]},
+            });
+            return format!("{node}\n");
+        }
         format!(
             "apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\nstatus:\n  addresses:\n  - type: InternalIP\n    address: {NODE_IP}\n",
             node = yaml_str(&self.node),
@@ -165,6 +206,9 @@ impl Cluster {
         }
         let name = Self::service_name(i);
         let ip = Self::service_ip(i);
+        if self.format == Format::Json {
+            return Ok(self.render_json(i, endpoints));
+        }
         let mut s = format!(
             "apiVersion: v1
 kind: Service
@@ -202,6 +246,46 @@ endpoints:"
             );
         }
         Ok(s)
+    }
+
+    fn render_json(&self, i: usize, endpoints: &[Ipv4Addr]) -> String {
+        let name = Self::service_name(i);
+        let eps: Vec<serde_json::Value> = endpoints
+            .iter()
+            .enumerate()
+            .map(|(j, ep)| {
+                serde_json::json!({
+                    "addresses": [ep.to_string()],
+                    "conditions": {"ready": true},
+                    "nodeName": format!("worker-{}", (i + j) % WORKERS),
+                })
+            })
+            .collect();
+        let list = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [
+                {
+                    "apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": name, "namespace": NAMESPACE},
+                    "spec": {
+                        "clusterIP": Self::service_ip(i).to_string(),
+                        "ports": [{"name": "http", "port": SERVICE_PORT, "protocol": "TCP", "targetPort": TARGET_PORT}],
+                    },
+                },
+                {
+                    "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                    "metadata": {
+                        "name": format!("{name}-1"), "namespace": NAMESPACE,
+                        "labels": {"kubernetes.io/service-name": name},
+                    },
+                    "addressType": "IPv4",
+                    "ports": [{"name": "http", "port": TARGET_PORT, "protocol": "TCP"}],
+                    "endpoints": eps,
+                },
+            ],
+        });
+        format!("{list}\n")
     }
 
     /// The initial endpoints of service `i` with the one in `slot` moved to spare slot `spare`
@@ -303,6 +387,27 @@ mod tests {
     }
 
     #[test]
+    fn json_files_load_to_the_same_objects_as_yaml() {
+        let y = tempfile::tempdir().unwrap();
+        let j = tempfile::tempdir().unwrap();
+        let c = Cluster::new(4, 3, "lab-node").unwrap();
+        c.write(y.path()).unwrap();
+        let cj = c.clone().with_format(Format::Json);
+        cj.write(j.path()).unwrap();
+        assert!(cj.service_file(j.path(), 0).ends_with("svc-00000.json"));
+        let (my, mj) = (
+            manifests::load(y.path()).unwrap(),
+            manifests::load(j.path()).unwrap(),
+        );
+        assert_eq!(my.services, mj.services);
+        assert_eq!(my.slices, mj.slices);
+        assert_eq!(my.nodes, mj.nodes);
+        assert!(mj.warnings.is_empty(), "{:?}", mj.warnings);
+        cj.write_service(j.path(), 1, &[]).unwrap();
+        assert!(addresses(&manifests::load(j.path()).unwrap(), "svc-00001").is_empty());
+    }
+
+    #[test]
     fn output_is_deterministic() {
         let a = tempfile::tempdir().unwrap();
         let b = tempfile::tempdir().unwrap();
@@ -310,14 +415,14 @@ mod tests {
         c.write(a.path()).unwrap();
         c.write(b.path()).unwrap();
         for i in 0..5 {
-            let fa = std::fs::read(Cluster::service_file(a.path(), i)).unwrap();
-            let fb = std::fs::read(Cluster::service_file(b.path(), i)).unwrap();
+            let fa = std::fs::read(c.service_file(a.path(), i)).unwrap();
+            let fb = std::fs::read(c.service_file(b.path(), i)).unwrap();
             assert_eq!(fa, fb, "service {i}");
         }
         // Different services differ (no copy-paste of one file).
         assert_ne!(
-            std::fs::read(Cluster::service_file(a.path(), 0)).unwrap(),
-            std::fs::read(Cluster::service_file(a.path(), 1)).unwrap()
+            std::fs::read(c.service_file(a.path(), 0)).unwrap(),
+            std::fs::read(c.service_file(a.path(), 1)).unwrap()
         );
     }
 
