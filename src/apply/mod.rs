@@ -228,42 +228,6 @@ pub fn flow_filter(c: &ConntrackFilter) -> Option<FlowFilter> {
     })
 }
 
-/// Expands whole-VIP conntrack deletes (a deleted UDP/SCTP service) into one
-/// filter per real server the service had in `before`, the state the plan was
-/// made against, since the client filters flows by their reply source.
-pub fn expand_conntrack(ops: &[Op], before: &KernelState) -> Vec<Op> {
-    let mut out = Vec::with_capacity(ops.len());
-    for op in ops {
-        match op {
-            Op::Conntrack(c) if c.endpoint.is_none() => {
-                let svc = c.vip.and_then(|vip| {
-                    before
-                        .services
-                        .iter()
-                        .find(|(k, _)| k.protocol() == Some(c.protocol) && k.addr() == Some(vip))
-                });
-                match svc {
-                    Some((_, ks)) if !ks.destinations.is_empty() => {
-                        let mut eps: Vec<IpAddr> =
-                            ks.destinations.iter().map(|d| d.addr.ip()).collect();
-                        eps.sort();
-                        eps.dedup();
-                        out.extend(eps.into_iter().map(|ep| {
-                            Op::Conntrack(ConntrackFilter {
-                                endpoint: Some(ep),
-                                ..c.clone()
-                            })
-                        }));
-                    }
-                    _ => out.push(op.clone()),
-                }
-            }
-            _ => out.push(op.clone()),
-        }
-    }
-    out
-}
-
 /// What the kernel holds, plus per real server connection counts (for drains).
 #[derive(Debug, Clone, Default)]
 pub struct Observation {
@@ -1047,52 +1011,6 @@ mod tests {
             "-A KUBE-MARK-MASQ -j ACCEPT\n-A KUBE-MARK-MASQ -j",
         );
         assert!(!iptables_in_sync(payload, &extra));
-    }
-
-    #[test]
-    fn whole_vip_conntrack_deletes_name_each_former_endpoint() {
-        use ipvs_netlink::ipvs::Destination;
-        let key = ServiceKey::Udp("10.96.0.10:53".parse().unwrap());
-        let mut before = KernelState::default();
-        before
-            .apply(&Op::Ipvs(IpvsOp::AddService(Service::new(key))))
-            .unwrap();
-        for ep in ["10.244.0.2:53", "10.244.0.1:53"] {
-            before
-                .apply(&Op::Ipvs(IpvsOp::AddDestination(
-                    key,
-                    Destination::masq(ep.parse().unwrap()),
-                )))
-                .unwrap();
-        }
-        let whole = ConntrackFilter {
-            protocol: Protocol::Udp,
-            vip: Some("10.96.0.10:53".parse().unwrap()),
-            endpoint: None,
-        };
-        let ops = vec![
-            Op::Ipvs(IpvsOp::DeleteService(key)),
-            Op::Conntrack(whole.clone()),
-        ];
-        let x = expand_conntrack(&ops, &before);
-        assert_eq!(x.len(), 3);
-        assert_eq!(x[0], ops[0]);
-        let eps: Vec<_> = x[1..]
-            .iter()
-            .map(|op| match op {
-                Op::Conntrack(c) => {
-                    assert_eq!(c.vip, whole.vip);
-                    c.endpoint.unwrap().to_string()
-                }
-                other => panic!("{other}"),
-            })
-            .collect();
-        assert_eq!(eps, ["10.244.0.1", "10.244.0.2"]);
-        // Unknown service (or another protocol): kept as is, the applier skips it.
-        assert_eq!(
-            expand_conntrack(&ops[1..], &KernelState::default()),
-            ops[1..]
-        );
     }
 
     #[test]

@@ -240,7 +240,7 @@ pub fn sync_once(
     out.repairs = plan.repairs.clone();
     out.internal_errors
         .extend(plan.internal_errors.iter().cloned());
-    out.report = applier.apply(&super::expand_conntrack(&plan.ops, &obs.state));
+    out.report = applier.apply(&plan.ops);
     // Drains of real servers without connections finish now; a one-shot run
     // cannot wait for busy ones, which stay at weight 0 for the next run.
     let tick = p.tick(now, |k, a| obs.conns.get(&(*k, *a)).copied());
