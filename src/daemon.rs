@@ -475,25 +475,8 @@ impl Daemon {
 mod tests {
     use super::*;
     use crate::model::testutil;
-    use crate::runner::Trigger;
+    use crate::model::testutil::cluster_ip_service as svc;
     use serde_json::json;
-
-    fn hooks() -> Hooks {
-        Hooks {
-            trigger: Trigger::new(),
-            metrics: Arc::new(Metrics::new()),
-            health: Arc::new(ProxyHealth::new(Duration::from_secs(30))),
-        }
-    }
-
-    fn svc(name: &str, ip: &str) -> k8s_openapi::api::core::v1::Service {
-        testutil::service(
-            "default",
-            name,
-            json!({"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip],
-                   "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}),
-        )
-    }
 
     #[test]
     fn warnings_are_reported_once_each() {
@@ -640,7 +623,7 @@ mod tests {
             panic!("no API client")
         };
         let sources = Arc::new(Mutex::new(Sources::default()));
-        let h = hooks();
+        let h = Hooks::for_tests();
         let task = AbortOnDrop(tokio::spawn(watch::watch_all(
             client,
             "node-a".into(),

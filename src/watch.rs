@@ -270,6 +270,16 @@ pub struct Hooks {
 }
 
 impl Hooks {
+    /// Fresh hooks with a 30 s sync period, for tests.
+    #[cfg(test)]
+    pub fn for_tests() -> Self {
+        Hooks {
+            trigger: Trigger::new(),
+            metrics: Arc::new(Metrics::new()),
+            health: Arc::new(ProxyHealth::new(std::time::Duration::from_secs(30))),
+        }
+    }
+
     fn queue(&self) {
         if self.trigger.run() {
             self.metrics.queued(SystemTime::now());
@@ -420,17 +430,8 @@ mod tests {
     use super::*;
     use crate::model::config::ProxyConfig;
     use crate::model::testutil;
-    use serde_json::json;
+    use crate::model::testutil::cluster_ip_service as svc;
     use std::time::Duration;
-
-    fn svc(name: &str, ip: &str) -> Service {
-        testutil::service(
-            "default",
-            name,
-            json!({"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip],
-                   "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}),
-        )
-    }
 
     fn slice(name: &str, svc: &str, ip: &str) -> EndpointSlice {
         testutil::slice(
@@ -441,14 +442,6 @@ mod tests {
             &[("http", 8080, "TCP")],
             &[(ip, true, true, false, "node-a")],
         )
-    }
-
-    fn hooks() -> Hooks {
-        Hooks {
-            trigger: Trigger::new(),
-            metrics: Arc::new(Metrics::new()),
-            health: Arc::new(ProxyHealth::new(Duration::from_secs(30))),
-        }
     }
 
     fn list<K>(objs: Vec<K>) -> Vec<Event<K>> {
@@ -504,7 +497,7 @@ mod tests {
     #[test]
     fn nothing_until_every_first_list_completes() {
         let s = Mutex::new(Sources::default());
-        let h = hooks();
+        let h = Hooks::for_tests();
         feed_services(&s, &h, list(vec![svc("a", "10.0.0.1")]));
         feed_slices(&s, &h, list(vec![slice("a-1", "a", "10.1.0.1")]));
         assert!(!h.trigger.is_pending());
@@ -536,7 +529,7 @@ mod tests {
     #[test]
     fn relist_deletes_only_after_complete_list_and_errors_never_flush() {
         let s = Mutex::new(Sources::default());
-        let h = hooks();
+        let h = Hooks::for_tests();
         feed_services(
             &s,
             &h,
@@ -571,7 +564,7 @@ mod tests {
     #[test]
     fn updates_coalesce_and_count() {
         let s = Mutex::new(Sources::default());
-        let h = hooks();
+        let h = Hooks::for_tests();
         feed_services(&s, &h, list(vec![svc("a", "10.0.0.1")]));
         feed_slices(&s, &h, list(vec![]));
         feed_node(&s, &h, list(vec![testutil::node_obj()]));
@@ -603,7 +596,7 @@ mod tests {
 
     #[test]
     fn sync_succeeded_keeps_changes_queued_meanwhile() {
-        let h = hooks();
+        let h = Hooks::for_tests();
         h.queue();
         assert!(h.trigger.take_for_test());
         h.queue(); // queued while the sync runs
@@ -622,7 +615,7 @@ mod tests {
     #[test]
     fn node_eligibility_follows_the_node() {
         let s = Mutex::new(Sources::default());
-        let h = hooks();
+        let h = Hooks::for_tests();
         feed_node(&s, &h, list(vec![testutil::node_obj()]));
         let mut n = testutil::node_obj();
         n.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(

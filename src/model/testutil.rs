@@ -14,6 +14,16 @@ pub fn service(ns: &str, name: &str, spec: Value) -> Service {
     .expect("valid Service json")
 }
 
+/// A ClusterIP Service default/`name` on `ip`, one TCP port 80 named http.
+pub fn cluster_ip_service(name: &str, ip: &str) -> Service {
+    service(
+        "default",
+        name,
+        json!({"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip],
+               "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}),
+    )
+}
+
 pub fn service_full(v: Value) -> Service {
     serde_json::from_value(v).expect("valid Service json")
 }

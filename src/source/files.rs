@@ -803,29 +803,9 @@ fn publish(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::health::ProxyHealth;
-    use crate::metrics::Metrics;
     use crate::model::testutil;
-    use crate::runner::Trigger;
+    use crate::model::testutil::cluster_ip_service as svc;
     use crate::source::synthetic::Cluster;
-    use serde_json::json;
-
-    fn hooks() -> Hooks {
-        Hooks {
-            trigger: Trigger::new(),
-            metrics: Arc::new(Metrics::new()),
-            health: Arc::new(ProxyHealth::new(Duration::from_secs(30))),
-        }
-    }
-
-    fn svc(name: &str, ip: &str) -> Service {
-        testutil::service(
-            "default",
-            name,
-            json!({"type": "ClusterIP", "clusterIP": ip, "clusterIPs": [ip],
-                   "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}),
-        )
-    }
 
     fn svc_yaml(name: &str, ip: &str) -> String {
         format!(
@@ -868,7 +848,7 @@ mod tests {
     #[test]
     fn manifests_feed_is_a_full_relist() {
         let s = Mutex::new(Sources::default());
-        let h = hooks();
+        let h = Hooks::for_tests();
         let mut node = testutil::node_obj();
         let name = node.metadata.name.clone().unwrap();
         let mut other = node.clone();
@@ -892,7 +872,7 @@ mod tests {
         );
 
         // Reload without b, same a: only b's deletion is pending.
-        let h2 = hooks();
+        let h2 = Hooks::for_tests();
         let m = Manifests {
             services: vec![svc("a", "10.0.0.1")],
             nodes: vec![node.clone()],
@@ -907,7 +887,7 @@ mod tests {
         assert!(b.node.is_none(), "unchanged node");
 
         // An identical reload queues nothing.
-        let h3 = hooks();
+        let h3 = Hooks::for_tests();
         let m = Manifests {
             services: vec![svc("a", "10.0.0.1")],
             nodes: vec![node.clone()],
@@ -945,10 +925,10 @@ mod tests {
             nodes: vec![node],
             ..Default::default()
         };
-        feed_manifests(&s, &hooks(), &name, m);
+        feed_manifests(&s, &Hooks::for_tests(), &name, m);
         lock(&s).take_batch().unwrap();
 
-        let h = hooks();
+        let h = Hooks::for_tests();
         let c = Changes {
             services: vec![(key("a"), Some(svc("a", "10.0.0.9"))), (key("b"), None)],
             nodes: vec![(
@@ -969,7 +949,7 @@ mod tests {
         assert!(b.node.is_none(), "another node's deletion is not ours");
 
         // Feeding an object as it already is queues nothing.
-        let h = hooks();
+        let h = Hooks::for_tests();
         feed_changes(
             &s,
             &h,
@@ -1266,12 +1246,12 @@ mod tests {
         c.write(d.path()).unwrap();
         let (f, m) = ManifestFiles::load(d.path()).unwrap();
         let sources = Arc::new(Mutex::new(Sources::default()));
-        let h = hooks();
+        let h = Hooks::for_tests();
         feed_manifests(&sources, &h, "n", m);
         assert_eq!(lock(&sources).take_batch().unwrap().slices.len(), 50);
 
         // Fresh hooks: the first feed left its trigger pending.
-        let h = hooks();
+        let h = Hooks::for_tests();
         let task = tokio::spawn(watch(f, sources.clone(), h.clone(), "n".into()));
         let new_ip = Cluster::endpoint_ip(42, 5).to_string();
         let eps = c.replace_endpoint(42, 0, 5).unwrap();
