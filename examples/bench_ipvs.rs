@@ -10,9 +10,10 @@
 //! (reading the clock is a syscall in the VM). Prints a markdown table with the
 //! ratio ipvsadm / ours, plus netlink messages and syscalls per operation.
 
+mod lab;
+use lab::{fresh_netns, sh};
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ipvs_netlink::ipvs::{Destination, IpvsClient, Operation, Service, ServiceKey};
@@ -39,42 +40,6 @@ fn table(n: u32) -> (Vec<Operation>, String) {
         }
     }
     (ops, text)
-}
-
-fn fresh_netns() -> Result<(), String> {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-        .map_err(|e| format!("unshare(CLONE_NEWNET): {e}: run as root"))?;
-    sh("ip link set lo up", None).map(|_| ())
-}
-
-/// Runs a shell command (in the calling thread's namespace), optionally feeding stdin.
-fn sh(cmd: &str, input: Option<&str>) -> Result<String, String> {
-    use std::io::Write;
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("spawn `{cmd}`: {e}"))?;
-    if let Some(text) = input {
-        let mut stdin = child.stdin.take().ok_or("no stdin")?;
-        stdin
-            .write_all(text.as_bytes())
-            .map_err(|e| format!("write to `{cmd}`: {e}"))?;
-    }
-    drop(child.stdin.take());
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("wait for `{cmd}`: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "`{cmd}` failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn timed<T>(f: impl FnOnce() -> Result<T, String>) -> Result<(Duration, T), String> {

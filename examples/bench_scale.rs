@@ -27,6 +27,8 @@
 //! namespace's IPVS table is flushed before the next run: the kernel's service
 //! hash table is shared by all namespaces.
 
+mod lab;
+use lab::{fresh_netns, sh};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -74,40 +76,6 @@ struct Row {
     /// Writes during it (netlink operations + iptables-restore runs).
     resync_writes: u64,
     peak_rss_mb: f64,
-}
-
-fn sh(cmd: &str, input: Option<&str>) -> Result<String, String> {
-    let mut child = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("spawn `{cmd}`: {e}"))?;
-    let mut stdin = child.stdin.take().ok_or("no stdin")?;
-    if let Some(text) = input {
-        stdin
-            .write_all(text.as_bytes())
-            .map_err(|e| format!("write to `{cmd}`: {e}"))?;
-    }
-    drop(stdin);
-    let out = child
-        .wait_with_output()
-        .map_err(|e| format!("wait for `{cmd}`: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "`{cmd}` failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn fresh_netns() -> Result<(), String> {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
-        .map_err(|e| format!("unshare(CLONE_NEWNET): {e}: run as root"))?;
-    sh("ip link set lo up", None).map(|_| ())
 }
 
 /// Runs `f` on a thread of its own in a fresh network namespace.

@@ -2,32 +2,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
-use std::time::Duration;
 
-use common::daemon::Daemon;
+use common::daemon::{Daemon, http_get as get};
 use common::{sh, try_sh};
 
 const METRICS: &str = "127.0.0.1:19249";
 const HEALTHZ: &str = "127.0.0.1:19256";
-
-/// A tiny HTTP/1.1 GET: (status, body); None while nothing listens.
-fn get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
-}
 
 fn has_all(text: &str, lines: &[&str]) -> bool {
     lines.iter().all(|l| text.lines().any(|t| t.trim() == *l))

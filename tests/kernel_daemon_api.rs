@@ -3,11 +3,10 @@
 mod common;
 mod fakeapi;
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::daemon::Daemon;
+use common::daemon::{Daemon, http_get as get};
 use common::{sh, try_sh};
 use fakeapi::{FakeApi, to_json};
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -81,22 +80,6 @@ fn node() -> Value {
     }))
     .expect("valid Node");
     to_json(&n)
-}
-
-/// A tiny HTTP/1.1 GET: (status, body); None while nothing listens.
-fn get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
-    Some((status, body))
 }
 
 /// What the node's kernel holds, as the standard tools print it.
