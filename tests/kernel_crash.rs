@@ -29,41 +29,51 @@ fn ip(a: u8, b: u8, n: u32) -> String {
     format!("{a}.{b}.{}.{}", (n >> 8) & 255, n & 255)
 }
 
+/// The Node object: lab-node with its InternalIP, as one JSON document.
+fn node_doc() -> String {
+    serde_json::json!({
+        "apiVersion": "v1", "kind": "Node", "metadata": {"name": "lab-node"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "192.168.100.10"}]},
+    })
+    .to_string()
+}
+
 /// The objects of variant `v`: services `v*SHIFT ..` (so each variant drops
 /// and adds some), a third of them with one endpoint moved, a seventh on
 /// another port; every tenth is UDP, every thirteenth has ClientIP affinity.
-/// Defaults are left out: parsing YAML dominates a start-up under TCG.
+/// A stream of JSON documents, one per line (what the API server sends):
+/// YAML parsing dominated each start-up under TCG. Defaults are left out.
 fn variant(v: u32) -> String {
-    let mut s = String::with_capacity(SERVICES as usize * 400);
-    s.push_str(
-        "kind: Node\nmetadata: {name: lab-node}\n\
-         status: {addresses: [{type: InternalIP, address: 192.168.100.10}]}\n",
-    );
+    use serde_json::json;
+    let mut s = String::with_capacity(SERVICES as usize * 500);
+    s.push_str(&node_doc());
+    s.push('\n');
     for i in v * SHIFT..v * SHIFT + SERVICES {
         let (proto, port) = match i {
             _ if i % 10 == 0 => ("UDP", 53),
             _ if i % 7 == v => ("TCP", 8080),
             _ => ("TCP", 80),
         };
-        let affinity = if i % 13 == 0 {
-            ", sessionAffinity: ClientIP"
-        } else {
-            ""
-        };
+        let mut spec =
+            json!({"clusterIP": ip(10, 96, i + 1), "ports": [{"port": port, "protocol": proto}]});
+        if i % 13 == 0 {
+            spec["sessionAffinity"] = json!("ClientIP");
+        }
         let moved = u32::from(i % 3 == v);
-        let endpoints: Vec<String> = (0..ENDPOINTS)
-            .map(|j| format!("{{addresses: [{}]}}", ip(10, 244, i * 4 + j + moved + 1)))
+        let endpoints: Vec<_> = (0..ENDPOINTS)
+            .map(|j| json!({"addresses": [ip(10, 244, i * 4 + j + moved + 1)]}))
             .collect();
-        let _ = write!(
-            s,
-            "---\nkind: Service\nmetadata: {{name: s{i}, namespace: c}}\n\
-             spec: {{clusterIP: {cip}{affinity}, ports: [{{port: {port}, protocol: {proto}}}]}}\n\
-             ---\nkind: EndpointSlice\n\
-             metadata: {{name: s{i}, namespace: c, labels: {{kubernetes.io/service-name: s{i}}}}}\n\
-             addressType: IPv4\nports: [{{port: {port}, protocol: {proto}}}]\nendpoints: [{eps}]\n",
-            cip = ip(10, 96, i + 1),
-            eps = endpoints.join(", "),
-        );
+        let name = format!("s{i}");
+        let service = json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": name, "namespace": "c"}, "spec": spec,
+        });
+        let slice = json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": name, "namespace": "c", "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4", "ports": [{"port": port, "protocol": proto}], "endpoints": endpoints,
+        });
+        let _ = writeln!(s, "{service}\n{slice}");
     }
     s
 }
@@ -429,9 +439,9 @@ fn observe(foreign_keys: &BTreeSet<String>, dump: Dump) -> (State, Foreign) {
 
 /// Puts variant `v` in place atomically, as a config-management tool would.
 fn install(variants: &Path, dir: &Path, v: u32) {
-    let tmp = dir.join(".objects.yaml.tmp");
-    std::fs::copy(variants.join(format!("variant-{v}.yaml")), &tmp).unwrap();
-    std::fs::rename(&tmp, dir.join("objects.yaml")).unwrap();
+    let tmp = dir.join(".objects.json.tmp");
+    std::fs::copy(variants.join(format!("variant-{v}.json")), &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join("objects.json")).unwrap();
 }
 
 fn log_has(log: &str, text: &str) -> bool {
@@ -521,7 +531,7 @@ fn kill_9_mid_sync_ten_times_converges_exactly() {
     let variants = tempfile::tempdir().unwrap();
     let paths: Vec<PathBuf> = (0..VARIANTS)
         .map(|v| {
-            let path = variants.path().join(format!("variant-{v}.yaml"));
+            let path = variants.path().join(format!("variant-{v}.json"));
             std::fs::write(&path, variant(v)).unwrap();
             path
         })
@@ -702,7 +712,7 @@ fn synced_line(log: &str) -> String {
 #[test]
 fn variants_plan_to_the_intended_sizes() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("v1.yaml");
+    let path = dir.path().join("v1.json");
     std::fs::write(&path, variant(1)).unwrap();
     let s = planned(&[path]).remove(0);
     let n = SERVICES as usize;
@@ -747,8 +757,8 @@ fn services_marked_but_not_yet_bound_are_ours() {
         );
     };
     let dir = tempfile::tempdir().unwrap();
-    let empty = dir.path().join("node.yaml");
-    std::fs::write(&empty, variant(0).split("---").next().unwrap()).unwrap();
+    let empty = dir.path().join("node.json");
+    std::fs::write(&empty, node_doc()).unwrap();
     let kube_ipvs = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_kube-ipvs"))
             .args(args)
