@@ -280,7 +280,9 @@ impl Hooks {
         }
     }
 
-    fn queue(&self) {
+    /// Queues a sync; the first queued change since the last sync is
+    /// recorded for the metrics and /healthz.
+    pub fn queue(&self) {
         if self.trigger.run() {
             self.metrics.queued(SystemTime::now());
             self.health.queued_update();

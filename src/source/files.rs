@@ -21,7 +21,8 @@ use notify::{EventKind, RecursiveMode, Watcher};
 
 use crate::health;
 use crate::source::manifests::{self, ManifestError, Manifests};
-use crate::watch::{Hooks, ObjKey, Sources};
+use crate::watch::{Hooks, ObjKey, Source, Sources};
+use prometheus_client::metrics::counter::Counter;
 
 /// How often the path is re-scanned in full while inotify watches it (a
 /// safety net for what inotify cannot see, e.g. a replaced parent directory).
@@ -528,28 +529,11 @@ fn feed_events(
     node_eligible: Option<bool>,
 ) {
     let mut s = lock(sources);
-    let (mut changed, mut first) = (false, false);
-    for ev in services {
-        let h = s.services.handle(ev);
-        if h.changed {
-            hooks.metrics.service_changes_total.inc();
-        }
-        changed |= h.changed;
-        first |= h.first_sync;
-    }
-    for ev in slices {
-        let h = s.slices.handle(ev);
-        if h.changed {
-            hooks.metrics.endpoint_changes_total.inc();
-        }
-        changed |= h.changed;
-        first |= h.first_sync;
-    }
-    for ev in nodes {
-        let h = s.node.handle(ev);
-        changed |= h.changed;
-        first |= h.first_sync;
-    }
+    let m = &hooks.metrics;
+    let (c1, f1) = fold(&mut s.services, services, Some(&m.service_changes_total));
+    let (c2, f2) = fold(&mut s.slices, slices, Some(&m.endpoint_changes_total));
+    let (c3, f3) = fold(&mut s.node, nodes, None);
+    let (changed, first) = (c1 || c2 || c3, f1 || f2 || f3);
     hooks
         .metrics
         .set_pending(s.services.pending(), s.slices.pending());
@@ -559,11 +543,29 @@ fn feed_events(
     }
     if s.ready() && (changed || first) {
         drop(s);
-        if hooks.trigger.run() {
-            hooks.metrics.queued(SystemTime::now());
-            hooks.health.queued_update();
-        }
+        hooks.queue();
     }
+}
+
+/// Folds `events` into `source`, counting each change in `changes`; returns
+/// whether anything changed and whether a first full list completed.
+fn fold<K: Resource + Clone + PartialEq>(
+    source: &mut Source<K>,
+    events: Vec<Event<K>>,
+    changes: Option<&Counter>,
+) -> (bool, bool) {
+    let (mut changed, mut first) = (false, false);
+    for ev in events {
+        let h = source.handle(ev);
+        if h.changed
+            && let Some(c) = changes
+        {
+            c.inc();
+        }
+        changed |= h.changed;
+        first |= h.first_sync;
+    }
+    (changed, first)
 }
 
 /// Feeds one full load of the manifests as a complete list of every source,
