@@ -14,17 +14,6 @@ fn has_all(text: &str, lines: &[&str]) -> bool {
     lines.iter().all(|l| text.lines().any(|t| t.trim() == *l))
 }
 
-/// A copy of examples/manifests the test may rewrite.
-fn manifests() -> tempfile::TempDir {
-    let d = tempfile::tempdir().unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/manifests");
-    for e in std::fs::read_dir(src).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, d.path().join(p.file_name().unwrap())).unwrap();
-    }
-    d
-}
-
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn daemon_follows_manifests_and_restarts_without_changes() {
@@ -35,7 +24,7 @@ fn daemon_follows_manifests_and_restarts_without_changes() {
     );
     // Foreign state: never adopted, never touched.
     sh("ipvsadm -A -t 192.0.2.1:80 -s wrr");
-    let dir = manifests();
+    let dir = common::example_manifests();
     let logs = tempfile::tempdir().unwrap();
 
     let mut d = Daemon::start(

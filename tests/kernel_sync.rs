@@ -2,7 +2,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
 use common::{netns, sh, try_sh};
@@ -31,17 +30,6 @@ fn ok(args: &[&str]) -> String {
         "kube-ipvs {args:?} failed\nstdout:\n{out}\nstderr:\n{err}"
     );
     out
-}
-
-/// A copy of examples/manifests the test may rewrite.
-fn manifests() -> tempfile::TempDir {
-    let d = tempfile::tempdir().unwrap();
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/manifests");
-    for e in std::fs::read_dir(src).unwrap() {
-        let p = e.unwrap().path();
-        std::fs::copy(&p, d.path().join(p.file_name().unwrap())).unwrap();
-    }
-    d
 }
 
 fn changes(summary: &str) -> usize {
@@ -77,7 +65,7 @@ fn sync_once_programs_the_kernel_and_converges() {
     // Foreign state planted first: never adopted, never touched.
     sh("ipvsadm -A -t 192.0.2.1:80 -s wrr && ipvsadm -a -t 192.0.2.1:80 -r 192.0.2.2:80 -m -w 3");
     sh("ipset create FOREIGN hash:ip && ipset add FOREIGN 192.0.2.9");
-    let dir = manifests();
+    let dir = common::example_manifests();
     let path = dir.path().to_str().unwrap();
 
     let out = ok(&["sync-once", "--manifests", path]);
@@ -223,7 +211,7 @@ fn sync_once_programs_the_kernel_and_converges() {
 fn plan_never_touches_the_kernel_and_bad_manifests_are_named() {
     netns();
     let _serial = common::ipvs_serial();
-    let dir = manifests();
+    let dir = common::example_manifests();
     let path = dir.path().to_str().unwrap();
     let out = ok(&["plan", "--manifests", path]);
     has_lines(

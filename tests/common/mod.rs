@@ -53,6 +53,17 @@ pub const EXAMPLE_IPVS: &[&str] = &[
     "-A -t 10.96.0.30:443 -s rr -p 3600",
 ];
 
+/// A copy of examples/manifests that a test may rewrite.
+pub fn example_manifests() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/manifests");
+    for e in std::fs::read_dir(src).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, d.path().join(p.file_name().unwrap())).unwrap();
+    }
+    d
+}
+
 /// Runs `program` with `args`, feeding `input` on stdin; returns (success, stdout, stderr).
 /// Children inherit the calling thread's network namespace.
 pub fn run(program: &str, args: &[&str], input: &str) -> (bool, String, String) {
