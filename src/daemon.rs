@@ -6,13 +6,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, anyhow};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use kube::Resource;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use tokio::time::Instant;
 
 use crate::apply::oneshot;
-use crate::apply::{Applier, ApplyReport};
+use crate::apply::{Applier, ApplyReport, Observation};
 use crate::config::Settings;
 use crate::health::{self, ProxyHealth, ServiceHealthServer};
 use crate::metrics::{Metrics, unix_seconds};
@@ -38,16 +38,27 @@ pub fn run(settings: Settings, manifests: Option<PathBuf>) -> Result<()> {
     res
 }
 
+/// Drift repairs logged one per line; a larger drift (someone flushed IPVS)
+/// is summarised, not logged 100,000 times.
+const LOGGED_REPAIRS: usize = 100;
+
 /// Where objects come from, resolved before anything touches the kernel (a
 /// bad kubeconfig or manifests path fails without side effects).
 enum Input {
     Api(kube::Client),
+    /// The manifests, already fed to the sources; this node's Node objects.
     Files(Box<ManifestFiles>, Manifests),
 }
 
-async fn input(settings: &Settings, manifests: Option<PathBuf>) -> Result<Input> {
+async fn input(
+    settings: &Settings,
+    manifests: Option<PathBuf>,
+    sources: &Mutex<Sources>,
+    hooks: &Hooks,
+    node_name: &str,
+) -> Result<Input> {
     if let Some(path) = manifests {
-        let (files, m) = ManifestFiles::load(&path)?;
+        let (files, m) = files::load_and_feed(&path, sources, hooks, node_name)?;
         for w in &m.warnings {
             tracing::warn!("{w}");
         }
@@ -91,11 +102,21 @@ async fn run_async(settings: Settings, manifests: Option<PathBuf>) -> Result<()>
         anyhow!("cannot determine the node name: set --hostname-override or NODE_NAME")
     })?;
     let shutdown = shutdown_signal()?;
-    let input = input(&settings, manifests).await?;
-    host_setup(&settings)?;
-
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(ProxyHealth::new(settings.sync_period));
+    let mut runner = Runner::new(RunnerConfig::new(
+        settings.min_sync_period,
+        settings.sync_period,
+    ));
+    let hooks = Hooks {
+        trigger: runner.trigger(),
+        metrics: metrics.clone(),
+        health: health.clone(),
+    };
+    let sources = Arc::new(Mutex::new(Sources::new(settings.proxy.clone(), &node_name)));
+    let input = input(&settings, manifests, &sources, &hooks, &node_name).await?;
+    host_setup(&settings)?;
+
     let _metrics_srv = health::metrics_server(
         settings.metrics_bind_address,
         metrics.clone(),
@@ -117,16 +138,6 @@ async fn run_async(settings: Settings, manifests: Option<PathBuf>) -> Result<()>
             )
         })?;
 
-    let mut runner = Runner::new(RunnerConfig::new(
-        settings.min_sync_period,
-        settings.sync_period,
-    ));
-    let hooks = Hooks {
-        trigger: runner.trigger(),
-        metrics: metrics.clone(),
-        health: health.clone(),
-    };
-    let sources = Arc::new(Mutex::new(Sources::default()));
     let node = match &input {
         Input::Files(_, m) => oneshot::node_info(&node_name, m, oneshot::local_addresses),
         // The Node list (awaited before the first sync) fills this in.
@@ -158,7 +169,7 @@ async fn run_async(settings: Settings, manifests: Option<PathBuf>) -> Result<()>
                 files = f.len(),
                 "serving from manifests"
             );
-            files::feed_manifests(&sources, &hooks, &node_name, m);
+            drop(m);
             tokio::spawn(files::watch(
                 *f,
                 sources.clone(),
@@ -195,18 +206,19 @@ async fn run_async(settings: Settings, manifests: Option<PathBuf>) -> Result<()>
         for (id, w) in new_warnings(&mut warned, d.proxier.warnings()) {
             tracing::warn!(service = %id, "{w}");
             let Some(rec) = &recorder else { continue };
-            let svc = id.split_once('/').and_then(|(ns, name)| {
-                let key = watch::ObjKey {
-                    namespace: ns.to_string(),
-                    name: name.to_string(),
-                };
-                lock(&sources).services.get(&key).cloned()
-            });
-            if let Some(svc) = svc {
+            let Some((ns, name)) = id.split_once('/') else {
+                continue;
+            };
+            let key = watch::ObjKey {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+            };
+            let tracked = lock(&sources).services.get(&key).cloned();
+            if let Some(svc) = tracked {
                 let rec = rec.clone();
                 // Posting must not hold up the sync loop; failures are logged.
                 tokio::spawn(async move {
-                    if let Err(e) = publish_warning(&rec, &svc, &w).await {
+                    if let Err(e) = publish_warning(&rec, &key, svc.uid.as_deref(), &w).await {
                         tracing::debug!(error = %e, "cannot post the warning Event");
                     }
                 });
@@ -246,7 +258,8 @@ pub fn new_warnings(
 /// Posts `warning` as a Warning Event regarding `svc` (events.k8s.io/v1).
 pub async fn publish_warning(
     rec: &Recorder,
-    svc: &Service,
+    svc: &watch::ObjKey,
+    uid: Option<&str>,
     warning: &str,
 ) -> Result<(), kube::Error> {
     let ev = KubeEvent {
@@ -256,9 +269,14 @@ pub async fn publish_warning(
         action: "Program".into(),
         secondary: None,
     };
-    // Services are namespaced; the (normalised) object still has its uid.
-    let mut reference = svc.object_ref(&());
-    reference.resource_version = None;
+    let reference = ObjectReference {
+        api_version: Some(Service::api_version(&()).into()),
+        kind: Some(Service::kind(&()).into()),
+        namespace: Some(svc.namespace.clone()),
+        name: Some(svc.name.clone()),
+        uid: uid.map(str::to_string),
+        ..Default::default()
+    };
     rec.publish(&ev, &reference).await
 }
 
@@ -381,7 +399,7 @@ impl Daemon {
         let tick = self.proxier.tick(now, |k, a| {
             conns
                 .as_ref()
-                .and_then(|c: &Conns| c.get(&(*k, *a)).copied())
+                .map(|c: &Conns| Observation::conns_of(c, k, a))
         });
         let internal = plan.internal_errors.len() + tick.internal_errors.len();
         report.merge(self.applier.apply(&tick.ops));
@@ -392,7 +410,7 @@ impl Daemon {
         let took = start.elapsed();
         span.record("ops", report.writes());
         span.record("failed", report.failed.len());
-        span.record("repairs", if verify { plan.repairs.len() } else { 0 });
+        span.record("repairs", if verify { plan.repairs } else { 0 });
         span.record("ms", took.as_millis() as u64);
         if ok {
             self.hooks
@@ -426,31 +444,37 @@ impl Daemon {
             tracing::info!("set up {}", crate::apply::DUMMY_LINK);
         }
         let cfg = self.proxier.config().clone();
-        let want = self.proxier.desired_state().iptables;
-        let obs = self.applier.observe(&cfg, &want)?;
+        let want = self.proxier.desired_iptables();
+        let Observation { state, conns, .. } = self.applier.observe(&cfg, &want)?;
         let plan = if self.adopted {
-            let plan = self.proxier.repair(&obs.state, now);
-            if !plan.repairs.is_empty() {
-                for r in &plan.repairs {
-                    tracing::warn!(repair = %r, "kernel state drifted; repairing");
+            let plan = self.proxier.repair(state, now);
+            if plan.repairs > 0 {
+                for op in plan.ops.iter().take(LOGGED_REPAIRS) {
+                    tracing::warn!(repair = %op, "kernel state drifted; repairing");
+                }
+                if plan.repairs > LOGGED_REPAIRS {
+                    tracing::warn!(
+                        more = plan.repairs - LOGGED_REPAIRS,
+                        "kernel state drifted; repairing further differences (not listed)"
+                    );
                 }
                 self.hooks
                     .metrics
                     .drift_repairs_total
-                    .inc_by(plan.repairs.len() as u64);
+                    .inc_by(plan.repairs as u64);
             }
             plan
         } else {
             // Never flush: what is already right stays, traffic is not disturbed.
-            let plan = self.proxier.adopt(&obs.state, now);
+            let plan = self.proxier.adopt(state, now);
             tracing::info!(
-                differences = plan.repairs.len(),
+                differences = plan.repairs,
                 "adopted the existing kernel state"
             );
             self.adopted = true;
             plan
         };
-        Ok((plan, obs.conns))
+        Ok((plan, conns))
     }
 
     fn record(&self, report: &ApplyReport) {
@@ -525,7 +549,7 @@ mod tests {
             kubeconfig: Some(kc),
             ..crate::config::ConfigValues::default().resolve().unwrap()
         };
-        assert!(matches!(input(&s, None).await, Ok(Input::Api(_))));
+        assert!(matches!(input_alone(&s, None).await, Ok(Input::Api(_))));
     }
 
     /// A fake API server: answers lists from `lists` (by path prefix) and
@@ -619,11 +643,11 @@ mod tests {
             kubeconfig: Some(kc),
             ..crate::config::ConfigValues::default().resolve().unwrap()
         };
-        let Ok(Input::Api(client)) = input(&s, None).await else {
+        let sources = Arc::new(Mutex::new(Sources::new(s.proxy.clone(), "node-a")));
+        let h = Hooks::for_tests();
+        let Ok(Input::Api(client)) = input(&s, None, &sources, &h, "node-a").await else {
             panic!("no API client")
         };
-        let sources = Arc::new(Mutex::new(Sources::default()));
-        let h = Hooks::for_tests();
         let task = AbortOnDrop(tokio::spawn(watch::watch_all(
             client,
             "node-a".into(),
@@ -654,18 +678,23 @@ mod tests {
         );
     }
 
+    async fn input_alone(s: &Settings, manifests: Option<PathBuf>) -> Result<Input> {
+        let sources = Mutex::new(Sources::new(s.proxy.clone(), "node-a"));
+        input(s, manifests, &sources, &Hooks::for_tests(), "node-a").await
+    }
+
     #[tokio::test]
     async fn bad_inputs_fail_before_the_kernel_is_touched() {
         let s = Settings {
             kubeconfig: Some("/nonexistent/kubeconfig".into()),
             ..crate::config::ConfigValues::default().resolve().unwrap()
         };
-        let e = input(&s, None).await.err().unwrap();
+        let e = input_alone(&s, None).await.err().unwrap();
         assert!(
             format!("{e:#}").contains("/nonexistent/kubeconfig"),
             "{e:#}"
         );
-        let e = input(&s, Some("/nonexistent/manifests".into()))
+        let e = input_alone(&s, Some("/nonexistent/manifests".into()))
             .await
             .err()
             .unwrap();

@@ -15,6 +15,8 @@ use serde::de::DeserializeOwned;
 use crate::changes::{Change, ChangeTracker};
 use crate::health::{ProxyHealth, node_eligible};
 use crate::metrics::{Metrics, last_change_trigger_time};
+use crate::model::config::ProxyConfig;
+use crate::model::input::{ParsedService, ServiceInput, SliceInput, parse_service, parse_slice};
 use crate::model::node::NodeInfo;
 use crate::reconcile::Proxier;
 use crate::runner::Trigger;
@@ -85,23 +87,90 @@ fn normalize<K: Resource>(mut obj: K) -> K {
     obj
 }
 
+/// What the objects are read against: fixed for the life of the process.
+#[derive(Debug, Clone, Default)]
+pub struct ParseContext {
+    pub cfg: ProxyConfig,
+    /// Slices mark endpoints on this node as local when they are read.
+    pub node_name: String,
+}
+
+/// A watched kind and what its tracker keeps of each object. Services and
+/// slices are kept parsed, as upstream's trackers keep processed
+/// ServicePorts and endpoints: 10,000 Services' objects take ~75 MB, their
+/// parsed forms a fraction, shared with the proxier.
+pub trait Tracked: Resource + Clone {
+    type Value: PartialEq + Clone + std::fmt::Debug;
+    fn value(self, ctx: &ParseContext) -> Self::Value;
+}
+
+/// A Service as tracked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackedService {
+    /// For the Events that report a rejected Service.
+    pub uid: Option<String>,
+    /// `None`: not ours to program (headless, ExternalName, another proxy's).
+    pub input: Option<Arc<ServiceInput>>,
+}
+
+impl Tracked for Service {
+    type Value = TrackedService;
+    fn value(self, ctx: &ParseContext) -> TrackedService {
+        let input = match parse_service(&self, &ctx.cfg) {
+            ParsedService::Proxied(i) => Some(Arc::new(i)),
+            ParsedService::Ignored(_) => None,
+        };
+        TrackedService {
+            uid: self.metadata.uid,
+            input,
+        }
+    }
+}
+
+/// An EndpointSlice as tracked.
+#[derive(Debug, Clone)]
+pub struct TrackedSlice {
+    /// `None`: names no Service, or is not for this proxy.
+    pub input: Option<Arc<SliceInput>>,
+    /// `endpoints.kubernetes.io/last-change-trigger-time`, for the
+    /// network programming latency.
+    pub trigger: Option<SystemTime>,
+}
+
+/// A new trigger time alone is no change (upstream's endpointSliceCache
+/// compares the endpoints, not the annotation).
+impl PartialEq for TrackedSlice {
+    fn eq(&self, other: &Self) -> bool {
+        self.input == other.input
+    }
+}
+
+impl Tracked for EndpointSlice {
+    type Value = TrackedSlice;
+    fn value(self, ctx: &ParseContext) -> TrackedSlice {
+        TrackedSlice {
+            input: parse_slice(&self, &ctx.node_name).map(Arc::new),
+            trigger: last_change_trigger_time(&self),
+        }
+    }
+}
+
+/// The Node is one object: kept whole (normalised).
+impl Tracked for Node {
+    type Value = Arc<Node>;
+    fn value(self, _: &ParseContext) -> Arc<Node> {
+        Arc::new(normalize(self))
+    }
+}
+
 /// One watched kind: its tracker and its list state.
 #[derive(Debug)]
-pub struct Source<K> {
-    tracker: ChangeTracker<ObjKey, Arc<K>>,
+pub struct Source<K: Tracked> {
+    ctx: Arc<ParseContext>,
+    tracker: ChangeTracker<ObjKey, K::Value>,
     /// Keys seen since the last `Init`; Some while a (re-)list is running.
     relist: Option<HashSet<ObjKey>>,
     synced: bool,
-}
-
-impl<K> Default for Source<K> {
-    fn default() -> Self {
-        Source {
-            tracker: ChangeTracker::default(),
-            relist: None,
-            synced: false,
-        }
-    }
 }
 
 /// What one event did.
@@ -115,7 +184,16 @@ pub struct Handled {
     pub first_sync: bool,
 }
 
-impl<K: Resource + Clone + PartialEq> Source<K> {
+impl<K: Tracked> Source<K> {
+    pub fn new(ctx: Arc<ParseContext>) -> Self {
+        Source {
+            ctx,
+            tracker: ChangeTracker::default(),
+            relist: None,
+            synced: false,
+        }
+    }
+
     /// Folds one watcher event in. A re-list (after an error or a 410 Gone)
     /// replaces state only at `InitDone`, deleting just the objects the full
     /// list no longer has; an interrupted re-list deletes nothing.
@@ -129,11 +207,11 @@ impl<K: Resource + Clone + PartialEq> Source<K> {
                     seen.insert(k.clone());
                 }
                 h.counted = true;
-                h.changed = self.tracker.apply(k, Arc::new(normalize(obj)));
+                h.changed = self.tracker.apply(k, obj.value(&self.ctx));
             }
             Event::Apply(obj) => {
                 h.counted = true;
-                h.changed = self.tracker.apply(key_of(&obj), Arc::new(normalize(obj)));
+                h.changed = self.tracker.apply(key_of(&obj), obj.value(&self.ctx));
             }
             Event::Delete(obj) => {
                 h.counted = true;
@@ -163,17 +241,17 @@ impl<K: Resource + Clone + PartialEq> Source<K> {
         self.tracker.pending()
     }
 
-    pub fn get(&self, key: &ObjKey) -> Option<&Arc<K>> {
+    pub fn get(&self, key: &ObjKey) -> Option<&K::Value> {
         self.tracker.get(key)
     }
 
-    pub fn drain(&mut self) -> Vec<(ObjKey, Change<Arc<K>>)> {
+    pub fn drain(&mut self) -> Vec<(ObjKey, Change<K::Value>)> {
         self.tracker.drain()
     }
 }
 
 /// Everything the watches know, shared with the sync loop.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Sources {
     pub services: Source<Service>,
     pub slices: Source<EndpointSlice>,
@@ -183,8 +261,8 @@ pub struct Sources {
 /// Changes drained for one sync.
 #[derive(Debug, Default)]
 pub struct Batch {
-    pub services: Vec<(ObjKey, Change<Arc<Service>>)>,
-    pub slices: Vec<(ObjKey, Change<Arc<EndpointSlice>>)>,
+    pub services: Vec<(ObjKey, Change<TrackedService>)>,
+    pub slices: Vec<(ObjKey, Change<TrackedSlice>)>,
     /// The newest Node object, if it changed (a deleted Node is not reported:
     /// the last known addresses stay programmed).
     pub node: Option<Arc<Node>>,
@@ -200,7 +278,7 @@ impl Batch {
     pub fn trigger_times(&self) -> Vec<SystemTime> {
         self.slices
             .iter()
-            .filter_map(|(_, c)| c.current.as_deref().and_then(last_change_trigger_time))
+            .filter_map(|(_, c)| c.current.as_ref().and_then(|s| s.trigger))
             .collect()
     }
 
@@ -211,21 +289,31 @@ impl Batch {
             proxier.set_node(node_info(n));
         }
         for (k, c) in &self.services {
-            match &c.current {
-                Some(s) => proxier.upsert_service(s),
-                None => proxier.delete_service(&k.namespace, &k.name),
-            }
+            let input = c.current.as_ref().and_then(|s| s.input.clone());
+            proxier.set_service(&k.namespace, &k.name, input);
         }
         for (k, c) in &self.slices {
-            match &c.current {
-                Some(s) => proxier.upsert_slice(s),
-                None => proxier.delete_slice(&k.namespace, &k.name),
-            }
+            let input = c.current.as_ref().and_then(|s| s.input.clone());
+            proxier.set_slice(&k.namespace, &k.name, input);
         }
     }
 }
 
 impl Sources {
+    /// Empty sources reading objects against `cfg` on node `node_name`
+    /// (the proxier's configuration and node name).
+    pub fn new(cfg: ProxyConfig, node_name: &str) -> Self {
+        let ctx = Arc::new(ParseContext {
+            cfg,
+            node_name: node_name.to_string(),
+        });
+        Sources {
+            services: Source::new(ctx.clone()),
+            slices: Source::new(ctx.clone()),
+            node: Source::new(ctx),
+        }
+    }
+
     /// Every source has completed its first full list.
     pub fn ready(&self) -> bool {
         self.services.synced() && self.slices.synced() && self.node.synced()
@@ -332,7 +420,7 @@ fn on_event<K>(
     pick: impl Fn(&mut Sources) -> &mut Source<K>,
     event: Event<K>,
 ) where
-    K: Resource + Clone + PartialEq,
+    K: Tracked,
 {
     let mut s = lock(sources);
     let h = pick(&mut s).handle(event);
@@ -370,7 +458,7 @@ async fn run_watch<K>(
     kind: Kind,
     pick: fn(&mut Sources) -> &mut Source<K>,
 ) where
-    K: Resource<DynamicType = ()> + Clone + PartialEq + DeserializeOwned + std::fmt::Debug,
+    K: Tracked + Resource<DynamicType = ()> + DeserializeOwned + std::fmt::Debug,
     K: Send + Sync + 'static,
 {
     let mut stream = watcher::watcher(api, config).default_backoff().boxed();
@@ -498,7 +586,7 @@ mod tests {
 
     #[test]
     fn nothing_until_every_first_list_completes() {
-        let s = Mutex::new(Sources::default());
+        let s = Mutex::new(Sources::new(ProxyConfig::default(), "node-a"));
         let h = Hooks::for_tests();
         feed_services(&s, &h, list(vec![svc("a", "10.0.0.1")]));
         feed_slices(&s, &h, list(vec![slice("a-1", "a", "10.1.0.1")]));
@@ -530,7 +618,7 @@ mod tests {
 
     #[test]
     fn relist_deletes_only_after_complete_list_and_errors_never_flush() {
-        let s = Mutex::new(Sources::default());
+        let s = Mutex::new(Sources::new(ProxyConfig::default(), "node-a"));
         let h = Hooks::for_tests();
         feed_services(
             &s,
@@ -565,7 +653,7 @@ mod tests {
 
     #[test]
     fn updates_coalesce_and_count() {
-        let s = Mutex::new(Sources::default());
+        let s = Mutex::new(Sources::new(ProxyConfig::default(), "node-a"));
         let h = Hooks::for_tests();
         feed_services(&s, &h, list(vec![svc("a", "10.0.0.1")]));
         feed_slices(&s, &h, list(vec![]));
@@ -616,7 +704,7 @@ mod tests {
 
     #[test]
     fn node_eligibility_follows_the_node() {
-        let s = Mutex::new(Sources::default());
+        let s = Mutex::new(Sources::new(ProxyConfig::default(), "node-a"));
         let h = Hooks::for_tests();
         feed_node(&s, &h, list(vec![testutil::node_obj()]));
         let mut n = testutil::node_obj();
@@ -643,11 +731,46 @@ mod tests {
                 key_of(&sl),
                 Change {
                     previous: None,
-                    current: Some(Arc::new(sl)),
+                    current: Some(sl.value(&ParseContext::default())),
                 },
             )],
             ..Default::default()
         };
         assert_eq!(b.trigger_times().len(), 1);
+    }
+
+    #[test]
+    fn a_new_trigger_time_alone_is_no_change() {
+        let s = Mutex::new(Sources::new(ProxyConfig::default(), "node-a"));
+        let h = Hooks::for_tests();
+        feed_services(&s, &h, list(vec![]));
+        feed_slices(&s, &h, list(vec![slice("a-1", "a", "10.1.0.1")]));
+        feed_node(&s, &h, list(vec![testutil::node_obj()]));
+        lock(&s).take_batch().unwrap();
+        let mut sl = slice("a-1", "a", "10.1.0.1");
+        sl.metadata.annotations = Some(
+            [(
+                crate::metrics::LAST_CHANGE_TRIGGER_TIME.to_string(),
+                "2024-05-01T10:00:00Z".to_string(),
+            )]
+            .into(),
+        );
+        feed_slices(&s, &h, vec![Event::Apply(sl)]);
+        assert!(lock(&s).take_batch().unwrap().is_empty());
+    }
+
+    #[test]
+    fn slices_are_kept_parsed_against_the_node() {
+        let s = Mutex::new(Sources::new(ProxyConfig::default(), "node-a"));
+        let h = Hooks::for_tests();
+        feed_slices(&s, &h, list(vec![slice("a-1", "a", "10.1.0.1")]));
+        let key = ObjKey {
+            namespace: "default".into(),
+            name: "a-1".into(),
+        };
+        let tracked = lock(&s).slices.get(&key).cloned().unwrap();
+        let input = tracked.input.expect("a slice of Service a");
+        assert_eq!(&*input.service, "default/a");
+        assert!(input.endpoints[0].local, "{input:?}");
     }
 }

@@ -50,8 +50,9 @@ fn node(name: &str) -> Value {
 #[derive(Debug, Default)]
 struct Programmed {
     syncs: usize,
-    services: BTreeMap<String, Value>,
-    slices: BTreeMap<String, Value>,
+    /// What the trackers hand over, as Debug text.
+    services: BTreeMap<String, String>,
+    slices: BTreeMap<String, String>,
     /// Services ever deleted (a re-list or outage must delete nothing).
     deleted: Vec<String>,
 }
@@ -84,7 +85,7 @@ async fn harness(api: &FakeApi, min_sync: Duration) -> Harness {
         metrics: Arc::new(Metrics::new()),
         health: Arc::new(ProxyHealth::new(Duration::from_secs(30))),
     };
-    let sources = Arc::new(Mutex::new(Sources::default()));
+    let sources = Arc::new(Mutex::new(Sources::new(Default::default(), "node-a")));
     let programmed = Arc::new(Mutex::new(Programmed::default()));
     let watch = tokio::spawn(watch_all(
         client,
@@ -107,7 +108,7 @@ async fn harness(api: &FakeApi, min_sync: Duration) -> Harness {
                 let name = format!("{}/{}", k.namespace, k.name);
                 match c.current {
                     Some(s) => {
-                        p.services.insert(name, serde_json::to_value(&*s).unwrap());
+                        p.services.insert(name, format!("{s:?}"));
                     }
                     None => {
                         p.services.remove(&name);
@@ -119,7 +120,7 @@ async fn harness(api: &FakeApi, min_sync: Duration) -> Harness {
                 let name = format!("{}/{}", k.namespace, k.name);
                 match c.current {
                     Some(s) => {
-                        p.slices.insert(name, serde_json::to_value(&*s).unwrap());
+                        p.slices.insert(name, format!("{s:?}"));
                     }
                     None => {
                         p.slices.remove(&name);
@@ -277,9 +278,11 @@ async fn a_rejected_service_gets_a_warning_event() {
         .expect("config");
     let client = kube::Client::try_from(cfg).expect("client");
     let rec = kube_ipvs::daemon::recorder(client, "node-a");
-    let mut svc: Service = serde_json::from_value(service("bad", "10.0.0.300")).unwrap();
-    svc.metadata.uid = Some("u-1".into());
-    kube_ipvs::daemon::publish_warning(&rec, &svc, "invalid clusterIP 10.0.0.300")
+    let key = kube_ipvs::watch::ObjKey {
+        namespace: "default".into(),
+        name: "bad".into(),
+    };
+    kube_ipvs::daemon::publish_warning(&rec, &key, Some("u-1"), "invalid clusterIP 10.0.0.300")
         .await
         .expect("event posted");
     let evs = api.events();

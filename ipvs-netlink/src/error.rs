@@ -69,6 +69,17 @@ impl NetlinkError {
         }
     }
 
+    /// Whether a batch stops at this error: after a lost or garbled reply
+    /// `NetlinkSocket::batch` sends nothing more (the rest is `NotSent`).
+    /// A caller splitting a long batch into several calls stops there too.
+    pub fn ends_batch(&self) -> bool {
+        match self {
+            NetlinkError::Timeout(_) | NetlinkError::Decode(_) | NetlinkError::NotSent => true,
+            NetlinkError::Io { op, .. } => *op == "recvmsg",
+            _ => false,
+        }
+    }
+
     /// A copy, to report one failure against several messages of a batch.
     pub fn duplicate(&self) -> Self {
         match self {
@@ -223,6 +234,24 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_batch_ends_where_replies_are_lost() {
+        use std::time::Duration;
+        assert!(NetlinkError::Timeout(Duration::from_secs(1)).ends_batch());
+        assert!(NetlinkError::NotSent.ends_batch());
+        assert!(NetlinkError::Decode("short".into()).ends_batch());
+        let recv = NetlinkError::io("recvmsg", io::Error::from_raw_os_error(104));
+        assert!(recv.ends_batch());
+        // A failed sendmsg processed nothing; the batch goes on with the next one.
+        let send = NetlinkError::io("sendmsg", io::Error::from_raw_os_error(105));
+        assert!(!send.ends_batch());
+        let refused = NetlinkError::Kernel {
+            errno: 17,
+            message: None,
+        };
+        assert!(!refused.ends_batch());
+    }
+
     use super::*;
 
     #[test]

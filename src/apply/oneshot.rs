@@ -1,6 +1,6 @@
 //! One-shot runs from manifests: `plan` (no kernel), `sync-once` (adopt, apply, verify), `diff`, `cleanup`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fmt::Write;
 use std::net::IpAddr;
 
@@ -150,6 +150,8 @@ pub struct SyncSummary {
     pub repairs: Vec<String>,
     /// Adoption plan plus finished drains.
     pub report: ApplyReport,
+    /// The operations of `report` that applied, one line each.
+    pub applied: Vec<String>,
     /// Real servers left draining at weight 0 (they still had connections).
     pub draining: usize,
     /// What still differs after re-reading the kernel (`+` missing, `-` extra).
@@ -176,7 +178,7 @@ impl SyncSummary {
         if self.link_changed {
             let _ = writeln!(s, "set up {DUMMY_LINK} (dummy, down, NOARP)");
         }
-        for op in &self.report.applied {
+        for op in &self.applied {
             let _ = writeln!(s, "applied: {op}");
         }
         for (op, e) in &self.report.failed {
@@ -217,10 +219,6 @@ impl SyncSummary {
     }
 }
 
-fn want_iptables(p: &mut Proxier) -> BTreeMap<Family, std::sync::Arc<str>> {
-    p.desired_state().iptables
-}
-
 /// One full sync: ensure kube-ipvs0, adopt what the kernel has (never
 /// flush), apply the difference, finish drains of idle real servers, then
 /// read the kernel again and compare it with what was planned.
@@ -234,19 +232,29 @@ pub fn sync_once(
         ..SyncSummary::default()
     };
     let cfg = p.config().clone();
-    let want = want_iptables(p);
-    let obs = applier.observe(&cfg, &want)?;
-    let plan = p.adopt(&obs.state, now);
-    out.repairs = plan.repairs.clone();
+    let want = p.desired_iptables();
+    let super::Observation { state, conns, .. } = applier.observe(&cfg, &want)?;
+    let plan = p.adopt(state, now);
+    out.repairs = plan.ops.iter().map(|o| o.to_string()).collect();
     out.internal_errors
         .extend(plan.internal_errors.iter().cloned());
     out.report = applier.apply(&plan.ops);
     // Drains of real servers without connections finish now; a one-shot run
     // cannot wait for busy ones, which stay at weight 0 for the next run.
-    let tick = p.tick(now, |k, a| obs.conns.get(&(*k, *a)).copied());
+    let tick = p.tick(now, |k, a| Some(super::Observation::conns_of(&conns, k, a)));
     out.internal_errors
         .extend(tick.internal_errors.iter().cloned());
     out.report.merge(applier.apply(&tick.ops));
+    out.applied = plan
+        .ops
+        .iter()
+        .chain(&tick.ops)
+        .filter(|op| {
+            !out.report.failed.iter().any(|(f, _)| f == *op)
+                && !out.report.skipped.iter().any(|(s, _)| s == *op)
+        })
+        .map(|op| op.to_string())
+        .collect();
     out.draining = p.drains().len();
     let after = applier.observe(&cfg, &want)?;
     out.remaining = diff::diff(p.applied(), &p.owned_view(&after.state));

@@ -125,8 +125,9 @@ impl fmt::Display for Op {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     pub ops: Vec<Op>,
-    /// For drift repair / adoption: one line per repaired difference.
-    pub repairs: Vec<String>,
+    /// For drift repair / adoption: the differences found, each one of `ops`
+    /// (counted, not listed: adopting an empty kernel finds 140,000 at 10,000 Services).
+    pub repairs: usize,
     /// Operations our own state model rejected: always a bug; never expected.
     pub internal_errors: Vec<String>,
 }
@@ -137,7 +138,35 @@ impl Plan {
     }
 
     /// Stable sort into phases; within a phase, generation order is kept.
+    ///
+    /// A counting sort applied in place: its scratch is 5 bytes per op,
+    /// where a merge sort of a 140,000-op first sync takes 8 MB.
     pub(crate) fn order(&mut self) {
-        self.ops.sort_by_key(Op::phase);
+        let phases: Vec<u8> = self.ops.iter().map(Op::phase).collect();
+        let mut next = [0u32; 256];
+        for p in &phases {
+            next[*p as usize] += 1;
+        }
+        let mut at = 0;
+        for n in next.iter_mut() {
+            (*n, at) = (at, at + *n);
+        }
+        // Where each op goes, then the permutation followed cycle by cycle.
+        let mut dest: Vec<u32> = phases
+            .iter()
+            .map(|p| {
+                let d = next[*p as usize];
+                next[*p as usize] += 1;
+                d
+            })
+            .collect();
+        drop(phases);
+        for i in 0..dest.len() {
+            while dest[i] as usize != i {
+                let j = dest[i] as usize;
+                self.ops.swap(i, j);
+                dest.swap(i, j);
+            }
+        }
     }
 }

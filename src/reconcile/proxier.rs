@@ -77,15 +77,18 @@ fn sorted<T: Ord>(set: HashSet<T>) -> Vec<T> {
 }
 
 /// Keeps desired state per Service, the last applied state and drains.
+/// One Service's slices by slice key (parsed forms shared with the trackers).
+type ServiceSlices = Vec<(Arc<str>, Arc<SliceInput>)>;
+
 #[derive(Debug)]
 pub struct Proxier {
     cfg: ProxyConfig,
     node: NodeInfo,
-    services: HashMap<SvcId, ServiceInput>,
+    services: HashMap<SvcId, Arc<ServiceInput>>,
     /// Slices by Service, sorted by slice name (merging is deterministic).
     /// A sorted Vec, not a BTreeMap: most Services have one to three slices
     /// and a BTreeMap leaf alone costs ~1 KB.
-    slices: HashMap<SvcId, Vec<(Arc<str>, SliceInput)>>,
+    slices: HashMap<SvcId, ServiceSlices>,
     slice_owner: HashMap<Arc<str>, SvcId>,
     contributions: HashMap<SvcId, Contribution>,
     agg: Aggregate,
@@ -182,21 +185,31 @@ impl Proxier {
 
     // ---- events ------------------------------------------------------------
 
+    /// Reads a Service and records it (see `set_service`).
     pub fn upsert_service(&mut self, svc: &Service) {
         let ns = svc.metadata.namespace.as_deref().unwrap_or("");
         let Some(name) = svc.metadata.name.as_deref() else {
             return;
         };
-        let id = svc_id(ns, name);
-        match parse_service(svc, &self.cfg) {
-            ParsedService::Proxied(input) => {
+        let input = match parse_service(svc, &self.cfg) {
+            ParsedService::Proxied(input) => Some(Arc::new(input)),
+            ParsedService::Ignored(_) => None,
+        };
+        self.set_service(ns, name, input);
+    }
+
+    /// Records a parsed Service; `None` (headless, ExternalName, another
+    /// proxy's, or deleted) removes it.
+    pub fn set_service(&mut self, namespace: &str, name: &str, input: Option<Arc<ServiceInput>>) {
+        let id = svc_id(namespace, name);
+        match input {
+            Some(input) => {
                 if self.services.get(&id) != Some(&input) {
                     self.services.insert(id.clone(), input);
                     self.dirty.insert(id);
                 }
             }
-            // A Service turning headless/ExternalName/foreign is a removal.
-            ParsedService::Ignored(_) => {
+            None => {
                 if self.services.remove(&id).is_some() {
                     self.dirty.insert(id);
                 }
@@ -205,19 +218,23 @@ impl Proxier {
     }
 
     pub fn delete_service(&mut self, namespace: &str, name: &str) {
-        let id = svc_id(namespace, name);
-        if self.services.remove(&id).is_some() {
-            self.dirty.insert(id);
-        }
+        self.set_service(namespace, name, None);
     }
 
+    /// Reads an EndpointSlice against this node and records it (see `set_slice`).
     pub fn upsert_slice(&mut self, slice: &EndpointSlice) {
         let ns = slice.metadata.namespace.as_deref().unwrap_or("");
         let Some(name) = slice.metadata.name.as_deref() else {
             return;
         };
-        let key = svc_id(ns, name);
-        let parsed = parse_slice(slice, &self.node.name);
+        let parsed = parse_slice(slice, &self.node.name).map(Arc::new);
+        self.set_slice(ns, name, parsed);
+    }
+
+    /// Records a parsed slice (read against this node's name); `None`
+    /// (unusable or deleted) removes it.
+    pub fn set_slice(&mut self, namespace: &str, name: &str, parsed: Option<Arc<SliceInput>>) {
+        let key = svc_id(namespace, name);
         let new_owner = parsed.as_ref().map(|p| p.service.clone());
         // The slice may have moved between Services (label edit) or become unusable.
         if let Some(old) = self.slice_owner.get(&key).cloned()
@@ -245,10 +262,7 @@ impl Proxier {
     }
 
     pub fn delete_slice(&mut self, namespace: &str, name: &str) {
-        let key = svc_id(namespace, name);
-        if let Some(old) = self.slice_owner.get(&key).cloned() {
-            self.remove_slice_from(&old, &key);
-        }
+        self.set_slice(namespace, name, None);
     }
 
     fn remove_slice_from(&mut self, owner: &SvcId, key: &Arc<str>) {
@@ -298,7 +312,7 @@ impl Proxier {
             let slices: Vec<&SliceInput> = self
                 .slices
                 .get(&id)
-                .map(|m| m.iter().map(|(_, s)| s).collect())
+                .map(|m| m.iter().map(|(_, s)| &**s).collect())
                 .unwrap_or_default();
             let c = contribution(svc, &slices, &self.node, &self.cfg);
             self.agg.add(&id, &c, &mut self.touched);
@@ -576,12 +590,12 @@ impl Proxier {
 
     /// The part of an observed state that is ours to manage.
     pub fn owned_view(&self, observed: &KernelState) -> KernelState {
-        let addresses: HashSet<IpAddr> = observed
-            .addresses
-            .iter()
-            .filter(|a| !self.cfg.is_excluded(a))
-            .copied()
-            .collect();
+        self.keep_owned(observed.clone())
+    }
+
+    /// `owned_view`, consuming the observation: a 10,000-Service kernel read
+    /// is ~9 MB, and a resync should not hold a copy of it.
+    fn keep_owned(&self, mut observed: KernelState) -> KernelState {
         // KUBE-IPVS-IPS also names the addresses of services a killed run
         // created but had not bound yet (see `Op::phase`).
         let mut ours = observed.addresses.clone();
@@ -593,34 +607,23 @@ impl Proxier {
                 }));
             }
         }
-        let services = observed
-            .services
-            .iter()
-            .filter(|(k, _)| self.owns_service(k, &ours))
-            .map(|(k, v)| (*k, v.clone()))
-            .collect();
-        KernelState {
-            services,
-            addresses,
-            sets: observed.sets.clone(),
-            iptables: observed.iptables.clone(),
-            sysctls: observed.sysctls.clone(),
-            timeouts: observed.timeouts,
-        }
+        observed.services.retain(|k, _| self.owns_service(k, &ours));
+        observed.addresses.retain(|a| !self.cfg.is_excluded(a));
+        observed
     }
 
     /// Startup: adopt what the kernel has (never flush), then plan the
     /// difference. Weights left at 0 by a previous run are reset (#92019).
-    pub fn adopt(&mut self, observed: &KernelState, now: u64) -> Plan {
+    pub fn adopt(&mut self, observed: KernelState, now: u64) -> Plan {
         self.repair(observed, now)
     }
 
     /// Drift repair: diff an observed kernel state against desired and plan
     /// the repair; `repairs` lists each repaired difference.
-    pub fn repair(&mut self, observed: &KernelState, now: u64) -> Plan {
+    pub fn repair(&mut self, observed: KernelState, now: u64) -> Plan {
         self.recompute();
         self.touched = Touched::default();
-        let owned = self.owned_view(observed);
+        let owned = self.keep_owned(observed);
         // Keep drains whose real server still exists.
         self.drains.retain(|(k, a), _| {
             owned
@@ -657,9 +660,22 @@ impl Proxier {
         for e in sorted(entries) {
             self.diff_entry(&e, &mut plan);
         }
-        plan.order();
-        plan.repairs = plan.ops.iter().map(|o| o.to_string()).collect();
+        plan.repairs = plan.ops.len();
         self.finish(plan)
+    }
+
+    /// The iptables payload per served family, as `desired_state` has it
+    /// (without building the rest: the kernel read needs only this).
+    pub fn desired_iptables(&mut self) -> BTreeMap<Family, Arc<str>> {
+        self.recompute();
+        [Family::Inet, Family::Inet6]
+            .into_iter()
+            .filter(|f| self.cfg.serves(*f))
+            .map(|f| {
+                let p = iptables::render(&self.cfg, f, self.agg.no_node_access(f));
+                (f, Arc::from(p))
+            })
+            .collect()
     }
 
     /// The complete desired state as a value (what `applied` converges to once
@@ -685,12 +701,7 @@ impl Proxier {
         for (s, e) in self.agg.entries() {
             k.sets.entry(*s).or_default().insert(*e);
         }
-        for f in [Family::Inet, Family::Inet6] {
-            if self.cfg.serves(f) {
-                let p = iptables::render(&self.cfg, f, self.agg.no_node_access(f));
-                k.iptables.insert(f, Arc::from(p));
-            }
-        }
+        k.iptables = self.desired_iptables();
         k.sysctls = desired_sysctls(&self.cfg);
         let t = self.cfg.timeouts;
         if timeouts_wanted(&t) {

@@ -21,7 +21,7 @@ use notify::{EventKind, RecursiveMode, Watcher};
 
 use crate::health;
 use crate::source::manifests::{self, ManifestError, Manifests};
-use crate::watch::{Hooks, ObjKey, Source, Sources};
+use crate::watch::{Hooks, ObjKey, Source, Sources, Tracked};
 use prometheus_client::metrics::counter::Counter;
 
 /// How often the path is re-scanned in full while inotify watches it (a
@@ -29,6 +29,8 @@ use prometheus_client::metrics::counter::Counter;
 pub const POLL_WITH_INOTIFY: Duration = Duration::from_secs(30);
 /// Files stat'ed between two looks at the inotify queue during a re-scan.
 pub const RESCAN_CHUNK: usize = 256;
+/// Files read (in parallel) and handed over at a time by the first load.
+pub const LOAD_CHUNK: usize = 512;
 /// How often the path is re-scanned when inotify is unavailable.
 pub const POLL_WITHOUT_INOTIFY: Duration = Duration::from_secs(1);
 
@@ -82,7 +84,31 @@ struct Cached {
 }
 
 /// Which files hold an object with a given key (the last one by name wins).
-type Index = HashMap<ObjKey, BTreeSet<PathBuf>>;
+type Index = HashMap<ObjKey, Holders>;
+
+/// The files holding one key, sorted and distinct: almost always one, so a
+/// short Vec of shared paths (a BTreeSet leaf alone would take ~300 bytes
+/// per key, megabytes at 10,000 Services).
+#[derive(Debug, Default)]
+struct Holders(Vec<Arc<Path>>);
+
+impl Holders {
+    fn insert(&mut self, path: &Arc<Path>) {
+        if let Err(i) = self.0.binary_search_by(|p| (**p).cmp(&**path)) {
+            self.0.insert(i, path.clone());
+        }
+    }
+
+    fn remove(&mut self, path: &Path) {
+        if let Ok(i) = self.0.binary_search_by(|p| (**p).cmp(path)) {
+            self.0.remove(i);
+        }
+    }
+
+    fn last(&self) -> Option<&Arc<Path>> {
+        self.0.last()
+    }
+}
 
 /// The objects added or changed (`Some`) and removed (`None`) by one refresh,
 /// with what went wrong on the way.
@@ -133,6 +159,19 @@ impl ManifestFiles {
     /// Loads every file as `manifests::load` does (any invalid file is an
     /// error), returning the cache and the objects in file order.
     pub fn load(path: &Path) -> Result<(Self, Manifests), ManifestError> {
+        let mut all = Manifests::default();
+        let files = Self::load_each(path, |m| {
+            all.services.extend(m.services);
+            all.slices.extend(m.slices);
+            all.nodes.extend(m.nodes);
+            all.warnings.extend(m.warnings);
+        })?;
+        Ok((files, all))
+    }
+
+    /// `load`, handing the objects to `each` [`LOAD_CHUNK`] files at a time
+    /// (in file order), so a large directory is never held in memory whole.
+    pub fn load_each(path: &Path, mut each: impl FnMut(Manifests)) -> Result<Self, ManifestError> {
         let read_err = |source| ManifestError::Read {
             path: path.to_path_buf(),
             source,
@@ -153,24 +192,21 @@ impl ManifestFiles {
                 path: path.to_path_buf(),
             });
         }
-        let mut all = Manifests::default();
-        for (p, loaded) in paths.iter().zip(read_all(&paths)) {
-            let (st, m) = loaded?;
-            let p = p.clone();
-            files.index(&p, FileKeys::of(&m));
-            files.files.insert(
-                p,
-                Cached {
-                    stamp: st,
-                    keys: FileKeys::of(&m),
-                },
-            );
-            all.services.extend(m.services);
-            all.slices.extend(m.slices);
-            all.nodes.extend(m.nodes);
-            all.warnings.extend(m.warnings);
+        for chunk in paths.chunks(LOAD_CHUNK) {
+            let mut objs = Manifests::default();
+            for (p, loaded) in chunk.iter().zip(read_all(chunk)) {
+                let (st, m) = loaded?;
+                let keys = FileKeys::of(&m);
+                files.index(p, keys.clone());
+                files.files.insert(p.clone(), Cached { stamp: st, keys });
+                objs.services.extend(m.services);
+                objs.slices.extend(m.slices);
+                objs.nodes.extend(m.nodes);
+                objs.warnings.extend(m.warnings);
+            }
+            each(objs);
         }
-        Ok((files, all))
+        Ok(files)
     }
 
     pub fn root(&self) -> &Path {
@@ -278,13 +314,14 @@ impl ManifestFiles {
     }
 
     fn index(&mut self, path: &Path, keys: FileKeys) {
+        let path: Arc<Path> = Arc::from(path);
         for (index, keys) in [
             (&mut self.services, keys.services),
             (&mut self.slices, keys.slices),
             (&mut self.nodes, keys.nodes),
         ] {
             for k in keys {
-                index.entry(k).or_default().insert(path.to_path_buf());
+                index.entry(k).or_default().insert(&path);
             }
         }
     }
@@ -492,14 +529,6 @@ fn lock(s: &Mutex<Sources>) -> MutexGuard<'_, Sources> {
     s.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn full_list<K>(objs: Vec<K>) -> Vec<Event<K>> {
-    let mut v = Vec::with_capacity(objs.len() + 2);
-    v.push(Event::Init);
-    v.extend(objs.into_iter().map(Event::InitApply));
-    v.push(Event::InitDone);
-    v
-}
-
 /// An object standing for `key` in a Delete event (only its key is read).
 fn tombstone<K: Resource + Default>(key: ObjKey) -> K {
     let mut k = K::default();
@@ -547,9 +576,10 @@ fn feed_events(
     }
 }
 
-/// Folds `events` into `source`, counting each change in `changes`; returns
-/// whether anything changed and whether a first full list completed.
-fn fold<K: Resource + Clone + PartialEq>(
+/// Folds `events` into `source`, counting each in `changes` (every event
+/// counts, as the API watch counts them); returns whether anything changed
+/// and whether a first full list completed.
+fn fold<K: Tracked>(
     source: &mut Source<K>,
     events: Vec<Event<K>>,
     changes: Option<&Counter>,
@@ -557,7 +587,7 @@ fn fold<K: Resource + Clone + PartialEq>(
     let (mut changed, mut first) = (false, false);
     for ev in events {
         let h = source.handle(ev);
-        if h.changed
+        if h.counted
             && let Some(c) = changes
         {
             c.inc();
@@ -572,20 +602,85 @@ fn fold<K: Resource + Clone + PartialEq>(
 /// so objects gone from the files are deleted and unchanged ones are no-ops.
 /// Only the Node called `node_name` is kept (the API watch's field selector).
 pub fn feed_manifests(sources: &Mutex<Sources>, hooks: &Hooks, node_name: &str, m: Manifests) {
-    let nodes: Vec<Node> = m
-        .nodes
-        .into_iter()
-        .filter(|n| n.metadata.name.as_deref() == Some(node_name))
-        .collect();
-    let node_eligible = nodes.last().map(health::node_eligible);
-    feed_events(
-        sources,
-        hooks,
-        full_list(m.services),
-        full_list(m.slices),
-        full_list(nodes),
-        node_eligible,
-    );
+    let mut list = FullList::begin(sources, hooks, node_name);
+    list.add(m);
+    list.end();
+}
+
+/// The daemon's first load: every file read and fed as one complete list of
+/// each kind, [`LOAD_CHUNK`] files at a time, so the objects of a large
+/// directory are never in memory together (the trackers keep them parsed).
+/// Returns the cache, this node's Node objects and the warnings.
+pub fn load_and_feed(
+    path: &Path,
+    sources: &Mutex<Sources>,
+    hooks: &Hooks,
+    node_name: &str,
+) -> Result<(ManifestFiles, Manifests), ManifestError> {
+    let mut list = FullList::begin(sources, hooks, node_name);
+    let files = ManifestFiles::load_each(path, |m| list.add(m))?;
+    let kept = Manifests {
+        nodes: list.nodes.clone(),
+        warnings: std::mem::take(&mut list.warnings),
+        ..Default::default()
+    };
+    list.end();
+    Ok((files, kept))
+}
+
+fn listed<K>(objs: Vec<K>) -> Vec<Event<K>> {
+    objs.into_iter().map(Event::InitApply).collect()
+}
+
+/// A complete list of every kind fed in pieces: Init first, the objects as
+/// they come, InitDone (and the Node) at the end. Until `end`, the sources
+/// are not ready, so no sync sees a partial list.
+struct FullList<'a> {
+    sources: &'a Mutex<Sources>,
+    hooks: &'a Hooks,
+    node_name: &'a str,
+    nodes: Vec<Node>,
+    warnings: Vec<String>,
+}
+
+impl<'a> FullList<'a> {
+    fn begin(sources: &'a Mutex<Sources>, hooks: &'a Hooks, node_name: &'a str) -> Self {
+        let (a, b, c) = (vec![Event::Init], vec![Event::Init], vec![Event::Init]);
+        feed_events(sources, hooks, a, b, c, None);
+        FullList {
+            sources,
+            hooks,
+            node_name,
+            nodes: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, m: Manifests) {
+        let name = Some(self.node_name);
+        self.nodes.extend(
+            m.nodes
+                .into_iter()
+                .filter(|n| n.metadata.name.as_deref() == name),
+        );
+        self.warnings.extend(m.warnings);
+        feed_events(
+            self.sources,
+            self.hooks,
+            listed(m.services),
+            listed(m.slices),
+            Vec::new(),
+            None,
+        );
+    }
+
+    fn end(self) {
+        let node_eligible = self.nodes.last().map(health::node_eligible);
+        let mut nodes = listed(self.nodes);
+        nodes.push(Event::InitDone);
+        let (a, b) = (vec![Event::InitDone], vec![Event::InitDone]);
+        feed_events(self.sources, self.hooks, a, b, nodes, node_eligible);
+    }
 }
 
 /// Feeds the objects one refresh changed, as watch events.
@@ -849,10 +944,10 @@ mod tests {
 
     #[test]
     fn manifests_feed_is_a_full_relist() {
-        let s = Mutex::new(Sources::default());
-        let h = Hooks::for_tests();
         let mut node = testutil::node_obj();
         let name = node.metadata.name.clone().unwrap();
+        let s = Mutex::new(Sources::new(Default::default(), &name));
+        let h = Hooks::for_tests();
         let mut other = node.clone();
         other.metadata.name = Some("someone-else".into());
         let m = Manifests {
@@ -919,9 +1014,9 @@ mod tests {
 
     #[test]
     fn changes_feed_only_what_they_carry() {
-        let s = Mutex::new(Sources::default());
         let node = testutil::node_obj();
         let name = node.metadata.name.clone().unwrap();
+        let s = Mutex::new(Sources::new(Default::default(), &name));
         let m = Manifests {
             services: vec![svc("a", "10.0.0.1"), svc("b", "10.0.0.2")],
             nodes: vec![node],
@@ -1241,15 +1336,54 @@ mod tests {
         assert!(w.rescan, "a queue overflow re-scans");
     }
 
+    #[test]
+    fn the_first_load_is_fed_in_chunks_as_one_list() {
+        let d = tempfile::tempdir().unwrap();
+        let n = LOAD_CHUNK + 10;
+        let c = Cluster::new(n, 1, "n").unwrap();
+        c.write(d.path()).unwrap();
+        let s = Mutex::new(Sources::new(Default::default(), "n"));
+        let h = Hooks::for_tests();
+        let mut chunks = Vec::new();
+        let files = ManifestFiles::load_each(d.path(), |m| chunks.push(m.services.len())).unwrap();
+        // The node's file sorts first and takes a place in the first chunk.
+        assert_eq!(chunks, vec![LOAD_CHUNK - 1, 11], "services per chunk");
+        assert_eq!(files.len(), n + 1, "every file cached (and the node's)");
+
+        let (_, kept) = load_and_feed(d.path(), &s, &h, "n").unwrap();
+        assert_eq!(kept.nodes.len(), 1, "this node's Node is handed back");
+        assert!(kept.services.is_empty() && kept.slices.is_empty());
+        assert!(h.trigger.is_pending());
+        let b = lock(&s).take_batch().unwrap();
+        assert_eq!((b.services.len(), b.slices.len()), (n, n));
+        // Every event counts, as the API watch counts them.
+        let text = h.metrics.encode();
+        assert!(
+            text.contains(&format!(
+                "kubeproxy_sync_proxy_rules_service_changes_total {n}"
+            )),
+            "{text}"
+        );
+
+        // A bad file after the first chunk: an error naming it, and the
+        // sources never become ready (no sync sees the partial list).
+        std::fs::write(d.path().join("zzz-bad.yaml"), "kind: [").unwrap();
+        let s = Mutex::new(Sources::new(Default::default(), "n"));
+        let h = Hooks::for_tests();
+        let e = load_and_feed(d.path(), &s, &h, "n").unwrap_err();
+        assert!(e.to_string().contains("zzz-bad.yaml"), "{e}");
+        assert!(lock(&s).take_batch().is_none());
+        assert!(!h.trigger.is_pending());
+    }
+
     #[tokio::test]
     async fn the_watcher_feeds_a_change_without_waiting_for_the_poll() {
         let d = tempfile::tempdir().unwrap();
         let c = Cluster::new(50, 2, "n").unwrap();
         c.write(d.path()).unwrap();
-        let (f, m) = ManifestFiles::load(d.path()).unwrap();
-        let sources = Arc::new(Mutex::new(Sources::default()));
+        let sources = Arc::new(Mutex::new(Sources::new(Default::default(), "n")));
         let h = Hooks::for_tests();
-        feed_manifests(&sources, &h, "n", m);
+        let (f, _) = load_and_feed(d.path(), &sources, &h, "n").unwrap();
         assert_eq!(lock(&sources).take_batch().unwrap().slices.len(), 50);
 
         // Fresh hooks: the first feed left its trigger pending.
@@ -1277,12 +1411,8 @@ mod tests {
         );
         assert_eq!(batch.slices.len(), 1, "only the changed file's slice");
         let current = batch.slices[0].1.current.as_ref().unwrap();
-        assert!(
-            current
-                .endpoints
-                .iter()
-                .any(|e| e.addresses.contains(&new_ip))
-        );
+        let input = current.input.as_ref().expect("a slice of a Service");
+        assert!(input.endpoints.iter().any(|e| e.ip.to_string() == new_ip));
         task.abort();
     }
 }

@@ -287,13 +287,22 @@ impl IpvsClient {
     /// Every service with its real servers: one service dump plus one
     /// destination dump per service (the kernel has no "all destinations" dump).
     pub fn table(&mut self) -> Result<Vec<(ServiceEntry, Vec<DestinationEntry>)>> {
-        let services = self.services()?;
-        let mut out = Vec::with_capacity(services.len());
-        for s in services {
-            let dests = self.destinations(&s.service.key)?;
-            out.push((s, dests));
-        }
+        let mut out = Vec::new();
+        self.table_each(|s, dests| out.push((s, dests)))?;
         Ok(out)
+    }
+
+    /// `table`, handing each service with its destinations to `each` as it
+    /// is read, so a large table is never held whole.
+    pub fn table_each(
+        &mut self,
+        mut each: impl FnMut(ServiceEntry, Vec<DestinationEntry>),
+    ) -> Result<()> {
+        for s in self.services()? {
+            let dests = self.destinations(&s.service.key)?;
+            each(s, dests);
+        }
+        Ok(())
     }
 
     fn apply_one(&mut self, op: Operation) -> Result<()> {
