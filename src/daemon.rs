@@ -27,6 +27,7 @@ use crate::watch::{self, Batch, Hooks, Sources};
 /// Runs the proxy until SIGTERM/SIGINT. Objects come from the API server
 /// (`settings.kubeconfig`, else in-cluster) or, with `manifests`, from files.
 pub fn run(settings: Settings, manifests: Option<PathBuf>) -> Result<()> {
+    crate::heap::tune();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -41,6 +42,9 @@ pub fn run(settings: Settings, manifests: Option<PathBuf>) -> Result<()> {
 /// Drift repairs logged one per line; a larger drift (someone flushed IPVS)
 /// is summarised, not logged 100,000 times.
 const LOGGED_REPAIRS: usize = 100;
+
+/// Writes from which a sync hands its freed memory back (`heap`).
+const LARGE_SYNC: usize = 10_000;
 
 /// Where objects come from, resolved before anything touches the kernel (a
 /// bad kubeconfig or manifests path fails without side effects).
@@ -115,6 +119,8 @@ async fn run_async(settings: Settings, manifests: Option<PathBuf>) -> Result<()>
     };
     let sources = Arc::new(Mutex::new(Sources::new(settings.proxy.clone(), &node_name)));
     let input = input(&settings, manifests, &sources, &hooks, &node_name).await?;
+    // The objects of the first load are parsed and gone: return their pages.
+    crate::heap::release_free_memory();
     host_setup(&settings)?;
 
     let _metrics_srv = health::metrics_server(
@@ -407,6 +413,10 @@ impl Daemon {
         self.record(&report);
 
         let ok = report.failed.is_empty() && internal == 0;
+        // A kernel read or a large plan leaves megabytes of freed pages.
+        if verify || report.writes() >= LARGE_SYNC {
+            crate::heap::release_free_memory();
+        }
         let took = start.elapsed();
         span.record("ops", report.writes());
         span.record("failed", report.failed.len());

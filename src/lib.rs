@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod health;
+pub mod heap;
 pub mod ipset_cmd;
 pub mod iptables;
 pub mod ipvsadm;
