@@ -365,6 +365,7 @@ fn ours(bin: &Path, n: usize, changes: usize, dir: &Path, logs: &Path) -> Result
 
     // One endpoint change at a time, each on another service.
     let mut lat = Vec::with_capacity(changes);
+    let mut when = Vec::with_capacity(changes);
     for k in 0..changes {
         let i = k * n / changes;
         let eps = cluster
@@ -382,9 +383,20 @@ fn ours(bin: &Path, n: usize, changes: usize, dir: &Path, logs: &Path) -> Result
             || has_dest(&mut c, i, new_ip).then_some(()),
         )?;
         lat.push(t.elapsed());
+        when.push(start.elapsed());
         // Let that sync finish, so changes are measured one at a time.
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The slowest changes and when they happened (since the daemon started:
+    // the manifests re-scan and the verification run every 30 s).
+    let mut slow: Vec<(Duration, Duration)> = lat.iter().copied().zip(when).collect();
+    slow.sort_by(|a, b| b.0.cmp(&a.0));
+    let slow: Vec<String> = slow
+        .iter()
+        .take(3)
+        .map(|(l, w)| format!("{:.0} ms at {:.1} s", ms(*l), w.as_secs_f64()))
+        .collect();
+    eprintln!("  kube-ipvs[{n}]: slowest changes: {}", slow.join(", "));
     lat.sort();
 
     // New services, one at a time.
