@@ -390,7 +390,7 @@ fn ours(bin: &Path, n: usize, changes: usize, dir: &Path, logs: &Path) -> Result
     // The slowest changes and when they happened (since the daemon started:
     // the manifests re-scan and the verification run every 30 s).
     let mut slow: Vec<(Duration, Duration)> = lat.iter().copied().zip(when).collect();
-    slow.sort_by(|a, b| b.0.cmp(&a.0));
+    slow.sort_by_key(|s| std::cmp::Reverse(s.0));
     let slow: Vec<String> = slow
         .iter()
         .take(3)
