@@ -29,6 +29,9 @@ use prometheus_client::metrics::counter::Counter;
 pub const POLL_WITH_INOTIFY: Duration = Duration::from_secs(30);
 /// Files stat'ed between two looks at the inotify queue during a re-scan.
 pub const RESCAN_CHUNK: usize = 64;
+/// The re-scan's pause between chunks (~0.16 s in all at 10,000 files):
+/// without it, the stats competed with the sync of a change for the CPU.
+pub const RESCAN_PAUSE: Duration = Duration::from_millis(1);
 /// Files read (in parallel) and handed over at a time by the first load.
 pub const LOAD_CHUNK: usize = 512;
 /// How often the path is re-scanned when inotify is unavailable.
@@ -883,6 +886,8 @@ fn watch_blocking(
                 let c = f.refresh(&w.files);
                 publish(f, c, sources, hooks, node);
             }
+            // A safety net, not urgent: leave the CPU to the sync loop now and then.
+            std::thread::sleep(RESCAN_PAUSE);
         });
         publish(&files, changes, sources, hooks, node);
         if stop {
