@@ -175,12 +175,7 @@ impl ManifestFiles {
     /// error), returning the cache and the objects in file order.
     pub fn load(path: &Path) -> Result<(Self, Manifests), ManifestError> {
         let mut all = Manifests::default();
-        let files = Self::load_each(path, |m| {
-            all.services.extend(m.services);
-            all.slices.extend(m.slices);
-            all.nodes.extend(m.nodes);
-            all.warnings.extend(m.warnings);
-        })?;
+        let files = Self::load_each(path, |m| all.append(m))?;
         Ok((files, all))
     }
 
@@ -216,10 +211,7 @@ impl ManifestFiles {
                 let keys = FileKeys::of(&m);
                 files.index(p, keys.clone());
                 files.files.insert(p.clone(), Cached { stamp: st, keys });
-                objs.services.extend(m.services);
-                objs.slices.extend(m.slices);
-                objs.nodes.extend(m.nodes);
-                objs.warnings.extend(m.warnings);
+                objs.append(m);
             }
             each(objs);
         }

@@ -58,6 +58,14 @@ pub struct Manifests {
 }
 
 impl Manifests {
+    /// Moves `other`'s objects and warnings after this one's (file order kept).
+    pub fn append(&mut self, other: Manifests) {
+        self.services.extend(other.services);
+        self.slices.extend(other.slices);
+        self.nodes.extend(other.nodes);
+        self.warnings.extend(other.warnings);
+    }
+
     /// The Node called `name`, if the manifests hold it.
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes
