@@ -95,8 +95,6 @@ pub struct Proxier {
     dirty: HashSet<SvcId>,
     touched: Touched,
     globals_dirty: bool,
-    /// Rendered iptables payload per family (desired).
-    iptables: BTreeMap<Family, Arc<str>>,
     applied: KernelState,
     /// Removed TCP real servers at weight 0, with the time draining started.
     drains: HashMap<(ServiceKey, SocketAddr), u64>,
@@ -118,7 +116,6 @@ impl Proxier {
             dirty: HashSet::new(),
             touched: Touched::default(),
             globals_dirty: true,
-            iptables: BTreeMap::new(),
             applied: KernelState::default(),
             drains: HashMap::new(),
             no_local: (0, 0),
@@ -321,14 +318,12 @@ impl Proxier {
         }
     }
 
-    fn render_iptables(&mut self, family: Family) -> Arc<str> {
-        let p: Arc<str> = Arc::from(iptables::render(
+    fn render_iptables(&self, family: Family) -> Arc<str> {
+        Arc::from(iptables::render(
             &self.cfg,
             family,
             self.agg.no_node_access(family),
-        ));
-        self.iptables.insert(family, p.clone());
-        p
+        ))
     }
 
     /// Plans everything that changed since the last plan. `now` is seconds on
@@ -671,10 +666,7 @@ impl Proxier {
         [Family::Inet, Family::Inet6]
             .into_iter()
             .filter(|f| self.cfg.serves(*f))
-            .map(|f| {
-                let p = iptables::render(&self.cfg, f, self.agg.no_node_access(f));
-                (f, Arc::from(p))
-            })
+            .map(|f| (f, self.render_iptables(f)))
             .collect()
     }
 
