@@ -74,48 +74,10 @@ impl Manifests {
     }
 }
 
-/// Loads a file, or every `.yaml`/`.yml`/`.json` file of a directory (sorted by name, not recursive).
+/// Loads a file, or every `.yaml`/`.yml`/`.json` file of a directory (sorted
+/// by name, not recursive), as the daemon's first load does.
 pub fn load(path: &Path) -> Result<Manifests, ManifestError> {
-    let mut m = Manifests::default();
-    let meta = std::fs::metadata(path).map_err(|source| ManifestError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    if meta.is_dir() {
-        let rd = std::fs::read_dir(path).map_err(|source| ManifestError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let mut files: Vec<PathBuf> = rd
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.is_file()
-                    && p.extension()
-                        .and_then(|e| e.to_str())
-                        .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
-            })
-            .collect();
-        if files.is_empty() {
-            return Err(ManifestError::Empty {
-                path: path.to_path_buf(),
-            });
-        }
-        files.sort();
-        for f in files {
-            load_file(&f, &mut m)?;
-        }
-    } else {
-        load_file(path, &mut m)?;
-    }
-    Ok(m)
-}
-
-fn load_file(path: &Path, m: &mut Manifests) -> Result<(), ManifestError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    load_str(&text, path, m)
+    super::files::ManifestFiles::load(path).map(|(_, m)| m)
 }
 
 /// Parses the documents of `text` (YAML, so JSON too) into `m`; `path` names the source in errors.
