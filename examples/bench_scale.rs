@@ -128,7 +128,11 @@ impl Daemon {
             .arg(format!("--ipvs-sync-period={SYNC_PERIOD}"))
             // nf_conntrack_max is read-only outside the initial namespace.
             .arg("--conntrack-max-per-core=0")
-            .env("RUST_LOG", "info")
+            // Debug for the manifests source: its re-scans are printed with the slowest changes.
+            .env(
+                "RUST_LOG",
+                "info,kube_ipvs::source::files=debug,kube_ipvs::daemon=debug",
+            )
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
             .stderr(Stdio::from(err))
@@ -268,6 +272,21 @@ fn has_dest(c: &mut IpvsClient, i: usize, ip: std::net::Ipv4Addr) -> bool {
 }
 
 /// Nearest-rank percentile of sorted samples.
+/// The time of day of `t`, as the daemon's log prints it (HH:MM:SS.mmm, UTC).
+fn clock(t: std::time::SystemTime) -> String {
+    let ms = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+        % 86_400_000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
@@ -373,6 +392,7 @@ fn ours(bin: &Path, n: usize, changes: usize, dir: &Path, logs: &Path) -> Result
             .map_err(|e| e.to_string())?;
         let new_ip = eps[0];
         let t = Instant::now();
+        let written = std::time::SystemTime::now();
         cluster
             .write_service(dir, i, &eps)
             .map_err(|e| e.to_string())?;
@@ -383,20 +403,50 @@ fn ours(bin: &Path, n: usize, changes: usize, dir: &Path, logs: &Path) -> Result
             || has_dest(&mut c, i, new_ip).then_some(()),
         )?;
         lat.push(t.elapsed());
-        when.push(start.elapsed());
+        when.push((start.elapsed(), written));
         // Let that sync finish, so changes are measured one at a time.
         std::thread::sleep(Duration::from_millis(100));
     }
     // The slowest changes and when they happened (since the daemon started:
     // the manifests re-scan and the verification run every 30 s).
-    let mut slow: Vec<(Duration, Duration)> = lat.iter().copied().zip(when).collect();
+    let mut slow: Vec<(Duration, (Duration, std::time::SystemTime))> =
+        lat.iter().copied().zip(when).collect();
     slow.sort_by_key(|s| std::cmp::Reverse(s.0));
+    // What the daemon logged while each of them was under way.
+    let log = d.log();
+    for (l, (_, at)) in slow.iter().take(3) {
+        let (from, to) = (clock(*at), clock(*at + *l));
+        eprintln!(
+            "  kube-ipvs[{n}]: while the change written at {from} took {:.0} ms:",
+            ms(*l)
+        );
+        for line in log.lines().filter(|line| {
+            line.get(11..23)
+                .is_some_and(|t| *t >= *from.as_str() && *t <= *to.as_str())
+        }) {
+            eprintln!("  kube-ipvs[{n}]:   {line}");
+        }
+    }
     let slow: Vec<String> = slow
         .iter()
         .take(3)
-        .map(|(l, w)| format!("{:.0} ms at {:.1} s", ms(*l), w.as_secs_f64()))
+        .map(|(l, (w, at))| {
+            format!(
+                "{:.0} ms at {:.1} s (written {} UTC)",
+                ms(*l),
+                w.as_secs_f64(),
+                clock(*at)
+            )
+        })
         .collect();
     eprintln!("  kube-ipvs[{n}]: slowest changes: {}", slow.join(", "));
+    for l in d
+        .log()
+        .lines()
+        .filter(|l| l.contains("manifests re-scanned"))
+    {
+        eprintln!("  kube-ipvs[{n}]: {l}");
+    }
     lat.sort();
 
     // New services, one at a time.
