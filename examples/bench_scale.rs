@@ -1,7 +1,7 @@
 //! Scale benchmark of the real daemon on generated manifests (N services × 10 endpoints), with `ipvsadm -R` as baseline, in one lab boot.
 //!
 //! Run as root on a kernel with IPVS (`scripts/bench-scale.sh` runs it in the
-//! lab): `bench_scale [--sizes 1000,5000,10000] [--changes 100] [--warmup 200] [--json PATH] [--png PATH]`.
+//! lab): `bench_scale [--sizes 1000,5000,10000] [--changes 100] [--warmup 200] [--slowest 3] [--json PATH] [--png PATH]`.
 //! After each size it prints a `results: [...]` line (JSON, every size so far),
 //! since the lab cannot write to the host; `bench_scale plot JSON PNG` prints
 //! the table and draws the plot from such results.
@@ -326,7 +326,13 @@ fn check_kernel(c: &mut IpvsClient, n: usize) -> Result<(), String> {
 }
 
 /// Our run for one size, in the calling thread's (fresh) namespace.
-fn ours(bin: &Path, n: usize, changes: usize, dir: &Path, logs: &Path) -> Result<Row, String> {
+fn ours(
+    bin: &Path,
+    n: usize,
+    (changes, slowest): (usize, usize),
+    dir: &Path,
+    logs: &Path,
+) -> Result<Row, String> {
     let cluster = Cluster::new(n, ENDPOINTS, NODE)
         .map_err(|e| e.to_string())?
         .with_format(FORMAT);
@@ -414,7 +420,7 @@ fn ours(bin: &Path, n: usize, changes: usize, dir: &Path, logs: &Path) -> Result
     slow.sort_by_key(|s| std::cmp::Reverse(s.0));
     // What the daemon logged while each of them was under way.
     let log = d.log();
-    for (l, (_, at)) in slow.iter().take(3) {
+    for (l, (_, at)) in slow.iter().take(slowest) {
         let (from, to) = (clock(*at), clock(*at + *l));
         eprintln!(
             "  kube-ipvs[{n}]: while the change written at {from} took {:.0} ms:",
@@ -429,7 +435,7 @@ fn ours(bin: &Path, n: usize, changes: usize, dir: &Path, logs: &Path) -> Result
     }
     let slow: Vec<String> = slow
         .iter()
-        .take(3)
+        .take(slowest)
         .map(|(l, (w, at))| {
             format!(
                 "{:.0} ms at {:.1} s (written {} UTC)",
@@ -539,7 +545,8 @@ fn ipvsadm_restore(text: &str, n: usize) -> Result<Duration, String> {
     Ok(took)
 }
 
-fn run(bin: &Path, n: usize, changes: usize) -> Result<Row, String> {
+/// Measures N services; `changes` endpoint changes, the `slowest` of them shown with the daemon's log.
+fn run(bin: &Path, n: usize, changes: (usize, usize)) -> Result<Row, String> {
     let work = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
     let dir = work.path().join("manifests");
     Cluster::new(n, ENDPOINTS, NODE)
@@ -761,6 +768,7 @@ struct Args {
     sizes: Vec<usize>,
     changes: usize,
     warmup: usize,
+    slowest: usize,
     json: Option<PathBuf>,
     png: Option<PathBuf>,
 }
@@ -770,6 +778,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         sizes: vec![1000, 5000, 10_000],
         changes: 100,
         warmup: 200,
+        slowest: 3,
         json: None,
         png: None,
     };
@@ -787,6 +796,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             }
             "--warmup" => {
                 a.warmup = value()?.parse().map_err(|e| format!("--warmup: {e}"))?;
+            }
+            "--slowest" => {
+                a.slowest = value()?.parse().map_err(|e| format!("--slowest: {e}"))?;
             }
             "--json" => a.json = Some(value()?.into()),
             "--png" => a.png = Some(value()?.into()),
@@ -842,7 +854,7 @@ fn main() {
     // a node pays once, not per sync: a small unreported run takes them.
     if a.warmup > 0 {
         let t = Instant::now();
-        match run(&bin, a.warmup, a.warmup.min(10)) {
+        match run(&bin, a.warmup, (a.warmup.min(10), 0)) {
             Ok(r) => eprintln!(
                 "bench_scale: warm-up with {} services in {:.0} s (first sync {:.1} s), not reported",
                 a.warmup,
@@ -856,7 +868,7 @@ fn main() {
     let mut failed = false;
     for &n in &a.sizes {
         let t = Instant::now();
-        match run(&bin, n, a.changes) {
+        match run(&bin, n, (a.changes, a.slowest)) {
             Ok(r) => {
                 eprintln!(
                     "bench_scale: {n} services done in {:.0} s",

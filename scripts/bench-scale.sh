@@ -2,7 +2,7 @@
 # Scale benchmark of the real daemon (issue #7), in one lab boot: N services ×
 # 10 endpoints from generated manifests, for N = 1,000, 5,000 and 10,000.
 #
-#   scripts/bench-scale.sh [--sizes 1000,5000,10000] [--changes 100] [--warmup 200]
+#   scripts/bench-scale.sh [--sizes 1000,5000,10000] [--changes 100] [--warmup 200] [--slowest 3]
 #
 # Builds the release kube-ipvs and examples/bench_scale.rs, runs the benchmark
 # inside scripts/kernel-lab.sh and prints its markdown table and goal checks
