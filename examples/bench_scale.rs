@@ -445,7 +445,9 @@ fn ours(
             )
         })
         .collect();
-    eprintln!("  kube-ipvs[{n}]: slowest changes: {}", slow.join(", "));
+    if !slow.is_empty() {
+        eprintln!("  kube-ipvs[{n}]: slowest changes: {}", slow.join(", "));
+    }
     for l in d
         .log()
         .lines()
