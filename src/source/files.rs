@@ -1221,12 +1221,18 @@ mod tests {
         );
     }
 
+    /// A directory of `n` generated services, loaded into a cache.
+    fn cached(n: usize) -> (tempfile::TempDir, Cluster, ManifestFiles) {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cluster::new(n, 1, "n").unwrap();
+        c.write(d.path()).unwrap();
+        let (f, _) = ManifestFiles::load(d.path()).unwrap();
+        (d, c, f)
+    }
+
     #[test]
     fn a_scan_older_than_the_cache_loses_nothing() {
-        let d = tempfile::tempdir().unwrap();
-        let c = Cluster::new(8, 1, "n").unwrap();
-        c.write(d.path()).unwrap();
-        let (mut f, _) = ManifestFiles::load(d.path()).unwrap();
+        let (d, c, mut f) = cached(8);
         // The scanner thread starts from the cache's stamps, lists and stamps...
         let mut known = f.stamps();
         let before = f.len();
@@ -1267,10 +1273,7 @@ mod tests {
 
     #[test]
     fn a_file_that_could_not_be_read_is_forgotten_so_the_next_scan_retries_it() {
-        let d = tempfile::tempdir().unwrap();
-        let c = Cluster::new(2, 1, "n").unwrap();
-        c.write(d.path()).unwrap();
-        let (mut f, _) = ManifestFiles::load(d.path()).unwrap();
+        let (d, _, mut f) = cached(2);
         let mut known = f.stamps();
         // A file that is invalid keeps its stamp: retried once it changes.
         let bad = d.path().join("bad.yaml");
@@ -1295,10 +1298,7 @@ mod tests {
 
     #[test]
     fn the_scanner_thread_reports_only_stale_files() {
-        let d = tempfile::tempdir().unwrap();
-        let c = Cluster::new(20, 1, "n").unwrap();
-        c.write(d.path()).unwrap();
-        let (mut f, _) = ManifestFiles::load(d.path()).unwrap();
+        let (d, c, mut f) = cached(20);
         let (tx, rx) = std::sync::mpsc::channel();
         let ask = start_scanner(&f, Duration::from_secs(3600), tx).unwrap();
         let stale_of = |rx: &Receiver<Msg>| match rx.recv_timeout(Duration::from_secs(20)) {
