@@ -850,9 +850,9 @@ fn watch_blocking(
             (None, POLL_WITHOUT_INOTIFY)
         }
     };
-    // Dropping `ask` (on return) ends the scanner.
-    let ask = match start_scanner(&files, poll, tx) {
-        Ok(ask) => ask,
+    // Dropping `learnt` (on return) ends the scanner.
+    let learnt = match start_scanner(&files, poll, tx) {
+        Ok(learnt) => learnt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the manifests re-scan thread; following inotify events only");
             std::sync::mpsc::channel().0
@@ -875,6 +875,12 @@ fn watch_blocking(
             let changes = files.refresh(&wanted.files);
             publish(&files, changes, sources, hooks, node);
         }
+        // An event without a usable name (a ConfigMap's `..data` swap, a lost
+        // inotify queue) is served now, here, not at the scanner's priority.
+        if wanted.rescan {
+            let changes = files.rescan();
+            publish(&files, changes, sources, hooks, node);
+        }
         for s in stale {
             let changes = match s {
                 Ok(paths) if paths.is_empty() => continue,
@@ -883,35 +889,28 @@ fn watch_blocking(
             };
             publish(&files, changes, sources, hooks, node);
         }
-        let learnt = files.take_stamp_changes();
-        if !learnt.is_empty() {
-            let _ = ask.send(ToScanner::Stamps(learnt));
-        }
-        if wanted.rescan {
-            let _ = ask.send(ToScanner::Scan);
+        let changes = files.take_stamp_changes();
+        if !changes.is_empty() {
+            let _ = learnt.send(changes);
         }
     }
 }
 
-/// What the watcher tells the re-scan thread.
-enum ToScanner {
-    /// Scan now (an event without a usable file name).
-    Scan,
-    /// Stamps the watcher learnt or forgot, to keep the scanner's copy current.
-    Stamps(Vec<(PathBuf, Option<Stamp>)>),
-}
+/// Stamps the watcher learnt (`Some`) or forgot (`None`), for the scanner's copy.
+type StampChanges = Vec<(PathBuf, Option<Stamp>)>;
 
-/// Starts the thread that re-scans the files every `poll`, or when asked,
-/// compares their stamps with its copy of the cache's, and sends the watcher
-/// only the stale files. All of a re-scan runs there at the lowest CPU
-/// priority: at 10,000 files under TCG, a scan (or only its comparison) on
-/// the watcher's thread held up a change served meanwhile by up to ~100 ms.
+/// Starts the safety-net thread: every `poll` it re-scans the files,
+/// compares their stamps with its copy of the cache's (kept current by what
+/// the watcher sends), and sends the watcher only the stale files. All of it
+/// runs there at the lowest CPU priority: at 10,000 files under TCG, a scan
+/// (or only its comparison) on the watcher's thread held up a change served
+/// meanwhile by up to ~100 ms.
 fn start_scanner(
     files: &ManifestFiles,
     poll: Duration,
     tx: Sender<Msg>,
-) -> std::io::Result<Sender<ToScanner>> {
-    let (ask, asked) = std::sync::mpsc::channel::<ToScanner>();
+) -> std::io::Result<Sender<StampChanges>> {
+    let (learnt, asked) = std::sync::mpsc::channel::<StampChanges>();
     let (root, is_dir, mut known) = (files.root().to_path_buf(), files.is_dir(), files.stamps());
     std::thread::Builder::new()
         .name("manifests-scan".into())
@@ -919,24 +918,19 @@ fn start_scanner(
             lowest_priority();
             let mut next = Instant::now() + poll;
             loop {
-                let mut now = false;
                 match asked.recv_timeout(next.saturating_duration_since(Instant::now())) {
-                    Ok(m) => now |= learn(&mut known, m),
-                    Err(RecvTimeoutError::Timeout) => now = true,
+                    Ok(changes) => {
+                        learn(&mut known, changes);
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Timeout) => {}
                     Err(RecvTimeoutError::Disconnected) => return,
-                }
-                while let Ok(m) = asked.try_recv() {
-                    now |= learn(&mut known, m);
-                }
-                if !now {
-                    continue;
                 }
                 let t = Instant::now();
                 let scanned = scan(&root, is_dir);
-                // Stamps the watcher learnt during the scan (one scan answers
-                // every request made before it ends).
-                while let Ok(m) = asked.try_recv() {
-                    learn(&mut known, m);
+                // What the watcher learnt during the scan.
+                while let Ok(changes) = asked.try_recv() {
+                    learn(&mut known, changes);
                 }
                 let found = scanned.and_then(|s| stale(&root, s, &known));
                 tracing::debug!(files = known.len(), stale = found.as_ref().map_or(0, BTreeSet::len), took = ?t.elapsed(), "manifests re-scanned");
@@ -946,22 +940,16 @@ fn start_scanner(
                 }
             }
         })?;
-    Ok(ask)
+    Ok(learnt)
 }
 
-/// Folds one message into the scanner's stamps; true if it asks for a scan.
-fn learn(known: &mut HashMap<PathBuf, Stamp>, m: ToScanner) -> bool {
-    match m {
-        ToScanner::Scan => true,
-        ToScanner::Stamps(v) => {
-            for (p, st) in v {
-                match st {
-                    Some(st) => known.insert(p, st),
-                    None => known.remove(&p),
-                };
-            }
-            false
-        }
+/// Folds the watcher's stamp changes into the scanner's copy.
+fn learn(known: &mut HashMap<PathBuf, Stamp>, changes: StampChanges) {
+    for (p, st) in changes {
+        match st {
+            Some(st) => known.insert(p, st),
+            None => known.remove(&p),
+        };
     }
 }
 
@@ -1250,10 +1238,7 @@ mod tests {
         // The scanner learns the new stamps, then judges its stale listing.
         let learnt = f.take_stamp_changes();
         assert_eq!(learnt.len(), 2);
-        assert!(
-            !learn(&mut known, ToScanner::Stamps(learnt)),
-            "stamps alone ask for no scan"
-        );
+        learn(&mut known, learnt);
         assert_eq!(known, f.stamps());
         let found = stale(d.path(), scanned, &known).unwrap();
         assert_eq!(found, BTreeSet::from([changed, added.clone()]));
@@ -1280,7 +1265,7 @@ mod tests {
         std::fs::write(&bad, "kind: Service\nmetadata: [\n").unwrap();
         let r = f.refresh(&BTreeSet::from([bad.clone()]));
         assert_eq!(r.errors.len(), 1, "{r:?}");
-        learn(&mut known, ToScanner::Stamps(f.take_stamp_changes()));
+        learn(&mut known, f.take_stamp_changes());
         assert!(known.contains_key(&bad));
         assert!(
             stale(d.path(), scan(d.path(), true).unwrap(), &known)
@@ -1290,38 +1275,49 @@ mod tests {
         // Gone: forgotten.
         std::fs::remove_file(&bad).unwrap();
         f.refresh(&BTreeSet::from([bad.clone()]));
-        learn(&mut known, ToScanner::Stamps(f.take_stamp_changes()));
+        learn(&mut known, f.take_stamp_changes());
         assert!(!known.contains_key(&bad));
         assert_eq!(known, f.stamps());
-        assert!(learn(&mut known, ToScanner::Scan));
     }
 
     #[test]
     fn the_scanner_thread_reports_only_stale_files() {
         let (d, c, mut f) = cached(20);
         let (tx, rx) = std::sync::mpsc::channel();
-        let ask = start_scanner(&f, Duration::from_secs(3600), tx).unwrap();
-        let stale_of = |rx: &Receiver<Msg>| match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(Msg::Stale(s)) => s.unwrap(),
-            _ => panic!("no scan result"),
+        let learnt = start_scanner(&f, Duration::from_millis(50), tx).unwrap();
+        // The first scan result that satisfies `done`, within 20 s.
+        let next_scan = |done: &dyn Fn(&BTreeSet<PathBuf>) -> bool| {
+            let start = std::time::Instant::now();
+            loop {
+                assert!(start.elapsed() < Duration::from_secs(20), "no such scan");
+                match rx.recv_timeout(Duration::from_secs(20)) {
+                    Ok(Msg::Stale(Ok(found))) if done(&found) => return found,
+                    Ok(Msg::Stale(Ok(_))) => {}
+                    _ => panic!("no scan result"),
+                }
+            }
         };
+        assert!(next_scan(&|_| true).is_empty(), "nothing changed yet");
         // A change inotify did not report: only a scan finds it.
         let eps = c.replace_endpoint(3, 0, 1).unwrap();
         let p = c.write_service(d.path(), 3, &eps).unwrap();
-        ask.send(ToScanner::Scan).unwrap();
-        let found = stale_of(&rx);
+        let found = next_scan(&|found| !found.is_empty());
         assert_eq!(found, BTreeSet::from([p]));
-        // The watcher reads it and passes its stamp on: the next scan is clean.
+        // The watcher reads it and passes its stamp on: later scans are clean.
         assert_eq!(f.refresh(&found).slices.len(), 1);
-        ask.send(ToScanner::Stamps(f.take_stamp_changes())).unwrap();
-        ask.send(ToScanner::Scan).unwrap();
-        assert!(stale_of(&rx).is_empty());
+        learnt.send(f.take_stamp_changes()).unwrap();
+        next_scan(&|found| found.is_empty());
         // Dropping the watcher's end stops the thread (its sender goes too).
-        drop(ask);
-        assert!(matches!(
-            rx.recv_timeout(Duration::from_secs(20)),
-            Err(RecvTimeoutError::Disconnected)
-        ));
+        drop(learnt);
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            match rx.recv_timeout(Duration::from_secs(20)) {
+                Ok(_) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => break,
+            }
+        }
+        panic!("the scanner did not stop");
     }
 
     #[test]
@@ -1611,6 +1607,45 @@ mod tests {
         let current = batch.slices[0].1.current.as_ref().unwrap();
         let input = current.input.as_ref().expect("a slice of a Service");
         assert!(input.endpoints.iter().any(|e| e.ip.to_string() == new_ip));
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn the_watcher_follows_a_configmap_swap_at_once() {
+        let d = tempfile::tempdir().unwrap();
+        for (v, ip) in [("..v1", "10.0.0.1"), ("..v2", "10.0.0.2")] {
+            std::fs::create_dir(d.path().join(v)).unwrap();
+            std::fs::write(d.path().join(v).join("svc.yaml"), svc_yaml("s", ip)).unwrap();
+        }
+        std::os::unix::fs::symlink("..v1", d.path().join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/svc.yaml", d.path().join("svc.yaml")).unwrap();
+        let sources = Arc::new(Mutex::new(Sources::new(Default::default(), "n")));
+        let (f, _) = load_and_feed(d.path(), &sources, &Hooks::for_tests(), "n").unwrap();
+        assert_eq!(lock(&sources).take_batch().unwrap().services.len(), 1);
+
+        let h = Hooks::for_tests();
+        let task = tokio::spawn(watch(f, sources.clone(), h.clone(), "n".into()));
+        // Swap `..data` until the watcher reports (its inotify watch starts
+        // on its own thread); no event names svc.yaml, so this is the re-scan
+        // the swap asks for, well before the periodic one.
+        let start = std::time::Instant::now();
+        let mut version = 2;
+        let batch = loop {
+            assert!(
+                start.elapsed() < POLL_WITH_INOTIFY / 2,
+                "the swap was not followed within {:?}",
+                POLL_WITH_INOTIFY / 2
+            );
+            let tmp = d.path().join("..data_tmp");
+            std::os::unix::fs::symlink(format!("..v{version}"), &tmp).unwrap();
+            std::fs::rename(&tmp, d.path().join("..data")).unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if h.trigger.is_pending() {
+                break lock(&sources).take_batch().unwrap();
+            }
+            version = 3 - version;
+        };
+        assert_eq!(batch.services.len(), 1, "the Service behind the swap");
         task.abort();
     }
 }
