@@ -208,7 +208,7 @@ pub struct ManifestFiles {
     failed: HashMap<PathBuf, Stamp>,
     /// Stamps learnt or forgotten since [`ManifestFiles::take_stamp_changes`],
     /// for the re-scan thread's copy (`None`: forget the file, so it is retried).
-    stamp_changes: Vec<(PathBuf, Option<Stamp>)>,
+    stamp_changes: StampChanges,
     services: Index,
     slices: Index,
     nodes: Index,
@@ -312,7 +312,7 @@ impl ManifestFiles {
     }
 
     /// The stamps learnt (`Some`) or forgotten (`None`) since the last call.
-    pub fn take_stamp_changes(&mut self) -> Vec<(PathBuf, Option<Stamp>)> {
+    pub fn take_stamp_changes(&mut self) -> StampChanges {
         std::mem::take(&mut self.stamp_changes)
     }
 
@@ -897,7 +897,7 @@ fn watch_blocking(
 }
 
 /// Stamps the watcher learnt (`Some`) or forgot (`None`), for the scanner's copy.
-type StampChanges = Vec<(PathBuf, Option<Stamp>)>;
+pub type StampChanges = Vec<(PathBuf, Option<Stamp>)>;
 
 /// Starts the safety-net thread: every `poll` it re-scans the files,
 /// compares their stamps with its copy of the cache's (kept current by what
