@@ -59,18 +59,17 @@ fn manifest_entries(dir: &Path) -> std::io::Result<impl Iterator<Item = PathBuf>
 /// regular file.
 pub type Scanned = (PathBuf, Option<Stamp>);
 
-/// Lists `root` and stamps every manifest file: the I/O of a re-scan, with
-/// no access to the cache, so it can run on a thread of its own.
-pub fn scan(root: &Path, is_dir: bool) -> Result<Vec<Scanned>, String> {
-    let cannot = |e: std::io::Error| format!("cannot read {}: {e}", root.display());
+/// Lists `root` (a directory, or a single file) and stamps every manifest
+/// file: the I/O of a load's listing and of a re-scan, with no access to the
+/// cache, so a re-scan can run on a thread of its own.
+pub fn scan(root: &Path, is_dir: bool) -> std::io::Result<Vec<Scanned>> {
     if !is_dir {
-        return Ok(match stamp(root).map_err(cannot)? {
+        return Ok(match stamp(root)? {
             Some(st) => vec![(root.to_path_buf(), Some(st))],
             None => Vec::new(),
         });
     }
-    Ok(manifest_entries(root)
-        .map_err(cannot)?
+    Ok(manifest_entries(root)?
         .map(|p| {
             let st = stamp(&p).ok().flatten();
             (p, st)
@@ -78,14 +77,16 @@ pub fn scan(root: &Path, is_dir: bool) -> Result<Vec<Scanned>, String> {
         .collect())
 }
 
-/// The files a scan finds different from the `known` stamps: changed, new,
-/// no longer regular files, or known but not listed. Reading them decides
-/// what they are now. An empty listing is refused: the last good objects stay.
+/// The files a scan of `root` finds different from the `known` stamps:
+/// changed, new, no longer regular files, or known but not listed. Reading
+/// them decides what they are now. A failed or empty listing is refused
+/// (the message says why): the last good objects stay.
 pub fn stale(
     root: &Path,
-    scanned: Vec<Scanned>,
+    scanned: std::io::Result<Vec<Scanned>>,
     known: &HashMap<PathBuf, Stamp>,
 ) -> Result<BTreeSet<PathBuf>, String> {
+    let scanned = scanned.map_err(|e| format!("cannot read {}: {e}", root.display()))?;
     if scanned.is_empty() {
         return Err(format!("{}: no manifest files", root.display()));
     }
@@ -242,8 +243,12 @@ impl ManifestFiles {
             nodes: Index::new(),
         };
         // Symlinks to directories are listed; a load reads regular files only.
-        let mut paths = files.list().map_err(read_err)?;
-        paths.retain(|p| p.is_file());
+        let mut paths: Vec<PathBuf> = scan(path, is_dir)
+            .map_err(read_err)?
+            .into_iter()
+            .filter_map(|(p, st)| st.map(|_| p))
+            .collect();
+        paths.sort();
         if paths.is_empty() {
             return Err(ManifestError::Empty {
                 path: path.to_path_buf(),
@@ -280,26 +285,13 @@ impl ManifestFiles {
         self.files.is_empty()
     }
 
-    /// The manifest files now under the root, sorted.
-    fn list(&self) -> std::io::Result<Vec<PathBuf>> {
-        if !self.is_dir {
-            return match stamp(&self.root)? {
-                Some(_) => Ok(vec![self.root.clone()]),
-                None => Ok(Vec::new()),
-            };
-        }
-        let mut v: Vec<PathBuf> = manifest_entries(&self.root)?.collect();
-        v.sort();
-        Ok(v)
-    }
-
     /// Compares every file's stamp with the cache and reloads what differs
     /// (what the re-scan thread does in the daemon, on one thread).
     pub fn rescan(&mut self) -> Changes {
         let known = self.stamps();
-        match scan(&self.root, self.is_dir).map(|s| stale(&self.root, s, &known)) {
-            Ok(Ok(paths)) => self.refresh(&paths),
-            Ok(Err(e)) | Err(e) => refused(e),
+        match stale(&self.root, scan(&self.root, self.is_dir), &known) {
+            Ok(paths) => self.refresh(&paths),
+            Err(e) => refused(e),
         }
     }
 
@@ -932,7 +924,7 @@ fn start_scanner(
                 while let Ok(changes) = asked.try_recv() {
                     learn(&mut known, changes);
                 }
-                let found = scanned.and_then(|s| stale(&root, s, &known));
+                let found = stale(&root, scanned, &known);
                 tracing::debug!(files = known.len(), stale = found.as_ref().map_or(0, BTreeSet::len), took = ?t.elapsed(), "manifests re-scanned");
                 next = Instant::now() + poll;
                 if tx.send(Msg::Stale(found)).is_err() {
@@ -1226,7 +1218,11 @@ mod tests {
         let before = f.len();
         assert_eq!(known.len(), before);
         let scanned = scan(d.path(), true).unwrap();
-        assert!(stale(d.path(), scanned.clone(), &known).unwrap().is_empty());
+        assert!(
+            stale(d.path(), Ok(scanned.clone()), &known)
+                .unwrap()
+                .is_empty()
+        );
         // ...while the watcher serves a change and a new file.
         let eps = c.replace_endpoint(5, 0, 1).unwrap();
         let changed = c.write_service(d.path(), 5, &eps).unwrap();
@@ -1240,24 +1236,26 @@ mod tests {
         assert_eq!(learnt.len(), 2);
         learn(&mut known, learnt);
         assert_eq!(known, f.stamps());
-        let found = stale(d.path(), scanned, &known).unwrap();
+        let found = stale(d.path(), Ok(scanned), &known).unwrap();
         assert_eq!(found, BTreeSet::from([changed, added.clone()]));
         // Re-reading them keeps the file the listing missed.
         let late = f.refresh(&found);
         assert!(late.errors.is_empty() && late.removed == 0, "{late:?}");
         assert!(late.services.iter().all(|(_, s)| s.is_some()), "{late:?}");
         assert!(f.files.contains_key(&added));
-        let fresh = scan(d.path(), true).unwrap();
+        let fresh = scan(d.path(), true);
         assert!(stale(d.path(), fresh, &f.stamps()).unwrap().is_empty());
         assert!(f.rescan().is_empty(), "nothing left to do");
         // A listing that failed or found nothing keeps every object.
-        assert!(stale(d.path(), Vec::new(), &known).is_err());
-        assert!(scan(&d.path().join("gone"), true).is_err());
+        assert!(stale(d.path(), Ok(Vec::new()), &known).is_err());
+        let gone = d.path().join("gone");
+        let e = stale(&gone, scan(&gone, true), &known).unwrap_err();
+        assert!(e.starts_with("cannot read"), "{e}");
         assert_eq!(f.len(), before + 1);
     }
 
     #[test]
-    fn a_file_that_could_not_be_read_is_forgotten_so_the_next_scan_retries_it() {
+    fn the_scanners_copy_keeps_failed_stamps_and_forgets_gone_files() {
         let (d, _, mut f) = cached(2);
         let mut known = f.stamps();
         // A file that is invalid keeps its stamp: retried once it changes.
@@ -1268,7 +1266,7 @@ mod tests {
         learn(&mut known, f.take_stamp_changes());
         assert!(known.contains_key(&bad));
         assert!(
-            stale(d.path(), scan(d.path(), true).unwrap(), &known)
+            stale(d.path(), scan(d.path(), true), &known)
                 .unwrap()
                 .is_empty()
         );
