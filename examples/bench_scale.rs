@@ -271,7 +271,6 @@ fn has_dest(c: &mut IpvsClient, i: usize, ip: std::net::Ipv4Addr) -> bool {
         .is_ok_and(|d| d.iter().any(|e| e.destination.addr == want))
 }
 
-/// Nearest-rank percentile of sorted samples.
 /// The time of day of `t`, as the daemon's log prints it (HH:MM:SS.mmm, UTC).
 fn clock(t: std::time::SystemTime) -> String {
     let ms = t
@@ -287,6 +286,7 @@ fn clock(t: std::time::SystemTime) -> String {
     )
 }
 
+/// Nearest-rank percentile of sorted samples.
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
@@ -413,8 +413,8 @@ fn ours(
         // Let that sync finish, so changes are measured one at a time.
         std::thread::sleep(Duration::from_millis(100));
     }
-    // The slowest changes and when they happened (since the daemon started:
-    // the manifests re-scan and the verification run every 30 s).
+    // The slowest changes and when they happened (since the daemon started,
+    // and by the clock of its log, to line them up with its re-scans and syncs).
     let mut slow: Vec<(Duration, (Duration, std::time::SystemTime))> =
         lat.iter().copied().zip(when).collect();
     slow.sort_by_key(|s| std::cmp::Reverse(s.0));
@@ -448,11 +448,7 @@ fn ours(
     if !slow.is_empty() {
         eprintln!("  kube-ipvs[{n}]: slowest changes: {}", slow.join(", "));
     }
-    for l in d
-        .log()
-        .lines()
-        .filter(|l| l.contains("manifests re-scanned"))
-    {
+    for l in log.lines().filter(|l| l.contains("manifests re-scanned")) {
         eprintln!("  kube-ipvs[{n}]: {l}");
     }
     lat.sort();
