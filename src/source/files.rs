@@ -1611,10 +1611,12 @@ mod tests {
     #[tokio::test]
     async fn the_watcher_follows_a_configmap_swap_at_once() {
         let d = tempfile::tempdir().unwrap();
-        for (v, ip) in [("..v1", "10.0.0.1"), ("..v2", "10.0.0.2")] {
-            std::fs::create_dir(d.path().join(v)).unwrap();
-            std::fs::write(d.path().join(v).join("svc.yaml"), svc_yaml("s", ip)).unwrap();
-        }
+        let version = |n: u32| {
+            let v = d.path().join(format!("..v{n}"));
+            std::fs::create_dir(&v).unwrap();
+            std::fs::write(v.join("svc.yaml"), svc_yaml("s", &format!("10.0.0.{n}"))).unwrap();
+        };
+        version(1);
         std::os::unix::fs::symlink("..v1", d.path().join("..data")).unwrap();
         std::os::unix::fs::symlink("..data/svc.yaml", d.path().join("svc.yaml")).unwrap();
         let sources = Arc::new(Mutex::new(Sources::new(Default::default(), "n")));
@@ -1625,23 +1627,26 @@ mod tests {
         let task = tokio::spawn(watch(f, sources.clone(), h.clone(), "n".into()));
         // Swap `..data` until the watcher reports (its inotify watch starts
         // on its own thread); no event names svc.yaml, so this is the re-scan
-        // the swap asks for, well before the periodic one.
+        // the swap asks for, well before the periodic one. Every swap is to a
+        // new version: swapping back could let the tracker coalesce a late
+        // reload and its undo into no change at all.
         let start = std::time::Instant::now();
-        let mut version = 2;
+        let mut n = 1;
         let batch = loop {
             assert!(
                 start.elapsed() < POLL_WITH_INOTIFY / 2,
                 "the swap was not followed within {:?}",
                 POLL_WITH_INOTIFY / 2
             );
+            n += 1;
+            version(n);
             let tmp = d.path().join("..data_tmp");
-            std::os::unix::fs::symlink(format!("..v{version}"), &tmp).unwrap();
+            std::os::unix::fs::symlink(format!("..v{n}"), &tmp).unwrap();
             std::fs::rename(&tmp, d.path().join("..data")).unwrap();
             tokio::time::sleep(Duration::from_millis(100)).await;
             if h.trigger.is_pending() {
                 break lock(&sources).take_batch().unwrap();
             }
-            version = 3 - version;
         };
         assert_eq!(batch.services.len(), 1, "the Service behind the swap");
         task.abort();
