@@ -388,23 +388,40 @@ fn jiffies_per_second() -> u64 {
     jiffies / 60
 }
 
-/// How to read IPVS: `ipvsadm -Sn`, or /proc (quick) with the kernel's tick rate.
+/// How to read IPVS and the ipsets: with the standard tools (`ipvsadm -Sn`,
+/// `ipset save`), or quickly: /proc with the kernel's tick rate, and
+/// `kube-ipvs ipset save` (one netlink dump; `ipset save` takes ~20 s for
+/// these sets under TCG). The test shows both readings equal.
 #[derive(Clone, Copy)]
 enum Dump {
-    Ipvsadm,
-    Proc(u64),
+    Tools,
+    Quick(u64),
+}
+
+/// `kube-ipvs ipset save`: our reader, byte-identical to `ipset save` (kernel_ipset).
+fn our_ipset_save() -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_kube-ipvs"))
+        .args(["ipset", "save"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run kube-ipvs ipset save");
+    assert!(
+        out.status.success(),
+        "kube-ipvs ipset save: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 ipset save")
 }
 
 /// Reads the whole kernel with the standard tools; splits ours from `foreign_keys`.
 fn observe(foreign_keys: &BTreeSet<String>, dump: Dump) -> (State, Foreign) {
-    let ipvs = match dump {
-        Dump::Ipvsadm => sh("ipvsadm -Sn"),
-        Dump::Proc(hz) => proc_ipvs(hz),
+    let (ipvs, sets) = match dump {
+        Dump::Tools => (sh("ipvsadm -Sn"), sh("ipset save")),
+        Dump::Quick(hz) => (proc_ipvs(hz), our_ipset_save()),
     };
     let (foreign_ipvs, ours): (Vec<&str>, Vec<&str>) = ipvs
         .lines()
         .partition(|l| foreign_keys.contains(&service_key(l)));
-    let sets = sh("ipset save");
     let (our_sets, foreign_sets): (Vec<&str>, Vec<&str>) =
         sets.lines().partition(|l| is_our_set_line(l));
     let v4 = sh("iptables-save");
@@ -522,11 +539,11 @@ fn kill_9_mid_sync_ten_times_converges_exactly() {
 
     let foreign_keys = plant_foreign();
     assert_eq!(foreign_keys.len(), 3, "{foreign_keys:?}");
-    let planted = observe(&foreign_keys, Dump::Ipvsadm).1;
+    let planted = observe(&foreign_keys, Dump::Tools).1;
     assert_eq!(planted.ipvs.len(), 7, "{planted:?}");
-    // The quick /proc reading used at kill time agrees with ipvsadm.
-    let proc = Dump::Proc(jiffies_per_second());
-    assert_eq!(observe(&foreign_keys, proc).1, planted);
+    // The quick reading used at kill time agrees with the tools.
+    let quick = Dump::Quick(jiffies_per_second());
+    assert_eq!(observe(&foreign_keys, quick).1, planted);
 
     let variants = tempfile::tempdir().unwrap();
     let paths: Vec<PathBuf> = (0..VARIANTS)
@@ -580,15 +597,19 @@ fn kill_9_mid_sync_ten_times_converges_exactly() {
     );
     d.terminate();
     let t = Instant::now();
-    check(0, "after the initial sync", Dump::Ipvsadm);
+    check(0, "after the initial sync", Dump::Tools);
     println!(
         "verified with ipvsadm -Sn, ipset save, iptables-save, ip addr in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    assert_eq!(
-        observe(&foreign_keys, proc).0.ipvs,
-        want[0].ipvs,
-        "/proc/net/ip_vs read as ipvsadm -Sn"
+    // The quick reading sees the same: /proc as ipvsadm -Sn, our ipset save
+    // byte for byte as ipset's, here with 5,000 services in the sets.
+    assert_eq!(our_ipset_save(), sh("ipset save"), "kube-ipvs ipset save");
+    let t = Instant::now();
+    check(0, "after the initial sync, read quickly", quick);
+    println!(
+        "the same with /proc/net/ip_vs and kube-ipvs ipset save in {:.1} s",
+        t.elapsed().as_secs_f64()
     );
 
     let mut current = 0u32;
@@ -615,7 +636,9 @@ fn kill_9_mid_sync_ten_times_converges_exactly() {
         d.kill9();
         let phase = phase_at_kill(&d_log(&logs, &name));
         // The kernel as the kill left it: neither the old nor the new state means mid-sync.
-        let (at_kill, foreign) = observe(&foreign_keys, proc);
+        let t = Instant::now();
+        let (at_kill, foreign) = observe(&foreign_keys, quick);
+        let read_at_kill = t.elapsed();
         assert_eq!(
             foreign, planted,
             "cycle {cycle}: foreign state changed by the killed run"
@@ -648,17 +671,25 @@ fn kill_9_mid_sync_ten_times_converges_exactly() {
         let done = synced_line(&log);
         // The daemon handles SIGTERM between syncs, so a sync still finishing
         // (drains included) completes first: the check sees where it ended.
+        let t = Instant::now();
         d.terminate();
-        // ipvsadm needs a netlink request per service (seconds under TCG): the
-        // cycles in between read /proc, shown equal to it after the initial sync.
-        let dump = if cycle == cycles { Dump::Ipvsadm } else { proc };
+        let stopped = t.elapsed();
+        // The standard tools take ~20 s a reading under TCG (ipvsadm a netlink
+        // request per service, ipset its printing): the cycles in between read
+        // quickly, shown equal to the tools after the initial sync.
+        let dump = if cycle == cycles { Dump::Tools } else { quick };
+        let t = Instant::now();
         check(restart, &format!("cycle {cycle}, after the restart"), dump);
         println!(
             "cycle {cycle:2}: {current} -> {target}, kernel read after {:.1} s, killed {:5.2} s later ({phase}), kernel {kernel}; \
-             restarted on variant {restart}: converged {:.1} s after start, {done}",
+             restarted on variant {restart}: converged {:.1} s after start, {done}; \
+             test's own reads {:.1} s at the kill and {:.1} s after, stop {:.1} s",
             loaded.as_secs_f64(),
             delay.as_secs_f64(),
-            took.as_secs_f64()
+            took.as_secs_f64(),
+            read_at_kill.as_secs_f64(),
+            t.elapsed().as_secs_f64(),
+            stopped.as_secs_f64()
         );
         // The next delays span the writes of a change between the variants.
         if sync_ms(&log).is_some() {
@@ -749,7 +780,7 @@ fn services_marked_but_not_yet_bound_are_ours() {
     common::netns();
     let _serial = common::ipvs_serial();
     let foreign_keys = plant_foreign();
-    let planted = observe(&foreign_keys, Dump::Ipvsadm).1;
+    let planted = observe(&foreign_keys, Dump::Tools).1;
     let left = || {
         sh(
             "ipset create KUBE-IPVS-IPS hash:ip comment -exist && ipset add KUBE-IPVS-IPS 10.96.9.9 -exist \
@@ -788,11 +819,11 @@ fn services_marked_but_not_yet_bound_are_ours() {
     );
     assert!(!sh("ipvsadm -Sn").contains("10.96.9.9"));
     assert!(!sh("ipset save KUBE-IPVS-IPS").contains("10.96.9.9"));
-    assert_eq!(observe(&foreign_keys, Dump::Ipvsadm).1, planted);
+    assert_eq!(observe(&foreign_keys, Dump::Tools).1, planted);
 
     left();
     let out = kube_ipvs(&["cleanup"]);
     assert!(out.contains("TCP 10.96.9.9:80"), "{out}");
     assert!(!sh("ipvsadm -Sn").contains("10.96.9.9"));
-    assert_eq!(observe(&foreign_keys, Dump::Ipvsadm).1, planted);
+    assert_eq!(observe(&foreign_keys, Dump::Tools).1, planted);
 }
