@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::daemon::Daemon;
-use common::{sh, try_sh};
+use common::{kube_ipvs, sh, try_sh};
 use proptest::prelude::RngExt;
 use proptest::test_runner::{RngAlgorithm, TestRng};
 
@@ -239,7 +239,7 @@ fn planned(paths: &[PathBuf]) -> Vec<State> {
     let children: Vec<_> = paths
         .iter()
         .map(|path| {
-            Command::new(env!("CARGO_BIN_EXE_kube-ipvs"))
+            Command::new(common::KUBE_IPVS)
                 .args(["plan", "--node", "lab-node", "--manifests"])
                 .arg(path)
                 .env("RUST_LOG", "warn")
@@ -398,26 +398,12 @@ enum Dump {
     Quick(u64),
 }
 
-/// `kube-ipvs ipset save`: our reader, byte-identical to `ipset save` (kernel_ipset).
-fn our_ipset_save() -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_kube-ipvs"))
-        .args(["ipset", "save"])
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run kube-ipvs ipset save");
-    assert!(
-        out.status.success(),
-        "kube-ipvs ipset save: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 ipset save")
-}
-
 /// Reads the whole kernel with the standard tools; splits ours from `foreign_keys`.
 fn observe(foreign_keys: &BTreeSet<String>, dump: Dump) -> (State, Foreign) {
     let (ipvs, sets) = match dump {
         Dump::Tools => (sh("ipvsadm -Sn"), sh("ipset save")),
-        Dump::Quick(hz) => (proc_ipvs(hz), our_ipset_save()),
+        // `kube-ipvs ipset save` is byte-identical to `ipset save` (kernel_ipset).
+        Dump::Quick(hz) => (proc_ipvs(hz), kube_ipvs(&["ipset", "save"])),
     };
     let (foreign_ipvs, ours): (Vec<&str>, Vec<&str>) = ipvs
         .lines()
@@ -604,7 +590,11 @@ fn kill_9_mid_sync_ten_times_converges_exactly() {
     );
     // The quick reading sees the same: /proc as ipvsadm -Sn, our ipset save
     // byte for byte as ipset's, here with 5,000 services in the sets.
-    assert_eq!(our_ipset_save(), sh("ipset save"), "kube-ipvs ipset save");
+    assert_eq!(
+        kube_ipvs(&["ipset", "save"]),
+        sh("ipset save"),
+        "kube-ipvs ipset save"
+    );
     let t = Instant::now();
     check(0, "after the initial sync, read quickly", quick);
     println!(
@@ -790,21 +780,6 @@ fn services_marked_but_not_yet_bound_are_ours() {
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("node.json");
     std::fs::write(&empty, node_doc()).unwrap();
-    let kube_ipvs = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_kube-ipvs"))
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .output()
-            .expect("run kube-ipvs");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
-            "kube-ipvs {args:?}: {text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        text
-    };
-
     left();
     let out = kube_ipvs(&[
         "sync-once",

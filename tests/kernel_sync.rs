@@ -2,35 +2,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{netns, sh, try_sh};
-
-const BIN: &str = env!("CARGO_BIN_EXE_kube-ipvs");
-
-/// Runs kube-ipvs as node `lab-node`; returns (success, stdout, stderr).
-fn kube_ipvs(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(BIN)
-        .args(args)
-        .env("NODE_NAME", "lab-node")
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run kube-ipvs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn ok(args: &[&str]) -> String {
-    let (success, out, err) = kube_ipvs(args);
-    assert!(
-        success,
-        "kube-ipvs {args:?} failed\nstdout:\n{out}\nstderr:\n{err}"
-    );
-    out
-}
+use common::{kube_ipvs, netns, sh, try_kube_ipvs, try_sh};
 
 fn changes(summary: &str) -> usize {
     let line = summary
@@ -68,7 +40,7 @@ fn sync_once_programs_the_kernel_and_converges() {
     let dir = common::example_manifests();
     let path = dir.path().to_str().unwrap();
 
-    let out = ok(&["sync-once", "--manifests", path]);
+    let out = kube_ipvs(&["sync-once", "--manifests", path]);
     assert!(
         out.contains("kernel state equals the desired state"),
         "{out}"
@@ -120,19 +92,19 @@ fn sync_once_programs_the_kernel_and_converges() {
     assert_eq!(sh("sysctl -n net.ipv4.vs.conntrack").trim(), "1");
 
     // Nothing changed: no writes at all, in both command forms.
-    let out = ok(&["sync-once", "--manifests", path]);
+    let out = kube_ipvs(&["sync-once", "--manifests", path]);
     assert_eq!(changes(&out), 0, "{out}");
-    let out = ok(&["--manifests", path, "--sync-once"]);
+    let out = kube_ipvs(&["--manifests", path, "--sync-once"]);
     assert_eq!(changes(&out), 0, "{out}");
     assert_eq!(sh("ipvsadm -Sn"), ipvs);
-    let out = ok(&["diff", "--manifests", path]);
+    let out = kube_ipvs(&["diff", "--manifests", path]);
     assert_eq!(out.trim(), "kernel state equals the desired state");
 
     // Scale web: 10.244.1.3 goes, 10.244.1.4 comes; only that delta is written.
     let web = dir.path().join("web.yaml");
     let text = std::fs::read_to_string(&web).unwrap();
     std::fs::write(&web, text.replace("10.244.1.3", "10.244.1.4")).unwrap();
-    let out = ok(&["sync-once", "--manifests", path]);
+    let out = kube_ipvs(&["sync-once", "--manifests", path]);
     let applied: Vec<&str> = out.lines().filter(|l| l.starts_with("applied: ")).collect();
     assert!(
         applied.iter().all(|l| l.contains("10.244.1.")),
@@ -143,7 +115,7 @@ fn sync_once_programs_the_kernel_and_converges() {
     let ipvs = sh("ipvsadm -Sn");
     assert!(ipvs.contains("-r 10.244.1.4:8080 -m -w 1"), "{ipvs}");
     assert!(!ipvs.contains("10.244.1.3"), "{ipvs}");
-    assert_eq!(changes(&ok(&["sync-once", "--manifests", path])), 0);
+    assert_eq!(changes(&kube_ipvs(&["sync-once", "--manifests", path])), 0);
 
     // Drift is shown by diff and repaired by the next sync.
     sh(
@@ -151,7 +123,7 @@ fn sync_once_programs_the_kernel_and_converges() {
     );
     // A rule edited in place: same rule count, different rule.
     sh("iptables -t nat -R KUBE-MARK-MASQ 1 -j MARK --or-mark 0x8000");
-    let out = ok(&["diff", "--manifests", path]);
+    let out = kube_ipvs(&["diff", "--manifests", path]);
     has_lines(
         &out,
         &[
@@ -163,7 +135,7 @@ fn sync_once_programs_the_kernel_and_converges() {
         out.lines().any(|l| l.starts_with("+ iptables: our chains")),
         "{out}"
     );
-    let out = ok(&["sync-once", "--manifests", path]);
+    let out = kube_ipvs(&["sync-once", "--manifests", path]);
     assert_eq!(changes(&out), 3, "{out}");
     assert!(
         sh("iptables-save -t nat").contains("-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000")
@@ -171,7 +143,7 @@ fn sync_once_programs_the_kernel_and_converges() {
 
     // The DNS service goes: its UDP flows are deleted per former endpoint.
     std::fs::remove_file(dir.path().join("dns.yaml")).unwrap();
-    let out = ok(&["sync-once", "--manifests", path]);
+    let out = kube_ipvs(&["sync-once", "--manifests", path]);
     has_lines(
         &out,
         &[
@@ -184,7 +156,7 @@ fn sync_once_programs_the_kernel_and_converges() {
     assert!(!sh("ip -o addr show dev kube-ipvs0").contains("10.96.0.53"));
 
     // Cleanup: ours gone, foreign kept.
-    let out = ok(&["--cleanup"]);
+    let out = kube_ipvs(&["--cleanup"]);
     assert!(out.contains("removed: "), "{out}");
     let ipvs = sh("ipvsadm -Sn");
     assert_eq!(
@@ -202,7 +174,7 @@ fn sync_once_programs_the_kernel_and_converges() {
     assert!(!ipt.contains("KUBE-"), "{ipt}");
     assert!(sh("ip -o addr show dev lab0").contains("192.168.100.10/24"));
     // A second cleanup has nothing left to do and succeeds.
-    let out = ok(&["--cleanup"]);
+    let out = kube_ipvs(&["--cleanup"]);
     assert!(out.contains("nothing of kube-ipvs was left"), "{out}");
 }
 
@@ -213,7 +185,7 @@ fn plan_never_touches_the_kernel_and_bad_manifests_are_named() {
     let _serial = common::ipvs_serial();
     let dir = common::example_manifests();
     let path = dir.path().to_str().unwrap();
-    let out = ok(&["plan", "--manifests", path]);
+    let out = kube_ipvs(&["plan", "--manifests", path]);
     has_lines(
         &out,
         &[
@@ -232,7 +204,7 @@ fn plan_never_touches_the_kernel_and_bad_manifests_are_named() {
         "kind: Service\nspec: {ports: 3}\n",
     )
     .unwrap();
-    let (success, _, err) = kube_ipvs(&["sync-once", "--manifests", path]);
+    let (success, _, err) = try_kube_ipvs(&["sync-once", "--manifests", path]);
     assert!(!success);
     assert!(
         err.contains("zz-bad.yaml: document 0: invalid Service"),

@@ -6,7 +6,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use common::traffic::{
     CLIENT_IP, Conn, NODE_IP, TIMEOUT, annotated, ask, ask_from, node_side_ip, node_side_of,
@@ -14,7 +13,6 @@ use common::traffic::{
 };
 use common::{netns, sh};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kube-ipvs");
 const EXTERNAL_IP: &str = "192.168.200.10";
 const LB_IP: &str = "192.168.200.20";
 const LOCAL_LB_IP: &str = "192.168.200.30";
@@ -152,19 +150,8 @@ fn manifests() -> tempfile::TempDir {
 }
 
 fn sync_once(dir: &Path) {
-    let out = Command::new(BIN)
-        .args(["sync-once", "--manifests"])
-        .arg(dir)
-        .args(["--hostname-override", "lab-node"])
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run kube-ipvs");
-    assert!(
-        out.status.success(),
-        "sync-once failed\nstdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let dir = dir.to_str().expect("a UTF-8 path");
+    common::kube_ipvs(&["sync-once", "--manifests", dir]);
 }
 
 /// Which pods answered `n` connections from the calling thread's namespace

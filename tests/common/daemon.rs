@@ -35,7 +35,7 @@ impl Daemon {
         sync_period: &str,
     ) -> Self {
         let err = std::fs::File::create(&log).expect("create the daemon's log");
-        let child = Command::new(env!("CARGO_BIN_EXE_kube-ipvs"))
+        let child = Command::new(super::KUBE_IPVS)
             .args(source)
             .args(["--hostname-override", "lab-node"])
             .args(["--metrics-bind-address", metrics])

@@ -64,6 +64,35 @@ pub fn example_manifests() -> tempfile::TempDir {
     d
 }
 
+/// This package's `kube-ipvs` binary.
+pub const KUBE_IPVS: &str = env!("CARGO_BIN_EXE_kube-ipvs");
+
+/// Runs `kube-ipvs` as node `lab-node`, its log at warn; returns (success, stdout, stderr).
+/// Children inherit the calling thread's network namespace.
+pub fn try_kube_ipvs(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(KUBE_IPVS)
+        .args(args)
+        .env("NODE_NAME", "lab-node")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run kube-ipvs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// [`try_kube_ipvs`] that must succeed; returns its stdout.
+pub fn kube_ipvs(args: &[&str]) -> String {
+    let (ok, out, err) = try_kube_ipvs(args);
+    assert!(
+        ok,
+        "kube-ipvs {args:?} failed\nstdout:\n{out}\nstderr:\n{err}"
+    );
+    out
+}
+
 /// Runs `program` with `args`, feeding `input` on stdin; returns (success, stdout, stderr).
 /// Children inherit the calling thread's network namespace.
 pub fn run(program: &str, args: &[&str], input: &str) -> (bool, String, String) {
