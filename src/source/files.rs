@@ -84,7 +84,7 @@ pub fn scan(root: &Path, is_dir: bool) -> std::io::Result<Vec<Scanned>> {
 pub fn stale(
     root: &Path,
     scanned: std::io::Result<Vec<Scanned>>,
-    known: &HashMap<PathBuf, Stamp>,
+    known: &impl KnownStamps,
 ) -> Result<BTreeSet<PathBuf>, String> {
     let scanned = scanned.map_err(|e| format!("cannot read {}: {e}", root.display()))?;
     if scanned.is_empty() {
@@ -93,13 +93,30 @@ pub fn stale(
     let mut listed = HashSet::with_capacity(scanned.len());
     let mut out = BTreeSet::new();
     for (p, st) in scanned {
-        if st.is_none() || known.get(&p).copied() != st {
+        if st.is_none() || known.stamp(&p) != st {
             out.insert(p.clone());
         }
         listed.insert(p);
     }
-    out.extend(known.keys().filter(|p| !listed.contains(*p)).cloned());
+    out.extend(known.paths().filter(|p| !listed.contains(*p)).cloned());
     Ok(out)
+}
+
+/// The stamp of every file known, loaded or failed: what [`stale`] compares
+/// a scan with. The scanner keeps a copy; the watcher looks in its cache.
+pub trait KnownStamps {
+    fn stamp(&self, path: &Path) -> Option<Stamp>;
+    fn paths(&self) -> impl Iterator<Item = &PathBuf>;
+}
+
+impl KnownStamps for HashMap<PathBuf, Stamp> {
+    fn stamp(&self, path: &Path) -> Option<Stamp> {
+        self.get(path).copied()
+    }
+
+    fn paths(&self) -> impl Iterator<Item = &PathBuf> {
+        self.keys()
+    }
 }
 
 /// Whether `path` names a manifest file (`.yaml`, `.yml` or `.json`).
@@ -288,15 +305,14 @@ impl ManifestFiles {
     /// Compares every file's stamp with the cache and reloads what differs
     /// (what the re-scan thread does in the daemon, on one thread).
     pub fn rescan(&mut self) -> Changes {
-        let known = self.stamps();
-        match stale(&self.root, scan(&self.root, self.is_dir), &known) {
+        match stale(&self.root, scan(&self.root, self.is_dir), &*self) {
             Ok(paths) => self.refresh(&paths),
             Err(e) => refused(e),
         }
     }
 
-    /// The stamp of every file known, loaded or failed: what a re-scan
-    /// compares with.
+    /// A copy of the known stamps ([`KnownStamps`]), for the scanner thread
+    /// to start from; the watcher's own re-scan looks in the cache in place.
     pub fn stamps(&self) -> HashMap<PathBuf, Stamp> {
         let loaded = self.files.iter().map(|(p, c)| (p.clone(), c.stamp));
         let failed = self.failed.iter().map(|(p, st)| (p.clone(), *st));
@@ -888,6 +904,20 @@ fn watch_blocking(
     }
 }
 
+/// A path is in `files` or in `failed`, never both (`apply`).
+impl KnownStamps for ManifestFiles {
+    fn stamp(&self, path: &Path) -> Option<Stamp> {
+        self.files
+            .get(path)
+            .map(|c| c.stamp)
+            .or_else(|| self.failed.get(path).copied())
+    }
+
+    fn paths(&self) -> impl Iterator<Item = &PathBuf> {
+        self.files.keys().chain(self.failed.keys())
+    }
+}
+
 /// Stamps the watcher learnt (`Some`) or forgot (`None`), for the scanner's copy.
 pub type StampChanges = Vec<(PathBuf, Option<Stamp>)>;
 
@@ -1267,6 +1297,20 @@ mod tests {
         assert!(known.contains_key(&bad));
         assert!(
             stale(d.path(), scan(d.path(), true), &known)
+                .unwrap()
+                .is_empty()
+        );
+        // The cache, looked at in place, agrees with the copy, failed file included.
+        assert_eq!(
+            KnownStamps::paths(&f).collect::<BTreeSet<_>>(),
+            known.keys().collect()
+        );
+        for (p, st) in &known {
+            assert_eq!(KnownStamps::stamp(&f, p), Some(*st), "{}", p.display());
+        }
+        assert_eq!(KnownStamps::stamp(&f, &d.path().join("none.yaml")), None);
+        assert!(
+            stale(d.path(), scan(d.path(), true), &f)
                 .unwrap()
                 .is_empty()
         );
