@@ -420,7 +420,7 @@ impl Daemon {
         let took = start.elapsed();
         span.record("ops", report.writes());
         span.record("failed", report.failed.len());
-        span.record("repairs", if verify { plan.repairs } else { 0 });
+        span.record("repairs", if verify { plan.ops.len() } else { 0 });
         span.record("ms", took.as_millis() as u64);
         if ok {
             self.hooks
@@ -458,27 +458,28 @@ impl Daemon {
         let Observation { state, conns, .. } = self.applier.observe(&cfg, &want)?;
         let plan = if self.adopted {
             let plan = self.proxier.repair(state, now);
-            if plan.repairs > 0 {
+            let repairs = plan.ops.len();
+            if repairs > 0 {
                 for op in plan.ops.iter().take(LOGGED_REPAIRS) {
                     tracing::warn!(repair = %op, "kernel state drifted; repairing");
                 }
-                if plan.repairs > LOGGED_REPAIRS {
+                if repairs > LOGGED_REPAIRS {
                     tracing::warn!(
-                        more = plan.repairs - LOGGED_REPAIRS,
+                        more = repairs - LOGGED_REPAIRS,
                         "kernel state drifted; repairing further differences (not listed)"
                     );
                 }
                 self.hooks
                     .metrics
                     .drift_repairs_total
-                    .inc_by(plan.repairs as u64);
+                    .inc_by(repairs as u64);
             }
             plan
         } else {
             // Never flush: what is already right stays, traffic is not disturbed.
             let plan = self.proxier.adopt(state, now);
             tracing::info!(
-                differences = plan.repairs,
+                differences = plan.ops.len(),
                 "adopted the existing kernel state"
             );
             self.adopted = true;

@@ -124,10 +124,8 @@ impl fmt::Display for Op {
 /// The output of a sync: ordered operations plus what was noticed on the way.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
+    /// For drift repair / adoption, each op is one difference found.
     pub ops: Vec<Op>,
-    /// For drift repair / adoption: the differences found, each one of `ops`
-    /// (counted, not listed: adopting an empty kernel finds 140,000 at 10,000 Services).
-    pub repairs: usize,
     /// Operations our own state model rejected: always a bug; never expected.
     pub internal_errors: Vec<String>,
 }

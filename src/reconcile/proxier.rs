@@ -614,7 +614,7 @@ impl Proxier {
     }
 
     /// Drift repair: diff an observed kernel state against desired and plan
-    /// the repair; `repairs` lists each repaired difference.
+    /// the repair: each op is one difference found.
     pub fn repair(&mut self, observed: KernelState, now: u64) -> Plan {
         self.recompute();
         self.touched = Touched::default();
@@ -655,7 +655,6 @@ impl Proxier {
         for e in sorted(entries) {
             self.diff_entry(&e, &mut plan);
         }
-        plan.repairs = plan.ops.len();
         self.finish(plan)
     }
 
