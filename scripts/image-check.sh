@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Checks the container image on a kernel with IPVS: the image's own
-# load-modules.sh (its modprobe), then its kube-ipvs `sync-once` on
-# examples/manifests with its own iptables, in a fresh network namespace of
-# the lab. The kernel is then read with the lab's ipvsadm, ipset, iptables-save
-# and ip, and compared with the image's `kube-ipvs plan`.
+# load-modules.sh (its modprobe loads the schedulers, unloaded first), then
+# its kube-ipvs `sync-once` on examples/manifests with its own iptables, in a
+# fresh network namespace of the lab. The kernel is then read with the lab's
+# ipvsadm, ipset, iptables-save and ip, and compared with the image's
+# `kube-ipvs plan`.
 #
 #   scripts/image-check.sh [IMAGE]     default kube-ipvs:0.1.0, built from
 #                                      deploy/Dockerfile if not there yet
@@ -30,11 +31,24 @@ if [ "${1:-}" = "--guest" ]; then
   mount --bind "$root/examples/manifests" "$img/mnt"
   in_image() { chroot "$img" "$@"; }
 
-  echo "== the image's load-modules.sh ($(in_image modprobe --version | head -1))"
+  # The lab loaded every module before this runs: unload the schedulers
+  # (unused yet) so that the image's own modprobe must load them.
+  unloaded=()
+  for m in ip_vs_wrr ip_vs_lc ip_vs_sh ip_vs_wlc ip_vs_sed ip_vs_nq ip_vs_mh ip_vs_dh \
+           ip_vs_lblc ip_vs_lblcr ip_vs_fo ip_vs_ovf; do
+    modprobe -r "$m" 2>/dev/null && unloaded+=("$m")
+  done
+  [ ${#unloaded[@]} -gt 0 ] || die "could not unload any scheduler module"
+  echo "== the image's load-modules.sh ($(in_image modprobe --version | head -1)), after unloading ${#unloaded[@]} schedulers"
   mount -t proc proc "$img/proc"
   mount -t sysfs sysfs "$img/sys"
-  in_image /usr/local/bin/load-modules.sh
+  loaded=$(in_image /usr/local/bin/load-modules.sh)
+  echo "$loaded"
   umount "$img/sys" "$img/proc"
+  for m in "${unloaded[@]}"; do
+    grep -qE "^$m +loaded$" <<<"$loaded" || die "the image's load-modules.sh did not load $m"
+  done
+  echo "ok: the image's modprobe loaded ${unloaded[*]}"
 
   # A fresh network namespace, as a node's: proc and sys mounted inside it
   # so that /proc/sys/net and /sys/class/net are the namespace's own.
