@@ -70,17 +70,11 @@ pub const KUBE_IPVS: &str = env!("CARGO_BIN_EXE_kube-ipvs");
 /// Runs `kube-ipvs` as node `lab-node`, its log at warn; returns (success, stdout, stderr).
 /// Children inherit the calling thread's network namespace.
 pub fn try_kube_ipvs(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(KUBE_IPVS)
-        .args(args)
+    let mut cmd = Command::new(KUBE_IPVS);
+    cmd.args(args)
         .env("NODE_NAME", "lab-node")
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run kube-ipvs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+        .env("RUST_LOG", "warn");
+    run_command(cmd, "")
 }
 
 /// [`try_kube_ipvs`] that must succeed; returns its stdout.
@@ -96,13 +90,19 @@ pub fn kube_ipvs(args: &[&str]) -> String {
 /// Runs `program` with `args`, feeding `input` on stdin; returns (success, stdout, stderr).
 /// Children inherit the calling thread's network namespace.
 pub fn run(program: &str, args: &[&str], input: &str) -> (bool, String, String) {
-    let mut child = Command::new(program)
-        .args(args)
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    run_command(cmd, input)
+}
+
+/// Runs `cmd`, feeding `input` on stdin; returns (success, stdout, stderr).
+pub fn run_command(mut cmd: Command, input: &str) -> (bool, String, String) {
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+        .unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()));
     // Dropping stdin after writing closes it, so the child sees EOF.
     let mut stdin = child.stdin.take().expect("stdin");
     stdin.write_all(input.as_bytes()).expect("write stdin");
