@@ -15,10 +15,10 @@ use crate::apply::oneshot;
 use crate::apply::{Applier, ApplyReport, Observation};
 use crate::config::Settings;
 use crate::health::{self, ProxyHealth, ServiceHealthServer};
-use crate::metrics::{Metrics, unix_seconds};
+use crate::metrics::{Metrics, ReasonLabel, unix_seconds};
 use crate::model::input::SvcId;
 use crate::model::node::NodeInfo;
-use crate::reconcile::{Op, Plan, Proxier};
+use crate::reconcile::{Op, Plan, Proxier, Settled};
 use crate::runner::{RunReason, Runner, RunnerConfig};
 use crate::source::files::{self, ManifestFiles};
 use crate::source::manifests::Manifests;
@@ -207,6 +207,7 @@ async fn run_async(settings: Settings, manifests: Option<PathBuf>) -> Result<()>
         // runtime's workers, this loop on the main thread.
         let ok = d.sync(reason, batch);
         runner.finished(ok);
+        runner.wake_at(d.next_retry());
         let bind = health::health_check_addresses(d.proxier.config(), d.proxier.node());
         svc_health.sync(&bind, d.proxier.health_checks()).await;
         for (id, w) in new_warnings(&mut warned, d.proxier.warnings()) {
@@ -315,7 +316,7 @@ fn lock(s: &Mutex<Sources>) -> MutexGuard<'_, Sources> {
 /// Whether a run reads the kernel first: the first sync adopts, periodic
 /// runs verify, and a retry repairs whatever the failed run left behind.
 pub fn observes(adopted: bool, reason: RunReason) -> bool {
-    !adopted || reason != RunReason::Triggered
+    !adopted || matches!(reason, RunReason::Periodic | RunReason::Retry)
 }
 
 /// Connections per real server, as the last observation counted them.
@@ -379,6 +380,7 @@ impl Daemon {
         self.trigger_times.extend(batch.trigger_times());
         batch.apply_to(&mut self.proxier, NodeInfo::from_node);
         let now = self.now();
+        self.proxier.retry_due(now);
         let verify = observes(self.adopted, reason);
 
         let mut conns = None;
@@ -400,6 +402,7 @@ impl Daemon {
             tracing::error!(error = %e, "planner inconsistency (a bug); the next run repairs");
         }
         let mut report = self.applier.apply(&plan.ops);
+        let mut settled = self.proxier.settle(&plan.ops, &report.refusals(), now);
         // Drains: idle real servers (counts from this run's observation) or
         // timed-out ones (every run) are removed now.
         let tick = self.proxier.tick(now, |k, a| {
@@ -408,11 +411,22 @@ impl Daemon {
                 .map(|c: &Conns| Observation::conns_of(c, k, a))
         });
         let internal = plan.internal_errors.len() + tick.internal_errors.len();
-        report.merge(self.applier.apply(&tick.ops));
+        let tick_report = self.applier.apply(&tick.ops);
+        let more = self.proxier.settle(&tick.ops, &tick_report.refusals(), now);
+        settled.node += more.node;
+        settled.services.extend(more.services);
+        report.merge(tick_report);
         log_failures(&report);
         self.record(&report);
+        self.charge(&settled);
 
-        let ok = report.failed.is_empty() && internal == 0;
+        // One Service's refusal is that Service's: the node is fine unless
+        // a refusal is the node's (see `reconcile::blame`).
+        let ok = settled.node == 0 && internal == 0;
+        if settled.replan {
+            // A scheduler fallback: program it now, not at the next change.
+            self.hooks.trigger.run();
+        }
         // A kernel read or a large plan leaves megabytes of freed pages.
         if verify || report.writes() >= LARGE_SYNC {
             crate::heap::release_free_memory();
@@ -488,6 +502,27 @@ impl Daemon {
         Ok((plan, conns))
     }
 
+    /// Counts and logs the Services charged with a refusal in this run.
+    fn charge(&self, settled: &Settled) {
+        let m = &self.hooks.metrics;
+        for (id, reason) in &settled.services {
+            tracing::warn!(service = %id, reason = reason.label(), "the kernel refused this Service; retrying it with backoff");
+            m.service_failures_total
+                .get_or_create(&ReasonLabel {
+                    reason: reason.label(),
+                })
+                .inc();
+        }
+        m.failing_services
+            .set(self.proxier.failing().count() as i64);
+    }
+
+    /// When the next Service retry is due, on the runner's clock.
+    fn next_retry(&self) -> Option<Instant> {
+        let due = self.proxier.next_retry()?;
+        self.clock.checked_add(Duration::from_secs(due))
+    }
+
     fn record(&self, report: &ApplyReport) {
         let m = &self.hooks.metrics;
         m.netlink_operations_total
@@ -541,6 +576,10 @@ mod tests {
         assert!(!observes(true, RunReason::Triggered));
         assert!(observes(true, RunReason::Periodic));
         assert!(observes(true, RunReason::Retry));
+        assert!(
+            !observes(true, RunReason::Backoff),
+            "a Service retry trusts the applied state"
+        );
     }
 
     #[tokio::test]

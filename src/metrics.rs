@@ -33,6 +33,12 @@ pub struct TrafficPolicyLabel {
     pub traffic_policy: TrafficPolicy,
 }
 
+/// `reason` of `kube_ipvs_service_failures_total` (see `FailureReason::label`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
 type GaugeF64 = Gauge<f64, AtomicU64>;
 
 /// All metrics of the proxy. Cheap atomics; share it behind an `Arc`.
@@ -54,6 +60,8 @@ pub struct Metrics {
     pub drift_repairs_total: Counter,
     pub draining_real_servers: Gauge,
     pub last_verification_timestamp: GaugeF64,
+    pub service_failures_total: Family<ReasonLabel, Counter>,
+    pub failing_services: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -98,6 +106,8 @@ impl Metrics {
             drift_repairs_total: Counter::default(),
             draining_real_servers: Gauge::default(),
             last_verification_timestamp: GaugeF64::default(),
+            service_failures_total: Family::default(),
+            failing_services: Gauge::default(),
         };
         let r = &mut registry;
         r.register(
@@ -175,6 +185,16 @@ impl Metrics {
             "kube_ipvs_last_verification_timestamp_seconds",
             "The last time the kernel state was verified against the applied state",
             m.last_verification_timestamp.clone(),
+        );
+        r.register(
+            "kube_ipvs_service_failures",
+            "Services the kernel refused to program (one per Service and attempt), by reason",
+            m.service_failures_total.clone(),
+        );
+        r.register(
+            "kube_ipvs_failing_services",
+            "Services refused by the kernel and waiting for a retry with backoff",
+            m.failing_services.clone(),
         );
         Metrics { registry, ..m }
     }

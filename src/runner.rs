@@ -18,6 +18,9 @@ pub enum RunReason {
     Periodic,
     /// The previous run failed.
     Retry,
+    /// A Service's retry after a kernel refusal is due (`Runner::wake_at`);
+    /// the node is fine, so nothing is re-read.
+    Backoff,
 }
 
 /// Timing of the runner. Upstream: `minInterval` = minSyncPeriod,
@@ -107,6 +110,8 @@ pub struct Runner {
     next_periodic: Instant,
     retry_at: Option<Instant>,
     retry_delay: Duration,
+    /// A run for Services' backoff retries (`wake_at`).
+    wake_at: Option<Instant>,
 }
 
 impl Runner {
@@ -120,7 +125,14 @@ impl Runner {
             next_periodic: after(Instant::now(), cfg.max_interval),
             retry_at: None,
             retry_delay: cfg.retry_initial,
+            wake_at: None,
         }
+    }
+
+    /// Asks for a `Backoff` run at `at` (None: no such run). Replaces any
+    /// earlier request; a run for another reason does not clear it.
+    pub fn wake_at(&mut self, at: Option<Instant>) {
+        self.wake_at = at;
     }
 
     pub fn trigger(&self) -> Trigger {
@@ -148,6 +160,10 @@ impl Runner {
                     }
                     _ = sleep_until(retry_deadline), if self.retry_at.is_some() => RunReason::Retry,
                     _ = sleep_until(self.next_periodic) => RunReason::Periodic,
+                    _ = sleep_until(self.wake_at.unwrap_or(self.next_periodic)), if self.wake_at.is_some() => {
+                        self.wake_at = None;
+                        RunReason::Backoff
+                    }
                 }
             };
             // minSyncPeriod: never start two runs closer than min_interval;
@@ -156,7 +172,7 @@ impl Runner {
                 sleep_until(after(last, cfg.min_interval)).await;
             }
             // Changes queued until now are all handled by this run.
-            if self.trigger.take() && reason == RunReason::Periodic {
+            if self.trigger.take() && matches!(reason, RunReason::Periodic | RunReason::Backoff) {
                 reason = RunReason::Triggered;
             }
             let start = Instant::now();

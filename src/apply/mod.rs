@@ -12,7 +12,7 @@ pub mod convert;
 pub mod diff;
 pub mod oneshot;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::sync::Arc;
@@ -29,7 +29,7 @@ use crate::model::ipset::{IpsetEntry, SetKind, SetName};
 use crate::model::iptables::{FILTER_CHAINS, JUMPS, NAT_CHAINS};
 use crate::reconcile::plan::ConntrackFilter;
 use crate::reconcile::proxier::desired_sysctls;
-use crate::reconcile::{ConnCounts, KService, KernelState, Op};
+use crate::reconcile::{ConnCounts, IpvsOp, KService, KernelState, Op, Refusal};
 use crate::sysctl::{Sysctl, SysctlError};
 
 /// The dummy link holding every service address (down, NOARP), as upstream.
@@ -78,6 +78,10 @@ pub enum ApplyError {
     /// one netlink batch, nothing more is sent; the next sync re-reads.
     #[error("{op}: not sent: an earlier part of the batch got no reply from the kernel")]
     NotSent { op: String },
+    /// Held back to keep the kernel recognisable as ours: the address of an
+    /// IPVS service whose deletion failed stays in KUBE-IPVS-IPS.
+    #[error("{op}: held back: {why}")]
+    Held { op: String, why: &'static str },
     /// The client could not be opened (module not loaded, no privilege).
     #[error("{op}: {what} is unavailable: {reason}")]
     Unavailable {
@@ -88,6 +92,42 @@ pub enum ApplyError {
 }
 
 impl ApplyError {
+    /// How the kernel answered `op`, for charging the failure (`Refusal`).
+    pub fn refusal(&self, op: &Op) -> Refusal {
+        use nix::errno::Errno;
+        const ENOENT: i32 = Errno::ENOENT as i32;
+        const ESRCH: i32 = Errno::ESRCH as i32;
+        if self.ends_batch() {
+            return Refusal::Unknown;
+        }
+        let gone = |errno: Option<i32>| {
+            matches!(errno, Some(ENOENT | ESRCH))
+                && matches!(
+                    op,
+                    Op::Ipvs(IpvsOp::DeleteService(_) | IpvsOp::DeleteDestination(..))
+                )
+        };
+        match self {
+            ApplyError::Ipvs { source, .. } => match source {
+                ipvs_netlink::Error::SchedulerNotFound { .. } => Refusal::SchedulerMissing,
+                e if e.is_unconfirmed() => Refusal::Unknown,
+                e if gone(e.errno()) => Refusal::AlreadyGone,
+                e => e.errno().map_or(Refusal::Unknown, Refusal::Refused),
+            },
+            ApplyError::Link { source, .. } => {
+                source.errno().map_or(Refusal::Unknown, Refusal::Refused)
+            }
+            ApplyError::NotSent { .. }
+            | ApplyError::Unavailable { .. }
+            | ApplyError::Held { .. } => Refusal::Unknown,
+            // Global objects: whatever the kernel said, the node answers.
+            ApplyError::Ipset { .. }
+            | ApplyError::Iptables { .. }
+            | ApplyError::Sysctl { .. }
+            | ApplyError::Conntrack { .. } => Refusal::Refused(0),
+        }
+    }
+
     /// The kernel's replies were lost (timeout, garbled, socket error):
     /// the rest of the batch is not sent, as `NetlinkSocket::batch` does.
     fn ends_batch(&self) -> bool {
@@ -125,6 +165,9 @@ pub struct ApplyReport {
     /// counted, not copied (a first sync at 10,000 Services has 140,000).
     pub applied: usize,
     pub failed: Vec<(Op, ApplyError)>,
+    /// Index in the applied `ops` of each `failed` entry (same order); for
+    /// one `apply` call (a merged report mixes plans).
+    pub failed_at: Vec<usize>,
     /// Not executed, with the reason (e.g. a conntrack filter the client cannot express).
     pub skipped: Vec<(Op, String)>,
     /// Netlink messages and syscalls spent, all clients together.
@@ -143,9 +186,19 @@ impl ApplyReport {
         self.applied + self.failed.len()
     }
 
+    /// The failures of one `apply` call as the proxier's `settle` takes them.
+    pub fn refusals(&self) -> Vec<(usize, Refusal, String)> {
+        self.failed_at
+            .iter()
+            .zip(&self.failed)
+            .map(|(i, (op, e))| (*i, e.refusal(op), e.to_string()))
+            .collect()
+    }
+
     pub fn merge(&mut self, other: ApplyReport) {
         self.applied += other.applied;
         self.failed.extend(other.failed);
+        self.failed_at.extend(other.failed_at);
         self.skipped.extend(other.skipped);
         self.netlink = add_stats(self.netlink, other.netlink);
         self.processes += other.processes;
@@ -379,26 +432,44 @@ impl Applier {
     pub fn apply(&mut self, ops: &[Op]) -> ApplyReport {
         let before = self.netlink_stats();
         let mut report = ApplyReport::default();
+        // Addresses whose IPVS service is still there after a failed delete.
+        let mut kept: HashSet<IpAddr> = HashSet::new();
         for (t, range) in batches(ops) {
             // Chunked, so the wire copies, message buffers and results of a
             // 140,000-operation first sync never exist at once.
             let mut stopped = false;
-            for chunk in ops[range].chunks(APPLY_CHUNK) {
+            let first = range.start;
+            for (c, chunk) in ops[range].chunks(APPLY_CHUNK).enumerate() {
+                let base = first + c * APPLY_CHUNK;
                 if stopped {
-                    for op in chunk {
+                    for (k, op) in chunk.iter().enumerate() {
                         let e = ApplyError::NotSent { op: op.to_string() };
                         report.failed.push((op.clone(), e));
+                        report.failed_at.push(base + k);
                     }
                     continue;
                 }
-                let results = self.run_batch(t, chunk, &mut report);
-                for (op, r) in chunk.iter().zip(results) {
+                let results = if matches!(t, Target::IpsetDel(s) if s.kind == SetKind::IpvsIps)
+                    && !kept.is_empty()
+                {
+                    self.del_ipvs_ips(t, chunk, &kept, &mut report)
+                } else {
+                    self.run_batch(t, chunk, &mut report)
+                };
+                for (k, (op, r)) in chunk.iter().zip(results).enumerate() {
                     match r {
                         Outcome::Done => report.applied += 1,
                         Outcome::Failed(e) => {
                             tracing::warn!(%op, error = %e, "operation failed");
                             stopped |= e.ends_batch();
+                            if let Op::Ipvs(IpvsOp::DeleteService(key)) = op
+                                && e.refusal(op) != Refusal::AlreadyGone
+                                && let Some(a) = key.addr()
+                            {
+                                kept.insert(a.ip());
+                            }
                             report.failed.push((op.clone(), e));
+                            report.failed_at.push(base + k);
                         }
                         Outcome::Skipped(why) => report.skipped.push((op.clone(), why)),
                     }
@@ -520,6 +591,33 @@ impl Applier {
                 .collect(),
             Target::Conntrack => self.conntrack_ops(ops),
         }
+    }
+
+    /// KUBE-IPVS-IPS deletions, except for addresses in `kept`: a service
+    /// address leaves the set only after its IPVS service is confirmed gone,
+    /// so a restart still recognises that service as ours (see `Op::phase`).
+    fn del_ipvs_ips(
+        &mut self,
+        t: Target,
+        ops: &[Op],
+        kept: &HashSet<IpAddr>,
+        report: &mut ApplyReport,
+    ) -> Vec<Outcome> {
+        let held = |op: &Op| matches!(op, Op::IpsetDel(_, IpsetEntry::Ip(ip)) if kept.contains(ip));
+        let go: Vec<Op> = ops.iter().filter(|op| !held(op)).cloned().collect();
+        let mut done = self.run_batch(t, &go, report).into_iter();
+        ops.iter()
+            .map(|op| {
+                if held(op) {
+                    Outcome::Failed(ApplyError::Held {
+                        op: op.to_string(),
+                        why: "its IPVS service could not be deleted",
+                    })
+                } else {
+                    done.next().unwrap_or(Outcome::Done)
+                }
+            })
+            .collect()
     }
 
     fn sysctl_op(&mut self, op: &Op) -> Outcome {

@@ -113,6 +113,30 @@ fn parse_sched_flags(s: &str, sched: &Scheduler) -> Result<ServiceFlags, String>
     Ok(flags)
 }
 
+/// Flags a scheduler gets unless annotated otherwise. Upstream sets mh-port
+/// for mh so that sources are hashed with their port.
+fn default_flags(sched: &Scheduler) -> ServiceFlags {
+    if *sched == Scheduler::Maglev {
+        ServiceFlags::MH_PORT
+    } else {
+        ServiceFlags::empty()
+    }
+}
+
+/// The Service on the node's default scheduler, because the one it asks for
+/// is not available on this node (its module is missing: the kernel answers
+/// ENOENT). Its scheduler flags belong to the missing scheduler, so they go too.
+pub fn with_default_scheduler(svc: &ServiceInput, cfg: &ProxyConfig) -> ServiceInput {
+    let mut s = svc.clone();
+    s.warnings.push(format!(
+        "scheduler {} is not available on this node (the kernel has no ip_vs_{} module); using the node's default scheduler {} until kube-ipvs restarts",
+        svc.scheduler, svc.scheduler, cfg.scheduler
+    ));
+    s.scheduler = cfg.scheduler.clone();
+    s.sched_flags = default_flags(&cfg.scheduler);
+    s
+}
+
 /// Scheduler + flags for a Service: annotations override the global default;
 /// an invalid value is reported and the default used.
 fn scheduler_for(
@@ -130,12 +154,7 @@ fn scheduler_for(
             )),
         }
     }
-    // Upstream sets mh-port for mh so that sources are hashed with their port.
-    let default_flags = if sched == Scheduler::Maglev {
-        ServiceFlags::MH_PORT
-    } else {
-        ServiceFlags::empty()
-    };
+    let default_flags = default_flags(&sched);
     let flags = match ann.and_then(|a| a.get(SCHEDULER_FLAGS_ANNOTATION)) {
         Some(s) => match parse_sched_flags(s, &sched) {
             Ok(f) => f,

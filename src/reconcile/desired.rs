@@ -134,6 +134,11 @@ impl Aggregate {
         self.vs.get(key).and_then(|o| o.first()).map(|(_, v)| &**v)
     }
 
+    /// The Service whose claim on `key` is programmed (see `effective`).
+    pub fn owner(&self, key: &ServiceKey) -> Option<&SvcId> {
+        self.vs.get(key).and_then(|o| o.first()).map(|(id, _)| id)
+    }
+
     /// Services claiming a key that another Service won.
     pub fn conflicts(&self) -> impl Iterator<Item = (&ServiceKey, &[(SvcId, Arc<VirtualServer>)])> {
         self.vs

@@ -14,12 +14,15 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::desired::{Aggregate, Touched};
+use super::failing::Failing;
 use super::kernel::{KService, KernelState};
 use super::plan::{ConntrackFilter, IpvsOp, Op, Plan};
+use super::undo::Undo;
 use crate::model::config::ProxyConfig;
 use crate::model::contribution::{Contribution, HealthCheck, contribution};
 use crate::model::input::{
     ParsedService, ServiceInput, SliceInput, SvcId, parse_service, parse_slice, svc_id,
+    with_default_scheduler,
 };
 use crate::model::ipset::{IpsetEntry, SetKind, SetName};
 use crate::model::iptables;
@@ -82,25 +85,32 @@ type ServiceSlices = Vec<(Arc<str>, Arc<SliceInput>)>;
 
 #[derive(Debug)]
 pub struct Proxier {
-    cfg: ProxyConfig,
-    node: NodeInfo,
-    services: HashMap<SvcId, Arc<ServiceInput>>,
+    pub(super) cfg: ProxyConfig,
+    pub(super) node: NodeInfo,
+    pub(super) services: HashMap<SvcId, Arc<ServiceInput>>,
     /// Slices by Service, sorted by slice name (merging is deterministic).
     /// A sorted Vec, not a BTreeMap: most Services have one to three slices
     /// and a BTreeMap leaf alone costs ~1 KB.
-    slices: HashMap<SvcId, ServiceSlices>,
-    slice_owner: HashMap<Arc<str>, SvcId>,
-    contributions: HashMap<SvcId, Contribution>,
-    agg: Aggregate,
-    dirty: HashSet<SvcId>,
-    touched: Touched,
-    globals_dirty: bool,
-    applied: KernelState,
+    pub(super) slices: HashMap<SvcId, ServiceSlices>,
+    pub(super) slice_owner: HashMap<Arc<str>, SvcId>,
+    pub(super) contributions: HashMap<SvcId, Contribution>,
+    pub(super) agg: Aggregate,
+    pub(super) dirty: HashSet<SvcId>,
+    pub(super) touched: Touched,
+    pub(super) globals_dirty: bool,
+    pub(super) applied: KernelState,
     /// Removed TCP real servers at weight 0, with the time draining started.
-    drains: HashMap<(ServiceKey, SocketAddr), u64>,
+    pub(super) drains: HashMap<(ServiceKey, SocketAddr), u64>,
     /// Services counted in `no_local_endpoints` (internal, external), kept
     /// up to date as contributions change.
-    no_local: (usize, usize),
+    pub(super) no_local: (usize, usize),
+    /// What the last plan's edits and deletions replaced, by op index.
+    pub(super) undo: Vec<(usize, Undo)>,
+    /// Schedulers the kernel said it lacks (ENOENT): Services asking for
+    /// one use the default instead, until a restart.
+    pub(super) missing_schedulers: BTreeSet<ipvs_netlink::ipvs::Scheduler>,
+    /// Services the kernel refused, retried with backoff.
+    pub(super) failing: HashMap<SvcId, Failing>,
 }
 
 impl Proxier {
@@ -119,6 +129,9 @@ impl Proxier {
             applied: KernelState::default(),
             drains: HashMap::new(),
             no_local: (0, 0),
+            undo: Vec::new(),
+            missing_schedulers: BTreeSet::new(),
+            failing: HashMap::new(),
         }
     }
 
@@ -168,6 +181,14 @@ impl Proxier {
                 w.entry(id.clone())
                     .or_default()
                     .extend(c.warnings.iter().cloned());
+            }
+        }
+        for (id, f) in &self.failing {
+            if f.reason == super::FailureReason::KernelRefused {
+                w.entry(id.clone()).or_default().push(format!(
+                    "the kernel refused {}; kube-ipvs retries with backoff",
+                    f.message
+                ));
             }
         }
         for (key, owners) in self.agg.conflicts() {
@@ -306,12 +327,23 @@ impl Proxier {
             let Some(svc) = self.services.get(&id) else {
                 continue;
             };
+            // A refused Service planned again is being retried (see `settle`).
+            if let Some(f) = self.failing.get_mut(&id) {
+                f.retrying = true;
+            }
             let slices: Vec<&SliceInput> = self
                 .slices
                 .get(&id)
                 .map(|m| m.iter().map(|(_, s)| &**s).collect())
                 .unwrap_or_default();
-            let c = contribution(svc, &slices, &self.node, &self.cfg);
+            let c = if svc.scheduler != self.cfg.scheduler
+                && self.missing_schedulers.contains(&svc.scheduler)
+            {
+                let fallback = with_default_scheduler(svc, &self.cfg);
+                contribution(&fallback, &slices, &self.node, &self.cfg)
+            } else {
+                contribution(svc, &slices, &self.node, &self.cfg)
+            };
             self.agg.add(&id, &c, &mut self.touched);
             self.count_no_local(&c, true);
             self.contributions.insert(id, c);
@@ -353,11 +385,16 @@ impl Proxier {
         self.finish(plan)
     }
 
+    /// Orders the plan and records it as applied, keeping what `confirm`
+    /// needs to take back operations the kernel then refuses.
     fn finish(&mut self, mut plan: Plan) -> Plan {
         plan.order();
-        for op in &plan.ops {
-            if let Err(e) = self.applied.apply(op) {
-                plan.internal_errors.push(format!("{op}: {e}"));
+        self.undo.clear();
+        for (i, op) in plan.ops.iter().enumerate() {
+            match self.applied.apply_undoable(op) {
+                Ok(Some(u)) => self.undo.push((i, u)),
+                Ok(None) => {}
+                Err(e) => plan.internal_errors.push(format!("{op}: {e}")),
             }
         }
         plan
