@@ -62,6 +62,7 @@ pub struct Metrics {
     pub last_verification_timestamp: GaugeF64,
     pub service_failures_total: Family<ReasonLabel, Counter>,
     pub failing_services: Gauge,
+    pub held_lists_total: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -108,6 +109,7 @@ impl Metrics {
             last_verification_timestamp: GaugeF64::default(),
             service_failures_total: Family::default(),
             failing_services: Gauge::default(),
+            held_lists_total: Counter::default(),
         };
         let r = &mut registry;
         r.register(
@@ -195,6 +197,11 @@ impl Metrics {
             "kube_ipvs_failing_services",
             "Services refused by the kernel and waiting for a retry with backoff",
             m.failing_services.clone(),
+        );
+        r.register(
+            "kube_ipvs_held_lists",
+            "Complete Service lists held because they lacked default/kubernetes or would delete more than half of the Services",
+            m.held_lists_total.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -171,6 +171,67 @@ pub struct Source<K: Tracked> {
     /// Keys seen since the last `Init`; Some while a (re-)list is running.
     relist: Option<HashSet<ObjKey>>,
     synced: bool,
+    /// Holds suspicious Service lists (see `ListGuard`); None for other kinds.
+    guard: Option<ListGuard>,
+}
+
+/// The Service every cluster has; a list without it is not the cluster's.
+pub const KUBERNETES_SERVICE: (&str, &str) = ("default", "kubernetes");
+
+/// Holds a complete Service list that looks wrong until a second list agrees.
+///
+/// A list is suspicious when it lacks `default/kubernetes` (the API server
+/// creates and repairs it; no real cluster lists without it) or would delete
+/// more than half of the Services kube-ipvs tracks. Such a list deletes
+/// nothing (and, as a first list, does not let the first sync run) until the
+/// next complete list, which the watch asks for `CONFIRM_AFTER` later: if
+/// that one is suspicious too, two consistent reads agree and the deletions
+/// go ahead; if not, the first was a glitch. While the API server cannot be
+/// reached the hold lasts, so nothing is ever deleted on the word of one
+/// list. Upstream has no such guard: an empty list deletes every service.
+#[derive(Debug, Default)]
+pub struct ListGuard {
+    /// A suspicious list is waiting for a second one.
+    holding: bool,
+}
+
+/// How long after a held list the next one is requested.
+pub const CONFIRM_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl ListGuard {
+    /// Whether a complete list of `seen` keys, deleting `gone` of the
+    /// `tracked` ones, may take effect now; false holds it.
+    fn admit(&mut self, seen: &HashSet<ObjKey>, gone: usize, tracked: usize) -> bool {
+        let (ns, name) = KUBERNETES_SERVICE;
+        let kubernetes = ObjKey {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+        };
+        let suspicious = !seen.contains(&kubernetes) || gone * 2 > tracked && gone > 0;
+        if !suspicious {
+            self.holding = false;
+            return true;
+        }
+        if self.holding {
+            tracing::warn!(
+                services = seen.len(),
+                deleting = gone,
+                "a second Service list confirms the suspicious one; applying it"
+            );
+            self.holding = false;
+            return true;
+        }
+        tracing::warn!(
+            services = seen.len(),
+            deleting = gone,
+            of = tracked,
+            kubernetes_listed = seen.contains(&kubernetes),
+            "holding a suspicious Service list (no default/kubernetes, or deleting more than half); deleting nothing until the next list, asked for in {}s, agrees",
+            CONFIRM_AFTER.as_secs()
+        );
+        self.holding = true;
+        false
+    }
 }
 
 /// What one event did.
@@ -182,6 +243,8 @@ pub struct Handled {
     pub changed: bool,
     /// This event completed the first full list.
     pub first_sync: bool,
+    /// This event completed a list that `ListGuard` holds.
+    pub held: bool,
 }
 
 impl<K: Tracked> Source<K> {
@@ -191,7 +254,13 @@ impl<K: Tracked> Source<K> {
             tracker: ChangeTracker::default(),
             relist: None,
             synced: false,
+            guard: None,
         }
+    }
+
+    /// Complete lists from now on pass a `ListGuard` (API Services).
+    pub fn guard_lists(&mut self) {
+        self.guard.get_or_insert_with(ListGuard::default);
     }
 
     /// Folds one watcher event in. A re-list (after an error or a 410 Gone)
@@ -220,10 +289,20 @@ impl<K: Tracked> Source<K> {
             Event::InitDone => {
                 // Without a preceding Init this is not a complete list.
                 if let Some(seen) = self.relist.take() {
-                    for k in self.tracker.keys() {
-                        if !seen.contains(&k) {
-                            h.changed |= self.tracker.delete(k);
-                        }
+                    let tracked = self.tracker.keys();
+                    let gone: Vec<ObjKey> = tracked
+                        .iter()
+                        .filter(|k| !seen.contains(*k))
+                        .cloned()
+                        .collect();
+                    if let Some(g) = &mut self.guard
+                        && !g.admit(&seen, gone.len(), tracked.len())
+                    {
+                        h.held = true;
+                        return h;
+                    }
+                    for k in gone {
+                        h.changed |= self.tracker.delete(k);
                     }
                     h.first_sync = !self.synced;
                     self.synced = true;
@@ -411,7 +490,8 @@ fn lock(s: &Mutex<Sources>) -> MutexGuard<'_, Sources> {
     s.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Folds one event into `sources` and reports it to the hooks.
+/// Folds one event into `sources` and reports it to the hooks; true when
+/// it completed a list that is held.
 fn on_event<K>(
     sources: &Mutex<Sources>,
     hooks: &Hooks,
@@ -419,7 +499,8 @@ fn on_event<K>(
     kind: Kind,
     pick: impl Fn(&mut Sources) -> &mut Source<K>,
     event: Event<K>,
-) where
+) -> bool
+where
     K: Tracked,
 {
     let mut s = lock(sources);
@@ -439,11 +520,15 @@ fn on_event<K>(
     if h.first_sync {
         tracing::info!(?kind, "initial list complete");
     }
+    if h.held {
+        hooks.metrics.held_lists_total.inc();
+    }
     // Before every source has listed once, only the last first list triggers.
     if s.ready() && (h.changed || h.first_sync) {
         drop(s);
         hooks.queue();
     }
+    h.held
 }
 
 /// Runs one watch forever. kube's watcher re-lists after errors (API server
@@ -461,10 +546,31 @@ async fn run_watch<K>(
     K: Tracked + Resource<DynamicType = ()> + DeserializeOwned + std::fmt::Debug,
     K: Send + Sync + 'static,
 {
-    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
-    while let Some(item) = stream.next().await {
+    let start = || {
+        watcher::watcher(api.clone(), config.clone())
+            .default_backoff()
+            .boxed()
+    };
+    let mut stream = start();
+    // A held list (see `ListGuard`) asks for a fresh one after a while.
+    let mut relist_at: Option<tokio::time::Instant> = None;
+    loop {
+        let item = tokio::select! {
+            item = stream.next() => item,
+            () = tokio::time::sleep_until(relist_at.unwrap_or_else(tokio::time::Instant::now)), if relist_at.is_some() => {
+                relist_at = None;
+                tracing::info!(?kind, "asking for a second list to confirm the held one");
+                stream = start();
+                continue;
+            }
+        };
+        let Some(item) = item else { return };
         match item {
-            Ok(ev) => on_event(&sources, &hooks, &node_name, kind, pick, ev),
+            Ok(ev) => {
+                if on_event(&sources, &hooks, &node_name, kind, pick, ev) {
+                    relist_at = Some(tokio::time::Instant::now() + CONFIRM_AFTER);
+                }
+            }
             Err(e) => tracing::warn!(?kind, error = %e, "watch failed; re-listing with backoff"),
         }
     }
@@ -481,6 +587,9 @@ pub async fn watch_all(
     sources: Arc<Mutex<Sources>>,
     hooks: Hooks,
 ) {
+    // The API server's Service lists pass the guard; manifests are the
+    // operator's own files (an emptied directory is their decision).
+    lock(&sources).services.guard_lists();
     let svc_cfg = watcher::Config::default().labels(LABEL_SELECTOR);
     let slice_cfg = watcher::Config::default().labels(LABEL_SELECTOR);
     let node_cfg = watcher::Config::default().fields(&node_selector(&node_name));
@@ -614,6 +723,66 @@ mod tests {
             "{:?}",
             plan.ops
         );
+    }
+
+    #[test]
+    fn suspicious_service_lists_are_held_until_a_second_list_agrees() {
+        let s = Mutex::new(Sources::new(ProxyConfig::default(), "node-a"));
+        lock(&s).services.guard_lists();
+        let h = Hooks::for_tests();
+        let k = svc("kubernetes", "10.96.0.1");
+        let all = || {
+            vec![
+                k.clone(),
+                svc("a", "10.0.0.1"),
+                svc("b", "10.0.0.2"),
+                svc("c", "10.0.0.3"),
+            ]
+        };
+        // A first list without default/kubernetes: held, so no first sync.
+        feed_services(&s, &h, list(vec![svc("a", "10.0.0.1")]));
+        feed_slices(&s, &h, list(vec![]));
+        feed_node(&s, &h, list(vec![testutil::node_obj()]));
+        assert!(
+            lock(&s).take_batch().is_none(),
+            "a held first list programs nothing"
+        );
+        assert_eq!(h.metrics.held_lists_total.get(), 1);
+        // The next list is the cluster's: it takes effect.
+        feed_services(&s, &h, list(all()));
+        assert_eq!(lock(&s).take_batch().unwrap().services.len(), 4);
+
+        // An empty list after an outage: held, nothing deleted.
+        feed_services(&s, &h, list(vec![]));
+        assert!(lock(&s).take_batch().unwrap().is_empty());
+        // The next list disagrees (a glitch): still nothing deleted.
+        feed_services(&s, &h, list(all()));
+        assert!(lock(&s).take_batch().unwrap().is_empty());
+        // Deleting more than half (3 of 4) with kubernetes listed: held ...
+        feed_services(&s, &h, list(vec![k.clone()]));
+        assert!(lock(&s).take_batch().unwrap().is_empty());
+        assert_eq!(h.metrics.held_lists_total.get(), 3);
+        // ... until a second list agrees; then the deletions go ahead.
+        feed_services(&s, &h, list(vec![k.clone()]));
+        assert_eq!(lock(&s).take_batch().unwrap().services.len(), 3);
+        // Half or fewer is an ordinary list (1 of 1 would be more than half).
+        feed_services(&s, &h, list(vec![k.clone(), svc("d", "10.0.0.4")]));
+        lock(&s).take_batch().unwrap();
+        feed_services(&s, &h, list(vec![k.clone()]));
+        assert_eq!(lock(&s).take_batch().unwrap().services.len(), 1);
+        assert_eq!(h.metrics.held_lists_total.get(), 3);
+    }
+
+    #[test]
+    fn manifests_lists_are_not_guarded() {
+        let s = Mutex::new(Sources::new(ProxyConfig::default(), "node-a"));
+        let h = Hooks::for_tests();
+        feed_services(&s, &h, list(vec![svc("a", "10.0.0.1")]));
+        feed_slices(&s, &h, list(vec![]));
+        feed_node(&s, &h, list(vec![testutil::node_obj()]));
+        assert!(lock(&s).take_batch().is_some());
+        feed_services(&s, &h, list(vec![]));
+        assert_eq!(lock(&s).take_batch().unwrap().services.len(), 1);
     }
 
     #[test]
