@@ -106,6 +106,10 @@ async fn harness(api: &FakeApi, min_sync: Duration) -> Harness {
             p.syncs += 1;
             for (k, c) in batch.services {
                 let name = format!("{}/{}", k.namespace, k.name);
+                // The API server's own Service (see fakeapi::kubernetes_service).
+                if name == "default/kubernetes" {
+                    continue;
+                }
                 match c.current {
                     Some(s) => {
                         p.services.insert(name, format!("{s:?}"));
@@ -267,6 +271,48 @@ async fn an_outage_changes_nothing_and_converges_after() {
     assert_eq!(p.deleted, vec!["default/s4".to_string()]);
     assert_eq!(p.services.len(), 5);
     assert_eq!(p.slices.len(), 1, "slices untouched by the outage");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_list_after_an_outage_deletes_nothing_until_a_second_list_agrees() {
+    let api = FakeApi::start().await;
+    api.apply(node("node-a"));
+    for i in 0..4 {
+        api.apply(service(&format!("s{i}"), &format!("10.0.0.{}", i + 1)));
+    }
+    let h = harness(&api, Duration::from_millis(50)).await;
+    h.until(20, "the services", |p| p.services.len() == 4).await;
+    let before = h.snapshot();
+    api.stop();
+    // A broken or restored-from-empty API server comes back with nothing.
+    for i in 0..4 {
+        api.delete(service(&format!("s{i}"), &format!("10.0.0.{}", i + 1)));
+    }
+    api.delete(fakeapi::kubernetes_service());
+    // History compacted meanwhile: the watch cannot resume, it re-lists.
+    api.expire();
+    api.restart().await;
+    let back = std::time::Instant::now();
+    // The re-list completes within a second or two; the hold lasts until the
+    // second list, asked for 10 s after it.
+    while back.elapsed() < Duration::from_secs(7) {
+        assert_eq!(
+            h.snapshot(),
+            before,
+            "a single empty list deleted something"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(h.programmed.lock().unwrap().deleted.is_empty());
+    assert_eq!(h.hooks.metrics.held_lists_total.get(), 1);
+    // The second list agrees: the deletions go ahead.
+    h.until(40, "the confirmed deletions", |p| p.services.is_empty())
+        .await;
+    assert_eq!(h.programmed.lock().unwrap().deleted.len(), 4);
+    assert!(
+        api.lists("/api/v1/services") >= 3,
+        "initial, re-list, confirming list"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -102,6 +102,16 @@ pub fn to_json<K: k8s_openapi::Resource + Serialize>(obj: &K) -> Value {
     v
 }
 
+/// The API server's own Service, `default/kubernetes` on 10.96.0.1:443.
+pub fn kubernetes_service() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"namespace": "default", "name": "kubernetes"},
+        "spec": {"type": "ClusterIP", "clusterIP": "10.96.0.1", "clusterIPs": ["10.96.0.1"],
+                 "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]}
+    })
+}
+
 impl FakeApi {
     /// Starts on a free port.
     pub async fn start() -> Arc<FakeApi> {
@@ -118,6 +128,9 @@ impl FakeApi {
             task: Mutex::new(None),
             dir: tempfile::tempdir().expect("tempdir"),
         });
+        // Every API server holds default/kubernetes (kube-ipvs holds a Service
+        // list without it, see watch::ListGuard).
+        api.apply(kubernetes_service());
         api.serve(l);
         api
     }
