@@ -655,7 +655,7 @@ fn cpu_lists() {
 #[test]
 fn deploy_configmap_parses() {
     let text = include_str!("../../deploy/configmap.yaml");
-    let cm: serde_yaml::Value = serde_yaml::from_str(text).unwrap();
+    let cm = crate::yaml::from_str(text).unwrap();
     assert_eq!(cm["kind"], "ConfigMap");
     let doc = cm["data"]["config.conf"].as_str().unwrap();
     let p = parse_str(doc).unwrap();
