@@ -16,12 +16,13 @@ pub enum ManifestError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{}: document {doc} is not valid YAML: {source}", path.display())]
+    /// The YAML error is in the message and not a `source`: serde-saphyr's
+    /// errors chain their own cause, so `{:#}` would print it three times.
+    #[error("{}: document {doc} is not valid YAML: {error}", path.display())]
     Yaml {
         path: PathBuf,
         doc: usize,
-        #[source]
-        source: Box<serde_saphyr::Error>,
+        error: Box<serde_saphyr::Error>,
     },
     #[error("{}: document {doc}: invalid {kind}{}: {source}", path.display(), name_suffix(name))]
     Object {
@@ -91,10 +92,10 @@ pub fn load_str(text: &str, path: &Path, m: &mut Manifests) -> Result<(), Manife
     }
     // Empty documents (a trailing `---`) are skipped and not counted.
     crate::yaml::for_each_document(text, |doc, v| {
-        let v = v.map_err(|source| ManifestError::Yaml {
+        let v = v.map_err(|error| ManifestError::Yaml {
             path: path.to_path_buf(),
             doc,
-            source: Box::new(source),
+            error: Box::new(error),
         })?;
         add(v, path, doc, None, m)
     })
