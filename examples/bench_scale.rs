@@ -49,7 +49,7 @@ const HEALTHZ: &str = "127.0.0.1:10256";
 const SYNC_PERIOD: &str = "20s";
 const ADDS: usize = 10;
 /// JSON, the API server's wire format: parsing 10,000 YAML files would
-/// measure serde_yaml more than the proxy (see the README).
+/// measure the YAML parser more than the proxy (see the README).
 const FORMAT: Format = Format::Json;
 /// Bound on every wait; a TCG guest at 10,000 services is slow.
 const PATIENCE: Duration = Duration::from_secs(1200);

@@ -2,7 +2,7 @@
 
 use std::io::{Read, Write};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
 use ipvs_netlink::ipvs::IpvsClient;
 
@@ -160,63 +160,84 @@ pub struct RestoreArgs {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
-    match cli.command {
+    let Cli {
+        command,
+        oneshot,
+        daemon,
+    } = cli;
+    match command {
         Some(Command::Ipvs(cmd)) => run_ipvs(cmd),
         Some(Command::Ipset(cmd)) => run_ipset(cmd),
-        // `kube-ipvs --config FILE plan ...`: the one-shot commands use the configured proxy.
-        Some(Command::Plan(mut a)) => {
-            let cfg = oneshot_config(&cli.daemon, &mut a)?;
+        // `kube-ipvs plan --config FILE --nodeport-addresses=...` (flags before or
+        // after the subcommand): the one-shot commands use the configured proxy.
+        Some(Command::Plan(a)) => {
+            let (a, cfg) = oneshot_config(&daemon, &oneshot, a)?;
             crate::apply::cmd::plan(&a, cfg)
         }
-        Some(Command::SyncOnce(mut a)) => {
-            let cfg = oneshot_config(&cli.daemon, &mut a)?;
+        Some(Command::SyncOnce(a)) => {
+            let (a, cfg) = oneshot_config(&daemon, &oneshot, a)?;
             crate::apply::cmd::sync_once(&a, cfg)
         }
-        Some(Command::Diff(mut a)) => {
-            let cfg = oneshot_config(&cli.daemon, &mut a)?;
+        Some(Command::Diff(a)) => {
+            let (a, cfg) = oneshot_config(&daemon, &oneshot, a)?;
             crate::apply::cmd::diff(&a, cfg)
         }
-        Some(Command::Cleanup(mut a)) => {
-            let cfg = oneshot_config(&cli.daemon, &mut a)?;
+        Some(Command::Cleanup(a)) => {
+            let (a, cfg) = oneshot_config(&daemon, &oneshot, a)?;
             crate::apply::cmd::cleanup(&a, cfg)
         }
         None => {
-            cli.daemon.init_logging();
-            let (settings, warnings) = cli.daemon.load()?;
+            daemon.init_logging();
+            let (settings, warnings) = daemon.load()?;
             for w in &warnings {
                 tracing::warn!("{w}");
             }
-            if cli.oneshot.sync_once || cli.oneshot.cleanup {
+            if oneshot.sync_once || oneshot.cleanup {
                 let a = crate::apply::cmd::OneshotArgs {
-                    manifests: cli.oneshot.manifests,
+                    manifests: oneshot.manifests,
                     node: settings.hostname_override.clone(),
                 };
-                if cli.oneshot.cleanup {
+                if oneshot.cleanup {
                     crate::apply::cmd::cleanup(&a, settings.proxy)
                 } else {
                     crate::apply::cmd::sync_once(&a, settings.proxy)
                 }
             } else {
-                run_daemon(settings, cli.oneshot.manifests)
+                run_daemon(settings, oneshot.manifests)
             }
         }
     }
 }
 
-/// `--config` and the proxy flags for a one-shot subcommand; file warnings go to
-/// stderr, and the configured hostname override names the node unless `--node` does.
+/// `--config`, the proxy flags and `--manifests` for a one-shot subcommand;
+/// file warnings go to stderr, and the configured hostname override names the
+/// node unless `--node` does.
 fn oneshot_config(
     flags: &crate::config::flags::DaemonFlags,
-    args: &mut crate::apply::cmd::OneshotArgs,
-) -> Result<crate::model::config::ProxyConfig> {
+    top: &crate::apply::cmd::OneshotFlags,
+    mut args: crate::apply::cmd::OneshotArgs,
+) -> Result<(
+    crate::apply::cmd::OneshotArgs,
+    crate::model::config::ProxyConfig,
+)> {
+    if top.sync_once || top.cleanup {
+        bail!(
+            "--sync-once and --cleanup are the daemon's one-shot modes; with a subcommand, use `kube-ipvs sync-once` or `kube-ipvs cleanup` instead"
+        );
+    }
+    // The one-shot commands print their results; logs only when asked for.
+    if flags.verbosity.is_some() || flags.log_format.is_some() {
+        flags.init_logging();
+    }
     let (settings, warnings) = flags.load()?;
     for w in &warnings {
         eprintln!("kube-ipvs: warning: {w}");
     }
+    args.manifests.clone_from(&top.manifests);
     if args.node.is_none() {
         args.node = settings.hostname_override;
     }
-    Ok(settings.proxy)
+    Ok((args, settings.proxy))
 }
 
 /// The long-running proxy (API watch, or `--manifests` files, and the sync loop).
@@ -399,11 +420,11 @@ mod tests {
             "plan",
         ])
         .unwrap();
-        let mut a = crate::apply::cmd::OneshotArgs {
+        let a = crate::apply::cmd::OneshotArgs {
             manifests: None,
             node: None,
         };
-        let cfg = oneshot_config(&cli.daemon, &mut a).unwrap();
+        let (a, cfg) = oneshot_config(&cli.daemon, &cli.oneshot, a).unwrap();
         assert_eq!(cfg.scheduler.name(), "sh");
         assert_eq!(a.node.as_deref(), Some("n1"));
         let cli =
@@ -414,6 +435,169 @@ mod tests {
             help.contains("--ipvs-sync-period") && help.contains("Examples:"),
             "{help}"
         );
+    }
+
+    /// The one-shot subcommand's arguments and the configuration it would run with.
+    fn oneshot_of(argv: &[&str]) -> (crate::apply::cmd::OneshotArgs, ProxyConfig) {
+        let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+        let a = match cli.command {
+            Some(
+                Command::Plan(a) | Command::SyncOnce(a) | Command::Diff(a) | Command::Cleanup(a),
+            ) => a,
+            other => panic!("{argv:?}: {other:?}"),
+        };
+        oneshot_config(&cli.daemon, &cli.oneshot, a).unwrap_or_else(|e| panic!("{argv:?}: {e:#}"))
+    }
+
+    use crate::model::config::ProxyConfig;
+
+    #[test]
+    fn proxy_flags_are_accepted_before_or_after_every_oneshot_subcommand() {
+        let flags = [
+            "--nodeport-addresses",
+            "100.101.102.0/24",
+            "--ipvs-scheduler=wlc",
+            "--masquerade-all",
+            "--ipvs-strict-arp=false",
+            "--ipvs-sync-period=1m",
+            "--hostname-override=Node-A",
+            "--v=2",
+        ];
+        let mut seen = Vec::new();
+        for sub in ["plan", "sync-once", "diff", "cleanup"] {
+            let mut after = vec!["kube-ipvs", sub, "--manifests", "M"];
+            after.extend(flags);
+            let mut before = vec!["kube-ipvs"];
+            before.extend(flags);
+            before.extend(["--manifests", "M", sub]);
+            // Split: some flags before, the rest after the subcommand.
+            let mut split = vec!["kube-ipvs"];
+            split.extend(&flags[..3]);
+            split.extend([sub, "--manifests", "M"]);
+            split.extend(&flags[3..]);
+            for argv in [after, before, split] {
+                let (a, cfg) = oneshot_of(&argv);
+                assert_eq!(
+                    a.manifests.as_deref(),
+                    Some(std::path::Path::new("M")),
+                    "{argv:?}"
+                );
+                assert_eq!(a.node.as_deref(), Some("node-a"), "{argv:?}");
+                assert_eq!(cfg.scheduler.name(), "wlc", "{argv:?}");
+                assert!(cfg.masquerade_all, "{argv:?}");
+                assert!(!cfg.strict_arp, "{argv:?}");
+                seen.push(cfg);
+            }
+        }
+        // Same flags, same configuration, wherever they stand.
+        assert!(seen.windows(2).all(|w| w[0] == w[1]));
+        // ...and it differs from the defaults in the node port addresses.
+        let (_, plain) = oneshot_of(&["kube-ipvs", "plan", "--manifests", "M"]);
+        assert_ne!(plain.node_port_addresses, seen[0].node_port_addresses);
+        assert_ne!(plain, seen[0]);
+        // --node still names the node over --hostname-override.
+        let (a, _) = oneshot_of(&["kube-ipvs", "--hostname-override=x", "plan", "--node", "y"]);
+        assert_eq!(a.node.as_deref(), Some("y"));
+    }
+
+    #[test]
+    fn optional_values_and_verbosity_after_a_subcommand() {
+        let daemon = |argv: &[&str]| {
+            Cli::try_parse_from(argv)
+                .unwrap_or_else(|e| panic!("{argv:?}: {e}"))
+                .daemon
+        };
+        // A bare boolean flag does not swallow the next argument (values need `=`).
+        let d = daemon(&["kube-ipvs", "plan", "--masquerade-all", "--manifests", "M"]);
+        assert_eq!(d.masquerade_all, Some(true));
+        let d = daemon(&["kube-ipvs", "diff", "--masquerade-all=false"]);
+        assert_eq!(d.masquerade_all, Some(false));
+        let d = daemon(&["kube-ipvs", "--conntrack-tcp-be-liberal", "cleanup"]);
+        assert_eq!(d.conntrack_tcp_be_liberal, Some(true));
+        assert!(Cli::try_parse_from(["kube-ipvs", "plan", "--ipvs-strict-arp", "maybe"]).is_err());
+        assert!(Cli::try_parse_from(["kube-ipvs", "plan", "--ipvs-strict-arp=maybe"]).is_err());
+        for v in [
+            &["kube-ipvs", "plan", "--v=4"][..],
+            &["kube-ipvs", "plan", "--v", "4"],
+            &["kube-ipvs", "plan", "-v", "4"],
+            &["kube-ipvs", "plan", "-v4"],
+            &["kube-ipvs", "-v4", "plan"],
+        ] {
+            assert_eq!(daemon(v).verbosity, Some(4), "{v:?}");
+        }
+        let d = daemon(&["kube-ipvs", "sync-once", "--log-format=json", "--config=c"]);
+        assert_eq!(d.log_format, Some(crate::config::flags::LogFormat::Json));
+        assert_eq!(d.config.as_deref(), Some(std::path::Path::new("c")));
+        // Bad values are refused wherever they stand.
+        let e = Cli::try_parse_from(["kube-ipvs", "plan", "--ipvs-scheduler=fast"]).unwrap_err();
+        assert!(e.to_string().contains("accepted: rr"), "{e}");
+        // Accepted, though meaningless, under the kernel inspection commands.
+        assert!(
+            Cli::try_parse_from(["kube-ipvs", "ipvs", "list", "--nodeport-addresses=all"]).is_ok()
+        );
+        // The daemon's modes are not mixed with a subcommand.
+        let cli =
+            Cli::try_parse_from(["kube-ipvs", "--manifests=M", "--sync-once", "plan"]).unwrap();
+        let e = run(cli).unwrap_err();
+        assert!(format!("{e:#}").contains("kube-ipvs sync-once"), "{e:#}");
+    }
+
+    #[test]
+    fn subcommand_help_lists_the_proxy_flags() {
+        for sub in ["plan", "sync-once", "diff", "cleanup"] {
+            let e = Cli::try_parse_from(["kube-ipvs", sub, "--help"]).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
+            let help = e.to_string();
+            for flag in [
+                "--nodeport-addresses",
+                "--config",
+                "--ipvs-scheduler",
+                "--masquerade-all",
+                "--manifests",
+                "--node",
+                "--v",
+                "Proxy options",
+            ] {
+                assert!(help.contains(flag), "{sub} --help lacks {flag}:\n{help}");
+            }
+        }
+    }
+
+    #[test]
+    fn plan_honours_nodeport_addresses_given_after_the_subcommand() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/manifests");
+        let text = |argv: &[&str]| {
+            let (a, cfg) = oneshot_of(argv);
+            crate::apply::cmd::plan_text(&a, cfg).unwrap()
+        };
+        let base = [
+            "kube-ipvs",
+            "plan",
+            "--manifests",
+            dir,
+            "--node",
+            "lab-node",
+        ];
+        let all = text(&base);
+        assert!(all.contains("192.168.100.10:30080"), "{all}");
+        // The node's only address is outside this range: no NodePort on it.
+        let mut narrowed = base.to_vec();
+        narrowed.extend(["--nodeport-addresses", "100.101.102.0/24"]);
+        let none = text(&narrowed);
+        assert!(!none.contains("192.168.100.10:30080"), "{none}");
+        assert!(none.contains("10.96.0.20:80"), "{none}");
+        // Before the subcommand: the same plan.
+        let before = [
+            "kube-ipvs",
+            "--nodeport-addresses",
+            "100.101.102.0/24",
+            "plan",
+            "--manifests",
+            dir,
+            "--node",
+            "lab-node",
+        ];
+        assert_eq!(text(&before), none);
     }
 
     #[test]

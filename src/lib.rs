@@ -20,3 +20,4 @@ pub mod runner;
 pub mod source;
 pub mod sysctl;
 pub mod watch;
+pub mod yaml;

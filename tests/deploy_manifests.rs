@@ -8,7 +8,6 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use serde::Deserialize;
 
 const FILES: &[(&str, &str)] = &[
     ("configmap.yaml", include_str!("../deploy/configmap.yaml")),
@@ -30,12 +29,12 @@ struct Manifests {
 
 /// The document as `T`; a field `T` does not know (a typo, a wrong level)
 /// would be dropped silently, so the value must survive the round trip.
-fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(file: &str, v: serde_yaml::Value) -> T {
+fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(file: &str, v: serde_json::Value) -> T {
     let kind = v["kind"].as_str().unwrap_or_default().to_string();
     let t: T =
-        serde_yaml::from_value(v.clone()).unwrap_or_else(|e| panic!("{file}: invalid {kind}: {e}"));
+        serde_json::from_value(v.clone()).unwrap_or_else(|e| panic!("{file}: invalid {kind}: {e}"));
     assert_eq!(
-        serde_yaml::to_value(&t).unwrap(),
+        serde_json::to_value(&t).unwrap(),
         v,
         "{file}: {kind} has fields its type does not know"
     );
@@ -46,12 +45,9 @@ fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(file: &str, v: serde
 fn manifests() -> Manifests {
     let mut m = Manifests::default();
     for (file, text) in FILES {
-        for doc in serde_yaml::Deserializer::from_str(text) {
-            let v = serde_yaml::Value::deserialize(doc)
-                .unwrap_or_else(|e| panic!("{file}: invalid YAML: {e}"));
-            if v.is_null() {
-                continue;
-            }
+        // The same reader (and limits) as the daemon's manifests; empty documents are skipped.
+        kube_ipvs::yaml::for_each_document(text, |_, v| {
+            let v = v.unwrap_or_else(|e| panic!("{file}: invalid YAML: {e}"));
             let kind = v["kind"]
                 .as_str()
                 .unwrap_or_else(|| panic!("{file}: a document without kind"))
@@ -64,7 +60,9 @@ fn manifests() -> Manifests {
                 "ConfigMap" => m.config_maps.push(typed(file, v)),
                 other => panic!("{file}: unexpected kind {other}"),
             }
-        }
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .unwrap_or_else(|e| match e {});
     }
     m
 }

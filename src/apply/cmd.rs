@@ -14,23 +14,20 @@ use crate::source::manifests::{self, Manifests};
 /// Where the objects come from and which node this is.
 #[derive(Debug, Clone, Args)]
 pub struct OneshotArgs {
-    /// A YAML/JSON manifest file, or a directory of them (Service, EndpointSlice, Node).
-    #[arg(long, value_name = "PATH")]
+    /// The global `--manifests` (given before or after the subcommand), filled in by the CLI.
+    #[arg(skip)]
     pub manifests: Option<PathBuf>,
-    /// This node's name (default: $NODE_NAME, else the hostname).
-    #[arg(
-        long = "node",
-        visible_alias = "hostname-override",
-        value_name = "NAME"
-    )]
+    /// This node's name (default: --hostname-override, else $NODE_NAME, else the hostname).
+    #[arg(long = "node", value_name = "NAME")]
     pub node: Option<String>,
 }
 
 /// Top-level flag form: `kube-ipvs --manifests PATH --sync-once`.
 #[derive(Debug, Clone, Default, Args)]
 pub struct OneshotFlags {
-    /// Read objects from manifests instead of the API server (file or directory).
-    #[arg(long, value_name = "PATH")]
+    /// Read objects (Service, EndpointSlice, Node) from a YAML/JSON manifest file, or a
+    /// directory of them, instead of the API server.
+    #[arg(long, value_name = "PATH", global = true)]
     pub manifests: Option<PathBuf>,
     /// One full sync, then exit: 0 only if the kernel now equals the desired state.
     #[arg(long, requires = "manifests")]
@@ -89,9 +86,14 @@ fn now() -> u64 {
 /// `kube-ipvs plan`: the desired kernel state, without touching the kernel
 /// (node addresses are read only when no Node object names this node).
 pub fn plan(args: &OneshotArgs, cfg: ProxyConfig) -> Result<()> {
+    stdout(&plan_text(args, cfg)?)
+}
+
+/// The text `kube-ipvs plan` prints.
+pub fn plan_text(args: &OneshotArgs, cfg: ProxyConfig) -> Result<String> {
     need_manifests(args)?;
     let mut p = build(args, cfg, true)?;
-    stdout(&oneshot::plan_text(&mut p))
+    Ok(oneshot::plan_text(&mut p))
 }
 
 /// `kube-ipvs sync-once`: adopt, apply, verify; fails unless the kernel converged.

@@ -24,6 +24,15 @@ pub fn parse_signed(s: &str) -> Result<(bool, Duration), String> {
     if body.is_empty() {
         return Err(bad());
     }
+    // Go durations are int64 nanoseconds; every step is checked against that
+    // bound (Go's time.ParseDuration refuses overflow too), so no input can
+    // overflow the arithmetic, whatever its digits.
+    const MAX: u128 = i64::MAX as u128;
+    let out_of_range = || {
+        format!(
+            "invalid duration {s:?}: duration out of range (the largest is 2562047h47m16.854775807s); give a smaller value"
+        )
+    };
     let mut total: u128 = 0;
     let mut rest = body;
     while !rest.is_empty() {
@@ -54,12 +63,20 @@ pub fn parse_signed(s: &str) -> Result<(bool, Duration), String> {
             _ => return Err(bad()),
         };
         rest = &rest[unit_end..];
-        let int: u128 = if int_part.is_empty() {
-            0
-        } else {
-            int_part.parse().map_err(|_| bad())?
-        };
-        let mut nanos = int.checked_mul(unit).ok_or_else(bad)?;
+        // Digit by digit, so an integer part of any length is "out of range",
+        // not a parse failure.
+        let mut int: u128 = 0;
+        for d in int_part.bytes() {
+            int = int
+                .checked_mul(10)
+                .and_then(|v| v.checked_add(u128::from(d - b'0')))
+                .filter(|&v| v <= MAX)
+                .ok_or_else(out_of_range)?;
+        }
+        let mut nanos = int
+            .checked_mul(unit)
+            .filter(|&v| v <= MAX)
+            .ok_or_else(out_of_range)?;
         // Fractions: Go keeps the digits that still matter at nanosecond precision.
         let mut scale = unit;
         for d in frac_part.bytes() {
@@ -67,13 +84,15 @@ pub fn parse_signed(s: &str) -> Result<(bool, Duration), String> {
             if scale == 0 {
                 break;
             }
-            nanos += u128::from(d - b'0') * scale;
+            nanos = nanos
+                .checked_add(u128::from(d - b'0') * scale)
+                .filter(|&v| v <= MAX)
+                .ok_or_else(out_of_range)?;
         }
-        total = total.checked_add(nanos).ok_or_else(bad)?;
-    }
-    // Go durations are int64 nanoseconds.
-    if total > i64::MAX as u128 {
-        return Err(format!("invalid duration {s:?}: out of range"));
+        total = total
+            .checked_add(nanos)
+            .filter(|&v| v <= MAX)
+            .ok_or_else(out_of_range)?;
     }
     let secs = (total / 1_000_000_000) as u64;
     let sub = (total % 1_000_000_000) as u32;

@@ -35,89 +35,99 @@ pub enum LogFormat {
 }
 
 /// Flags of the daemon; each is `None` unless given, so the file's value stays.
+///
+/// Every one is global: kube-proxy's flags are accepted before or after any
+/// subcommand (`kube-ipvs plan --nodeport-addresses=...`) and listed in each
+/// subcommand's `--help`, since the one-shot subcommands build the same
+/// proxy configuration as the daemon.
 #[derive(Debug, Clone, Default, Args)]
 #[command(next_help_heading = "Proxy options (kube-proxy's names; they override --config)")]
 pub struct DaemonFlags {
     /// A KubeProxyConfiguration file (kubeproxy.config.k8s.io/v1alpha1, YAML or JSON).
-    #[arg(long, value_name = "FILE")]
+    #[arg(global = true, long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Path to a kubeconfig file (default: in-cluster service account).
-    #[arg(long, value_name = "FILE")]
+    #[arg(global = true, long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
     /// Node name to use instead of the hostname.
-    #[arg(long, value_name = "NAME")]
+    #[arg(global = true, long, value_name = "NAME")]
     pub hostname_override: Option<String>,
     /// IPVS scheduler [default: rr] [accepted: rr, wrr, lc, wlc, lblc, lblcr, sh, dh, sed, nq, mh].
-    #[arg(long, value_name = "NAME", value_parser = parse_scheduler)]
+    #[arg(global = true, long, value_name = "NAME", value_parser = parse_scheduler)]
     pub ipvs_scheduler: Option<Scheduler>,
     /// Full resync interval, > 0 [default: 30s].
-    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    #[arg(global = true, long, value_name = "DURATION", value_parser = duration::parse)]
     pub ipvs_sync_period: Option<Duration>,
     /// Minimum interval between syncs, <= --ipvs-sync-period [default: 0s].
-    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    #[arg(global = true, long, value_name = "DURATION", value_parser = duration::parse)]
     pub ipvs_min_sync_period: Option<Duration>,
     /// Comma-separated CIDRs whose IPVS services kube-ipvs never touches.
-    #[arg(long, value_name = "CIDR,...", value_parser = parse_cidrs)]
+    #[arg(global = true, long, value_name = "CIDR,...", value_parser = parse_cidrs)]
     pub ipvs_exclude_cidrs: Option<CidrList>,
     /// Set arp_ignore=1 and arp_announce=2 (needed by MetalLB/kube-vip L2).
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    #[arg(global = true, long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub ipvs_strict_arp: Option<bool>,
     /// IPVS idle TCP timeout; 0 keeps the kernel's [default: 0s].
-    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    #[arg(global = true, long, value_name = "DURATION", value_parser = duration::parse)]
     pub ipvs_tcp_timeout: Option<Duration>,
     /// IPVS TCP timeout after FIN; 0 keeps the kernel's [default: 0s].
-    #[arg(long = "ipvs-tcpfin-timeout", value_name = "DURATION", value_parser = duration::parse)]
+    #[arg(global = true, long = "ipvs-tcpfin-timeout", value_name = "DURATION", value_parser = duration::parse)]
     pub ipvs_tcpfin_timeout: Option<Duration>,
     /// IPVS UDP timeout; 0 keeps the kernel's [default: 0s].
-    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    #[arg(global = true, long, value_name = "DURATION", value_parser = duration::parse)]
     pub ipvs_udp_timeout: Option<Duration>,
     /// Proxy mode; kube-ipvs is the ipvs mode only (accepted for kube-proxy DaemonSet compatibility).
-    #[arg(long, value_name = "MODE", value_parser = parse_proxy_mode)]
+    #[arg(global = true, long, value_name = "MODE", value_parser = parse_proxy_mode)]
     pub proxy_mode: Option<String>,
     /// Bit of the packet mark that requests SNAT, 0-31 [default: 14].
-    #[arg(long, value_name = "BIT", value_parser = clap::value_parser!(u8).range(0..=31))]
+    #[arg(global = true, long, value_name = "BIT", value_parser = clap::value_parser!(u8).range(0..=31))]
     pub iptables_masquerade_bit: Option<u8>,
     /// SNAT all traffic to Service IPs.
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    #[arg(global = true, long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub masquerade_all: Option<bool>,
     /// Pod CIDR, or an IPv4,IPv6 pair, for detecting local traffic.
-    #[arg(long, value_name = "CIDR[,CIDR]", value_parser = parse_cluster)]
+    #[arg(global = true, long, value_name = "CIDR[,CIDR]", value_parser = parse_cluster)]
     pub cluster_cidr: Option<CidrList>,
     /// Node addresses NodePorts listen on: CIDRs, "primary" or "all" [default: all].
-    #[arg(long, value_name = "CIDR,...", value_delimiter = ',')]
+    #[arg(global = true, long, value_name = "CIDR,...", value_delimiter = ',')]
     pub nodeport_addresses: Option<Vec<String>>,
     /// Health check server address [default: 0.0.0.0:10256].
-    #[arg(long, value_name = "IP:PORT", value_parser = |s: &str| parse_bind_address(s, HEALTHZ_PORT))]
+    #[arg(global = true, long, value_name = "IP:PORT", value_parser = |s: &str| parse_bind_address(s, HEALTHZ_PORT))]
     pub healthz_bind_address: Option<SocketAddr>,
     /// Metrics server address [default: 127.0.0.1:10249].
-    #[arg(long, value_name = "IP:PORT", value_parser = |s: &str| parse_bind_address(s, METRICS_PORT))]
+    #[arg(global = true, long, value_name = "IP:PORT", value_parser = |s: &str| parse_bind_address(s, METRICS_PORT))]
     pub metrics_bind_address: Option<SocketAddr>,
     /// Conntrack entries per CPU; 0 leaves nf_conntrack_max alone [default: 32768].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=i32::MAX as i64))]
+    #[arg(global = true, long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=i32::MAX as i64))]
     pub conntrack_max_per_core: Option<u32>,
     /// Lower bound of nf_conntrack_max [default: 131072].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=i32::MAX as i64))]
+    #[arg(global = true, long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=i32::MAX as i64))]
     pub conntrack_min: Option<u32>,
     /// Idle established TCP conntrack timeout; 0 keeps the kernel's [default: 24h0m0s].
-    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    #[arg(global = true, long, value_name = "DURATION", value_parser = duration::parse)]
     pub conntrack_tcp_timeout_established: Option<Duration>,
     /// CLOSE_WAIT conntrack timeout; 0 keeps the kernel's [default: 1h0m0s].
-    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    #[arg(global = true, long, value_name = "DURATION", value_parser = duration::parse)]
     pub conntrack_tcp_timeout_close_wait: Option<Duration>,
     /// Conntrack liberal TCP mode (out-of-window packets are not INVALID).
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    #[arg(global = true, long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub conntrack_tcp_be_liberal: Option<bool>,
     /// Idle unreplied UDP conntrack timeout; 0 keeps the kernel's [default: 0s].
-    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    #[arg(global = true, long, value_name = "DURATION", value_parser = duration::parse)]
     pub conntrack_udp_timeout: Option<Duration>,
     /// Idle assured UDP conntrack timeout; 0 keeps the kernel's [default: 0s].
-    #[arg(long, value_name = "DURATION", value_parser = duration::parse)]
+    #[arg(global = true, long, value_name = "DURATION", value_parser = duration::parse)]
     pub conntrack_udp_timeout_stream: Option<Duration>,
     /// Log format.
-    #[arg(long, value_name = "FORMAT", visible_alias = "logging-format")]
+    #[arg(
+        global = true,
+        long,
+        value_name = "FORMAT",
+        visible_alias = "logging-format"
+    )]
     pub log_format: Option<LogFormat>,
     /// Log verbosity as klog's: 0-2 info, 3-4 debug, 5+ trace (RUST_LOG overrides).
-    #[arg(short = 'v', long = "v", value_name = "LEVEL")]
+    #[arg(global = true, short = 'v', long = "v", value_name = "LEVEL")]
     pub verbosity: Option<u8>,
 }
 

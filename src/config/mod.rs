@@ -11,6 +11,7 @@ pub mod flags;
 mod parse;
 #[cfg(test)]
 mod tests;
+mod value;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;

@@ -1,14 +1,14 @@
 //! The `KubeProxyConfiguration` reader: strict on fields we know, warning on upstream fields we don't implement.
 //!
-//! The document is read with serde into a YAML value tree (JSON goes through
-//! serde_json first), then walked by hand so every error names its field path
-//! and accepted values, as upstream's strict decoding rejects unknown fields.
+//! The document is read into a YAML-shaped value tree (YAML through
+//! serde-saphyr, JSON through serde_json), then walked by hand so every error
+//! names its field path and accepted values, as upstream's strict decoding
+//! rejects unknown fields.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_yaml::Value;
-
+use super::value::Value;
 use super::{
     ConfigError, ConfigValues, HEALTHZ_PORT, METRICS_PORT, Parsed, duration, parse_bind_address,
     parse_cidr_list, parse_cluster_cidrs, parse_node_port_addresses, parse_scheduler,
@@ -22,12 +22,10 @@ type Result<T> = std::result::Result<T, ConfigError>;
 /// Parses a `KubeProxyConfiguration` document (YAML or JSON).
 pub fn parse_str(text: &str) -> Result<Parsed> {
     let root: Value = if text.trim_start().starts_with('{') {
-        let j: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| ConfigError::new("(document)", format!("invalid JSON: {e}")))?;
-        serde_yaml::to_value(j)
+        serde_json::from_str(text)
             .map_err(|e| ConfigError::new("(document)", format!("invalid JSON: {e}")))?
     } else {
-        serde_yaml::from_str(text)
+        serde_saphyr::from_str_with_options(text, crate::yaml::options())
             .map_err(|e| ConfigError::new("(document)", format!("invalid YAML: {e}")))?
     };
     if matches!(root, Value::Null) {
@@ -58,7 +56,6 @@ fn kind_of(v: &Value) -> &'static str {
         Value::String(_) => "a string",
         Value::Sequence(_) => "a list",
         Value::Mapping(_) => "an object",
-        Value::Tagged(_) => "a tagged value",
     }
 }
 
@@ -258,8 +255,8 @@ fn is_empty(v: &Value) -> bool {
         // Zero durations are upstream's "use the default".
         Value::String(s) => s.is_empty() || s == "0s" || s == "0",
         Value::Sequence(s) => s.is_empty(),
-        Value::Mapping(m) => m.is_empty() || m.values().all(is_empty),
-        Value::Number(_) | Value::Tagged(_) => false,
+        Value::Mapping(m) => m.iter().all(|(_, v)| is_empty(v)),
+        Value::Number(_) => false,
     }
 }
 

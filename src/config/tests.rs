@@ -76,6 +76,43 @@ fn go_durations() {
 }
 
 #[test]
+fn duration_overflow_is_an_error_not_a_wrap() {
+    // Regression: the fraction was added unchecked, so this panicked with
+    // overflow checks and wrapped to 444ns without them.
+    for s in [
+        "340282366920938463463374607431768211.9us",
+        "340282366920938463463374607431768211us",
+        "9223372036854775807h",
+        "2562047h47m16.854775808s",
+        "9223372036854775808ns",
+        "99999999999999999999999999999999999999999999999999ns",
+        "1h9223372036854775807ns",
+        "-9223372036854775808ns",
+    ] {
+        let e = duration::parse_signed(s).unwrap_err();
+        assert!(e.contains("duration out of range"), "{s}: {e}");
+        assert!(e.contains(s), "{s}: {e}");
+    }
+    // The largest Go duration still parses, spelled either way.
+    let max = Duration::new(9_223_372_036, 854_775_807);
+    assert_eq!(duration::parse("9223372036854775807ns"), Ok(max));
+    assert_eq!(duration::parse("2562047h47m16.854775807s"), Ok(max));
+    assert_eq!(duration::format(max), "2562047h47m16.854775807s");
+    // Many fraction digits: those below a nanosecond are dropped, as in Go.
+    let long_frac = format!("1.{}s", "9".repeat(500));
+    assert_eq!(
+        duration::parse(&long_frac),
+        Ok(Duration::new(1, 999_999_999))
+    );
+    assert_eq!(
+        duration::parse("0.0000000019s"),
+        Ok(Duration::from_nanos(1))
+    );
+    let long_zeros = format!("{}1s", "0".repeat(300));
+    assert_eq!(duration::parse(&long_zeros), Ok(secs(1)));
+}
+
+#[test]
 fn defaults_match_upstream() {
     let p = parse("").unwrap();
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
@@ -618,7 +655,7 @@ fn cpu_lists() {
 #[test]
 fn deploy_configmap_parses() {
     let text = include_str!("../../deploy/configmap.yaml");
-    let cm: serde_yaml::Value = serde_yaml::from_str(text).unwrap();
+    let cm = crate::yaml::from_str(text).unwrap();
     assert_eq!(cm["kind"], "ConfigMap");
     let doc = cm["data"]["config.conf"].as_str().unwrap();
     let p = parse_str(doc).unwrap();

@@ -7,7 +7,6 @@ use std::path::Path;
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use serde::Deserialize;
 
 use super::kernel::KernelState;
 use super::proxier::Proxier;
@@ -25,8 +24,8 @@ enum Doc {
 fn read_docs(path: &Path) -> Vec<Doc> {
     let input = std::fs::read_to_string(path).expect("yaml file");
     let mut out = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(&input) {
-        let v = serde_yaml::Value::deserialize(doc).expect("yaml");
+    crate::yaml::for_each_document(&input, |_, v| {
+        let v = v.expect("yaml");
         let s = |k: &str| {
             v.get(k)
                 .and_then(|x| x.as_str())
@@ -35,16 +34,18 @@ fn read_docs(path: &Path) -> Vec<Doc> {
         };
         out.push(match v.get("kind").and_then(|k| k.as_str()) {
             Some("Node") => Doc::Node(NodeInfo::from_node(
-                &serde_yaml::from_value::<Node>(v).expect("Node"),
+                &serde_json::from_value::<Node>(v).expect("Node"),
             )),
-            Some("Service") => Doc::Service(Box::new(serde_yaml::from_value(v).expect("Service"))),
+            Some("Service") => Doc::Service(Box::new(serde_json::from_value(v).expect("Service"))),
             Some("EndpointSlice") => {
-                Doc::Slice(Box::new(serde_yaml::from_value(v).expect("EndpointSlice")))
+                Doc::Slice(Box::new(serde_json::from_value(v).expect("EndpointSlice")))
             }
             Some("Delete") => Doc::Delete(s("object"), s("namespace"), s("name")),
             other => panic!("unexpected kind {other:?}"),
         });
-    }
+        Ok::<(), std::convert::Infallible>(())
+    })
+    .unwrap_or_else(|e| match e {});
     out
 }
 

@@ -4,10 +4,10 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use serde::Deserialize;
 use serde_json::Value;
 
-/// Why manifests could not be loaded; names the file and the document (0-based).
+/// Why manifests could not be loaded; names the file and the document (0-based,
+/// counting the non-empty documents).
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
     #[error("cannot read {}: {source}", path.display())]
@@ -16,19 +16,13 @@ pub enum ManifestError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{}: document {doc} is not valid YAML: {source}", path.display())]
+    /// The YAML error is in the message and not a `source`: serde-saphyr's
+    /// errors chain their own cause, so `{:#}` would print it three times.
+    #[error("{}: document {doc} is not valid YAML: {error}", path.display())]
     Yaml {
         path: PathBuf,
         doc: usize,
-        #[source]
-        source: serde_yaml::Error,
-    },
-    #[error("{}: document {doc} cannot be represented as JSON: {source}", path.display())]
-    Json {
-        path: PathBuf,
-        doc: usize,
-        #[source]
-        source: serde_json::Error,
+        error: Box<serde_saphyr::Error>,
     },
     #[error("{}: document {doc}: invalid {kind}{}: {source}", path.display(), name_suffix(name))]
     Object {
@@ -96,23 +90,15 @@ pub fn load_str(text: &str, path: &Path, m: &mut Manifests) -> Result<(), Manife
         }
         return Ok(());
     }
-    for (doc, de) in serde_yaml::Deserializer::from_str(text).enumerate() {
-        let y = serde_yaml::Value::deserialize(de).map_err(|source| ManifestError::Yaml {
+    // Empty documents (a trailing `---`) are skipped and not counted.
+    crate::yaml::for_each_document(text, |doc, v| {
+        let v = v.map_err(|error| ManifestError::Yaml {
             path: path.to_path_buf(),
             doc,
-            source,
+            error: Box::new(error),
         })?;
-        if y.is_null() {
-            continue; // empty document, e.g. a trailing `---`
-        }
-        let v: Value = serde_json::to_value(y).map_err(|source| ManifestError::Json {
-            path: path.to_path_buf(),
-            doc,
-            source,
-        })?;
-        add(v, path, doc, None, m)?;
-    }
-    Ok(())
+        add(v, path, doc, None, m)
+    })
 }
 
 /// Dispatches one object by `kind` (`item_kind`: the kind implied by a typed list).
