@@ -174,8 +174,11 @@ featureGates:
 write("config_file", "min.json", '{"apiVersion":"kubeproxy.config.k8s.io/v1alpha1","kind":"KubeProxyConfiguration",'
       '"ipvs":{"syncPeriod":"1m30s","minSyncPeriod":"500ms"},"nodePortAddresses":["10.0.0.0/8","fd00::/64"]}')
 
-# Durations.
-for i, d in enumerate(["30s", "1h30m", "500ms", "-2.5us", "1.5h", "0", "300ns", "2562047h47m16.854775807s", ".5s", "1µs"]):
+# Durations, with the limits: i64::MAX ns (Go's largest) and a value whose
+# integer part alone still fits a u128 of nanoseconds.
+for i, d in enumerate(["30s", "1h30m", "500ms", "-2.5us", "1.5h", "0", "300ns", "2562047h47m16.854775807s", ".5s", "1µs",
+                       "9223372036854775807ns", "340282366920938463463374607431768211us",
+                       "340282366920938463463374607431768211.4us"]):
     write("duration", f"d{i}", d)
 
 # Flags: NUL-separated arguments after `kube-ipvs`.
