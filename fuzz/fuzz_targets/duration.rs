@@ -6,7 +6,9 @@ use kube_ipvs::config::duration::{format, parse, parse_signed};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(d) = parse(text) {
         let _ = format(d);
     }

@@ -11,10 +11,14 @@ use kube_ipvs::config::ConfigValues;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let args = std::iter::once(OsString::from("kube-ipvs"))
-        .chain(data.split(|&b| b == 0).map(|a| OsString::from_vec(a.to_vec())));
+    let args = std::iter::once(OsString::from("kube-ipvs")).chain(
+        data.split(|&b| b == 0)
+            .map(|a| OsString::from_vec(a.to_vec())),
+    );
     // --help and --version are errors of try_parse_from, not exits.
-    let Ok(cli) = Cli::try_parse_from(args) else { return };
+    let Ok(cli) = Cli::try_parse_from(args) else {
+        return;
+    };
     if let Ok(values) = cli.daemon.values() {
         let _ = ConfigValues::default().overlay(values).resolve();
     }

@@ -20,11 +20,16 @@ impl RestoreTarget for Accept {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     match parse_restore(text) {
         Ok(lines) => {
             let failures = apply_restore(&mut Accept, &lines);
-            assert!(failures.is_empty(), "a target that accepts all reported {failures:?}");
+            assert!(
+                failures.is_empty(),
+                "a target that accepts all reported {failures:?}"
+            );
         }
         Err(errors) => assert!(!errors.is_empty()),
     }

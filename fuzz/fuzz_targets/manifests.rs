@@ -14,7 +14,9 @@ use libfuzzer_sys::fuzz_target;
 const NODE: &str = "node-a";
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let mut m = Manifests::default();
     if load_str(text, Path::new("fuzz.yaml"), &mut m).is_err() {
         return;
@@ -36,6 +38,10 @@ fuzz_target!(|data: &[u8]| {
     let mut p = proxier(cfg, node, &m);
     let plan = p.sync(0);
     // The model rejecting its own operations is a bug whatever the input.
-    assert!(plan.internal_errors.is_empty(), "{:?}", plan.internal_errors);
+    assert!(
+        plan.internal_errors.is_empty(),
+        "{:?}",
+        plan.internal_errors
+    );
     let _ = plan_text(&mut p);
 });
