@@ -3,7 +3,8 @@
 #   1. cargo fmt --check
 #   2. cargo clippy --workspace --all-targets -- -D warnings
 #   3. native cargo test --workspace (kernel tests show as ignored here)
-#   4. the kernel suite, in the lab (scripts/kernel-lab.sh), in one VM boot
+#   4. a fuzz smoke: every fuzz target for KUBE_IPVS_FUZZ_SECONDS (default 10) s (scripts/fuzz.sh)
+#   5. the kernel suite, in the lab (scripts/kernel-lab.sh), in one VM boot
 # It fails if the kernel suite did not run or executed zero tests.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -12,12 +13,17 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "cargo fmt --check"
 cargo fmt --all --check
+cargo fmt --manifest-path fuzz/Cargo.toml --check   # the fuzz workspace is separate
 
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test --workspace (native)"
 cargo test --workspace --locked
+
+step "fuzz smoke: every target for ${KUBE_IPVS_FUZZ_SECONDS:-10} s (scripts/fuzz.sh)"
+# Builds the fuzz workspace (installing cargo-fuzz if needed); fails on any crash.
+scripts/fuzz.sh "${KUBE_IPVS_FUZZ_SECONDS:-10}"
 
 step "building the kernel test binaries"
 # Kernel tests live in test targets named kernel_*; collect their executables.

@@ -44,7 +44,10 @@ impl NetlinkSocket {
 }
 
 /// Finds CTRL_ATTR_FAMILY_ID in a NEWFAMILY reply payload (genl header + attributes).
-fn family_id_from_reply(payload: &[u8]) -> Result<Option<u16>, NetlinkError> {
+///
+/// Public for the fuzz targets (`fuzz/`), which feed it arbitrary bytes.
+#[doc(hidden)]
+pub fn family_id_from_reply(payload: &[u8]) -> Result<Option<u16>, NetlinkError> {
     use netlink_packet_core::{NlaBuffer, NlasIterator, Parseable};
     let attrs = payload
         .get(GENL_HDRLEN..)

@@ -562,18 +562,7 @@ impl NetlinkSocket {
                 }
                 match h.msg_type {
                     NLMSG_DONE => {
-                        // NLMSG_DONE carries the dump's own error code.
-                        if payload.len() >= 4 {
-                            let code = i32::from_ne_bytes([
-                                payload[0], payload[1], payload[2], payload[3],
-                            ]);
-                            if code < 0 {
-                                return Err(NetlinkError::Kernel {
-                                    errno: -code,
-                                    message: ext_ack_message(&payload[4..]),
-                                });
-                            }
-                        }
+                        parse_done(payload)?;
                         return Ok(interrupted);
                     }
                     NLMSG_ERROR => {
@@ -586,6 +575,22 @@ impl NetlinkSocket {
             }
         }
     }
+}
+
+/// Decodes an NLMSG_DONE payload: it carries the dump's own error code
+/// (negative errno, then extended-ACK attributes), or nothing.
+pub fn parse_done(payload: &[u8]) -> Result<(), NetlinkError> {
+    if let Some(b) = payload.first_chunk::<4>() {
+        let code = i32::from_ne_bytes(*b);
+        if code < 0 {
+            // Saturating: a garbled i32::MIN must not overflow (found by fuzzing).
+            return Err(NetlinkError::Kernel {
+                errno: code.saturating_neg(),
+                message: ext_ack_message(&payload[4..]),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Decodes an NLMSG_ERROR payload: errno 0 is an ACK, anything else the kernel's refusal.
@@ -726,6 +731,28 @@ mod tests {
         let mut junk = (-1i32).to_ne_bytes().to_vec();
         junk.extend([0xff; 30]);
         assert!(parse_ack(&h, &junk).is_err());
+    }
+
+    #[test]
+    fn done_carries_the_dump_error_and_survives_i32_min() {
+        assert!(parse_done(&[]).is_ok());
+        assert!(parse_done(&0i32.to_ne_bytes()).is_ok());
+        let mut p = (-95i32).to_ne_bytes().to_vec();
+        p.extend([9, 0, 1, 0, b'n', b'o', b'p', b'e', 0, 0, 0, 0]);
+        match parse_done(&p) {
+            Err(NetlinkError::Kernel { errno: 95, message }) => {
+                assert_eq!(message.as_deref(), Some("nope"))
+            }
+            other => panic!("{other:?}"),
+        }
+        // Negating i32::MIN overflowed here before.
+        assert!(matches!(
+            parse_done(&i32::MIN.to_ne_bytes()),
+            Err(NetlinkError::Kernel {
+                errno: i32::MAX,
+                ..
+            })
+        ));
     }
 
     #[test]
