@@ -17,9 +17,9 @@ use super::desired::{Aggregate, Touched};
 use super::kernel::{KService, KernelState};
 use super::plan::{ConntrackFilter, IpvsOp, Op, Plan};
 use crate::model::config::ProxyConfig;
-use crate::model::contribution::{Contribution, HealthCheck, contribution};
+use crate::model::contribution::{Contribution, HealthCheck, Refusal, contribution};
 use crate::model::input::{
-    ParsedService, ServiceInput, SliceInput, SvcId, parse_service, parse_slice, svc_id,
+    ParsedService, Seniority, ServiceInput, SliceInput, SvcId, parse_service, parse_slice, svc_id,
 };
 use crate::model::ipset::{IpsetEntry, SetKind, SetName};
 use crate::model::iptables;
@@ -74,6 +74,19 @@ fn sorted<T: Ord>(set: HashSet<T>) -> Vec<T> {
     let mut v: Vec<T> = set.into_iter().collect();
     v.sort_unstable();
     v
+}
+
+/// Why the first Service of a conflict won, for the loser's warning.
+fn older_because(winner: Option<&Seniority>, loser: Option<&Seniority>) -> String {
+    let (w, l) = (winner.cloned().unwrap_or_default(), loser.cloned().unwrap_or_default());
+    match (w.created, l.created) {
+        (Some(a), Some(b)) if a != b => format!("created {a}, this one {b}"),
+        (Some(a), None) => format!("created {a}; this one has no creationTimestamp"),
+        (Some(_), Some(_)) if w.uid.is_some() && w.uid != l.uid => {
+            "same creationTimestamp; its uid sorts first".to_string()
+        }
+        _ => "no creationTimestamp and uid to tell; its namespace/name sorts first".to_string(),
+    }
 }
 
 /// Keeps desired state per Service, the last applied state and drains.
@@ -171,13 +184,23 @@ impl Proxier {
             }
         }
         for (key, owners) in self.agg.conflicts() {
+            let winner = &owners[0].0;
             for (loser, _) in &owners[1..] {
-                w.entry(loser.clone())
-                    .or_default()
-                    .push(format!("{key} is already used by {}", owners[0].0));
+                let why = older_because(self.agg.seniority(winner), self.agg.seniority(loser));
+                w.entry(loser.clone()).or_default().push(format!(
+                    "{key} is already used by the older Service {winner} ({why}); \
+                     not programmed for this Service (use another address or port)"
+                ));
             }
         }
         w
+    }
+
+    /// Services refused whole, with the reason (for a per-reason metric).
+    pub fn refused(&self) -> impl Iterator<Item = (&SvcId, &Refusal)> {
+        self.contributions
+            .iter()
+            .filter_map(|(id, c)| c.refused.as_ref().map(|r| (id, r)))
     }
 
     // ---- events ------------------------------------------------------------
@@ -566,21 +589,30 @@ impl Proxier {
     // ---- adoption and drift repair -------------------------------------------
 
     /// Whether an observed virtual service is ours: never firewall-mark
-    /// services or excludeCIDRs; otherwise one we want or made, one on a
-    /// kube-ipvs0 address or in KUBE-IPVS-IPS (`ours`), or a node-address one
-    /// in the NodePort range. Anything else (keepalived's VIPs, …) is foreign
-    /// and left alone.
+    /// services; otherwise one we want or made, one on a kube-ipvs0 address
+    /// or in KUBE-IPVS-IPS (`ours`), or a node-address one in the NodePort
+    /// range. Anything else (keepalived's VIPs, …) is foreign and left alone.
+    /// Inside excludeCIDRs only the first two count: as upstream's
+    /// `cleanLegacyService`, a service there that we neither want nor made in
+    /// this run is someone else's, whatever address it sits on.
     fn owns_service(&self, k: &ServiceKey, ours: &HashSet<IpAddr>) -> bool {
         let Some(a) = k.addr() else { return false };
         let ip = a.ip();
-        if self.cfg.is_excluded(&ip) || !self.cfg.serves(k.family()) {
+        if !self.cfg.serves(k.family()) {
             return false;
         }
+        if self.agg.effective(k).is_some() || self.applied.services.contains_key(k) {
+            return true;
+        }
         let (lo, hi) = self.cfg.node_port_range;
-        self.agg.effective(k).is_some()
-            || self.applied.services.contains_key(k)
-            || ours.contains(&ip)
-            || (self.node.has_address(&ip) && (lo..=hi).contains(&a.port()))
+        !self.cfg.is_excluded(&ip)
+            && (ours.contains(&ip) || (self.node.has_address(&ip) && (lo..=hi).contains(&a.port())))
+    }
+
+    /// Whether an address on kube-ipvs0 is ours to keep or unbind: inside
+    /// excludeCIDRs only one we want or bound in this run.
+    fn owns_address(&self, ip: &IpAddr) -> bool {
+        !self.cfg.is_excluded(ip) || self.agg.has_address(ip) || self.applied.addresses.contains(ip)
     }
 
     /// The part of an observed state that is ours to manage.
@@ -603,7 +635,7 @@ impl Proxier {
             }
         }
         observed.services.retain(|k, _| self.owns_service(k, &ours));
-        observed.addresses.retain(|a| !self.cfg.is_excluded(a));
+        observed.addresses.retain(|a| self.owns_address(a));
         observed
     }
 
