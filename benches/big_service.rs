@@ -15,7 +15,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, BenchmarkId, Criterion};
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeStatus, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{
+    Node, NodeAddress, NodeStatus, Service, ServicePort, ServiceSpec,
+};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube_ipvs::model::{NodeInfo, ProxyConfig};
@@ -173,7 +175,11 @@ fn axes() -> [(&'static str, [Case; 3]); 2] {
     [
         (
             "ports",
-            [Case::new(10, 100), Case::new(100, 100), Case::new(1_000, 100)],
+            [
+                Case::new(10, 100),
+                Case::new(100, 100),
+                Case::new(1_000, 100),
+            ],
         ),
         (
             "external IPs",

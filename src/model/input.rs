@@ -53,7 +53,8 @@ fn present_first<T: Ord>(a: &Option<T>, b: &Option<T>) -> Ordering {
 impl Ord for Seniority {
     /// Older first.
     fn cmp(&self, other: &Self) -> Ordering {
-        present_first(&self.created, &other.created).then_with(|| present_first(&self.uid, &other.uid))
+        present_first(&self.created, &other.created)
+            .then_with(|| present_first(&self.uid, &other.uid))
     }
 }
 

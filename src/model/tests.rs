@@ -783,13 +783,19 @@ fn no_cap() -> ProxyConfig {
 fn the_count_equals_the_virtual_servers_made() {
     // Shared addresses and ports are counted once, as they are made once.
     let lb = |spec: Value, ingress: Value| {
-        service_full(json!({"metadata": {"namespace": "ns", "name": "web"}, "spec": spec,
-                            "status": {"loadBalancer": {"ingress": ingress}}}))
+        service_full(
+            json!({"metadata": {"namespace": "ns", "name": "web"}, "spec": spec,
+                            "status": {"loadBalancer": {"ingress": ingress}}}),
+        )
     };
     let two_ports = json!([{"name": "http", "port": 80, "nodePort": 30080},
                            {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053}]);
     let cases = [
-        service("ns", "web", json!({"clusterIP": "10.96.0.10", "ports": port80()})),
+        service(
+            "ns",
+            "web",
+            json!({"clusterIP": "10.96.0.10", "ports": port80()}),
+        ),
         service(
             "ns",
             "web",
@@ -849,7 +855,10 @@ fn a_service_over_the_cap_contributes_nothing_but_the_refusal() {
         super::contribution::Refusal::TooManyVirtualServers { count: 6, cap: 5 }
     );
     let w = c.warnings.join("\n");
-    assert!(w.contains("needs 6 IPVS virtual servers") && w.contains("=5"), "{w}");
+    assert!(
+        w.contains("needs 6 IPVS virtual servers") && w.contains("=5"),
+        "{w}"
+    );
     // At the cap: programmed.
     let c = build(&svc(&["198.51.100.1"]), &[], &node(), &cfg);
     assert_eq!(c.virtual_servers.len(), 4);
@@ -893,10 +902,24 @@ fn many_ports_resolve_their_slice_ports_by_name() {
     let ports: Vec<Value> = (0..n)
         .map(|i| json!({"name": format!("p{i}"), "port": 1_000 + i}))
         .collect();
-    let svc = service("ns", "web", json!({"clusterIP": "10.96.0.10", "ports": ports}));
-    let sp: Vec<(String, u16)> = (0..n).rev().map(|i| (format!("p{i}"), 20_000 + i)).collect();
+    let svc = service(
+        "ns",
+        "web",
+        json!({"clusterIP": "10.96.0.10", "ports": ports}),
+    );
+    let sp: Vec<(String, u16)> = (0..n)
+        .rev()
+        .map(|i| (format!("p{i}"), 20_000 + i))
+        .collect();
     let sp_ref: Vec<(&str, u16, &str)> = sp.iter().map(|(s, p)| (s.as_str(), *p, "TCP")).collect();
-    let sl = slice("ns", "web-1", "web", "IPv4", &sp_ref, &[READY_REMOTE("10.244.1.5")]);
+    let sl = slice(
+        "ns",
+        "web-1",
+        "web",
+        "IPv4",
+        &sp_ref,
+        &[READY_REMOTE("10.244.1.5")],
+    );
     let c = build(&svc, &[sl], &node(), &ProxyConfig::default());
     assert_eq!(c.virtual_servers.len(), n as usize);
     for i in [0, 7, n - 1] {

@@ -78,7 +78,10 @@ fn sorted<T: Ord>(set: HashSet<T>) -> Vec<T> {
 
 /// Why the first Service of a conflict won, for the loser's warning.
 fn older_because(winner: Option<&Seniority>, loser: Option<&Seniority>) -> String {
-    let (w, l) = (winner.cloned().unwrap_or_default(), loser.cloned().unwrap_or_default());
+    let (w, l) = (
+        winner.cloned().unwrap_or_default(),
+        loser.cloned().unwrap_or_default(),
+    );
     match (w.created, l.created) {
         (Some(a), Some(b)) if a != b => format!("created {a}, this one {b}"),
         (Some(a), None) => format!("created {a}; this one has no creationTimestamp"),

@@ -973,7 +973,13 @@ fn slice_moving_between_services_and_deletion() {
 
 /// Service `name` on `ip` with externalIP 198.51.100.7 and the given ports,
 /// created at `created` (RFC 3339) with `uid`, when given.
-fn claimant(name: &str, ip: &str, ports: &[u16], created: Option<&str>, uid: Option<&str>) -> Service {
+fn claimant(
+    name: &str,
+    ip: &str,
+    ports: &[u16],
+    created: Option<&str>,
+    uid: Option<&str>,
+) -> Service {
     let mut meta = json!({"namespace": "ns", "name": name});
     if let Some(t) = created {
         meta["creationTimestamp"] = t.into();
@@ -996,11 +1002,22 @@ fn claimant_slice(name: &str, ports: &[u16], ep: &str) -> EndpointSlice {
         .zip(ports)
         .map(|(n, p)| (n.as_str(), 8000 + p, "TCP"))
         .collect();
-    slice("ns", &format!("{name}-1"), name, "IPv4", &sp, &[(ep, true, true, false, "node-b")])
+    slice(
+        "ns",
+        &format!("{name}-1"),
+        name,
+        "IPv4",
+        &sp,
+        &[(ep, true, true, false, "node-b")],
+    )
 }
 
 fn real_servers(k: &KernelState, key: &ServiceKey) -> Vec<SocketAddr> {
-    k.services[key].destinations.iter().map(|d| d.addr).collect()
+    k.services[key]
+        .destinations
+        .iter()
+        .map(|d| d.addr)
+        .collect()
 }
 
 #[test]
@@ -1008,8 +1025,20 @@ fn the_older_service_wins_a_conflict_whatever_its_name() {
     let ext80 = tcp("198.51.100.7:80");
     // `a` sorts first by name but is newer; `z` is older. Both insertion orders.
     for a_first in [true, false] {
-        let a = claimant("a", "10.96.0.1", &[80, 443], Some("2024-02-01T00:00:00Z"), Some("u-a"));
-        let z = claimant("z", "10.96.0.2", &[80], Some("2024-01-01T00:00:00Z"), Some("u-z"));
+        let a = claimant(
+            "a",
+            "10.96.0.1",
+            &[80, 443],
+            Some("2024-02-01T00:00:00Z"),
+            Some("u-a"),
+        );
+        let z = claimant(
+            "z",
+            "10.96.0.2",
+            &[80],
+            Some("2024-01-01T00:00:00Z"),
+            Some("u-z"),
+        );
         let mut p = proxier();
         let mut k = KernelState::default();
         if a_first {
@@ -1119,10 +1148,19 @@ fn a_service_growing_over_the_cap_is_removed_and_back_under_it_returns() {
     apply(&mut k, &p.sync(2));
     apply(&mut k, &p.tick(3, no_conns));
     assert_eq!(k, sets_before);
-    let refused: Vec<_> = p.refused().map(|(id, r)| (id.to_string(), r.label())).collect();
-    assert_eq!(refused, [("ns/big".to_string(), "too_many_virtual_servers")]);
+    let refused: Vec<_> = p
+        .refused()
+        .map(|(id, r)| (id.to_string(), r.label()))
+        .collect();
+    assert_eq!(
+        refused,
+        [("ns/big".to_string(), "too_many_virtual_servers")]
+    );
     let w = &p.warnings()["ns/big"];
-    assert!(w.iter().any(|w| w.contains("needs 8") && w.contains("=6")), "{w:?}");
+    assert!(
+        w.iter().any(|w| w.contains("needs 8") && w.contains("=6")),
+        "{w:?}"
+    );
     // Back to 6: programmed again.
     p.upsert_service(&with_ext(&["198.51.100.1", "198.51.100.2"]));
     apply(&mut k, &p.sync(4));
