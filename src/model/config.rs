@@ -159,11 +159,11 @@ pub struct ProxyConfig {
 /// Default cap on one Service's virtual servers. The largest legitimate
 /// Service we can count is a dual-stack LoadBalancer using the whole default
 /// NodePort range (2,768 ports, 30000-32767, which bounds any Service that
-/// needs NodePorts), with per family 1 clusterIP + 2 LB IPs + 1 externalIP
-/// + NodePorts on 12 node addresses: 2,768 × 2 × 16 = 88,576. 100,000 keeps
+/// needs NodePorts), with per family a clusterIP, 2 LB IPs, an externalIP and
+/// NodePorts on 12 node addresses: 2,768 × 2 × 16 = 88,576. 100,000 keeps
 /// room above that, while a single object can no longer make every node
-/// build and program an unbounded IPVS table (the plan cost is linear, ~1 µs
-/// per virtual server; the kernel and its netlink dump cost more).
+/// build and program an unbounded IPVS table (planning 100,000 takes about
+/// half a second; the kernel and its netlink dumps cost more).
 pub const DEFAULT_MAX_VIRTUAL_SERVERS_PER_SERVICE: u64 = 100_000;
 
 impl Default for ProxyConfig {

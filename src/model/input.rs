@@ -106,6 +106,9 @@ pub struct ServiceInput {
 }
 
 /// Result of reading a Service.
+// Not boxed: `Proxied` is the common case and is moved into an `Arc` at
+// once; a box would add an allocation per Service read.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParsedService {
     /// Not ours to program (headless, ExternalName, other proxy, no cluster IP).
