@@ -88,7 +88,7 @@ fn older_because(winner: Option<&Seniority>, loser: Option<&Seniority>) -> Strin
         (Some(_), Some(_)) if w.uid.is_some() && w.uid != l.uid => {
             "same creationTimestamp; its uid sorts first".to_string()
         }
-        _ => "no creationTimestamp and uid to tell; its namespace/name sorts first".to_string(),
+        _ => "creationTimestamp and uid do not tell; its namespace/name sorts first".to_string(),
     }
 }
 
