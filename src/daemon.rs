@@ -502,9 +502,15 @@ impl Daemon {
         Ok((plan, conns))
     }
 
-    /// Counts and logs the Services charged with a refusal in this run.
-    fn charge(&self, settled: &Settled) {
+    /// Counts and logs the Services charged with a refusal in this run, and
+    /// those the model refused (their warning becomes an Event).
+    fn charge(&mut self, settled: &Settled) {
         let m = &self.hooks.metrics;
+        for reason in self.proxier.take_model_refusals() {
+            m.service_failures_total
+                .get_or_create(&ReasonLabel { reason })
+                .inc();
+        }
         for (id, reason) in &settled.services {
             tracing::warn!(service = %id, reason = reason.label(), "the kernel refused this Service; retrying it with backoff");
             m.service_failures_total

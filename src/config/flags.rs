@@ -61,7 +61,7 @@ pub struct DaemonFlags {
     /// Minimum interval between syncs, <= --ipvs-sync-period [default: 0s].
     #[arg(global = true, long, value_name = "DURATION", value_parser = duration::parse)]
     pub ipvs_min_sync_period: Option<Duration>,
-    /// Comma-separated CIDRs whose IPVS services kube-ipvs never touches.
+    /// Comma-separated CIDRs where IPVS services kube-ipvs did not make are never adopted or deleted (Services inside are still programmed).
     #[arg(global = true, long, value_name = "CIDR,...", value_parser = parse_cidrs)]
     pub ipvs_exclude_cidrs: Option<CidrList>,
     /// Set arp_ignore=1 and arp_announce=2 (needed by MetalLB/kube-vip L2).
@@ -118,6 +118,9 @@ pub struct DaemonFlags {
     /// Idle assured UDP conntrack timeout; 0 keeps the kernel's [default: 0s].
     #[arg(global = true, long, value_name = "DURATION", value_parser = duration::parse)]
     pub conntrack_udp_timeout_stream: Option<Duration>,
+    /// Refuse a Service needing more IPVS virtual servers than this on a node (ports × its addresses and NodePort node addresses); 0 = no cap [default: 100000].
+    #[arg(global = true, long, value_name = "N")]
+    pub max_virtual_servers_per_service: Option<u64>,
     /// Log format.
     #[arg(
         global = true,
@@ -187,6 +190,7 @@ impl DaemonFlags {
             conntrack_tcp_be_liberal: self.conntrack_tcp_be_liberal,
             conntrack_udp_timeout: self.conntrack_udp_timeout,
             conntrack_udp_stream_timeout: self.conntrack_udp_timeout_stream,
+            max_virtual_servers_per_service: self.max_virtual_servers_per_service,
         })
     }
 

@@ -76,6 +76,8 @@ pub struct ConfigValues {
     pub conntrack_tcp_be_liberal: Option<bool>,
     pub conntrack_udp_timeout: Option<Duration>,
     pub conntrack_udp_stream_timeout: Option<Duration>,
+    /// kube-ipvs only (`--max-virtual-servers-per-service`; no file field).
+    pub max_virtual_servers_per_service: Option<u64>,
 }
 
 /// What the daemon runs with: the model's config plus daemon-level settings.
@@ -237,7 +239,8 @@ impl ConfigValues {
             conntrack_tcp_close_wait_timeout,
             conntrack_tcp_be_liberal,
             conntrack_udp_timeout,
-            conntrack_udp_stream_timeout
+            conntrack_udp_stream_timeout,
+            max_virtual_servers_per_service
         )
     }
 
@@ -282,6 +285,9 @@ impl ConfigValues {
             drain_timeout_secs: defaults.drain_timeout_secs,
             families: vec![Family::Inet, Family::Inet6],
             node_port_range: defaults.node_port_range,
+            max_virtual_servers_per_service: self
+                .max_virtual_servers_per_service
+                .unwrap_or(defaults.max_virtual_servers_per_service),
         };
         let d = ConntrackSettings::default();
         let conntrack = ConntrackSettings {

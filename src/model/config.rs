@@ -139,7 +139,9 @@ pub struct ProxyConfig {
     pub cluster_cidrs: Vec<Cidr>,
     pub node_port_addresses: NodePortAddresses,
     pub strict_arp: bool,
-    /// IPVS services and addresses inside these prefixes are never touched.
+    /// `excludeCIDRs`, as upstream: IPVS services inside these prefixes that
+    /// kube-ipvs neither wants nor made are never adopted or deleted.
+    /// Services whose addresses are inside are programmed as any other.
     pub exclude_cidrs: Vec<Cidr>,
     /// IPVS timeouts; zeroes mean "leave the kernel's value".
     pub timeouts: Timeouts,
@@ -149,7 +151,20 @@ pub struct ProxyConfig {
     pub families: Vec<Family>,
     /// NodePort range: IPVS services on node addresses in this range are ours.
     pub node_port_range: (u16, u16),
+    /// A Service needing more IPVS virtual servers than this on the node is
+    /// refused whole (0 = no cap); see [`DEFAULT_MAX_VIRTUAL_SERVERS_PER_SERVICE`].
+    pub max_virtual_servers_per_service: u64,
 }
+
+/// Default cap on one Service's virtual servers. The largest legitimate
+/// Service we can count is a dual-stack LoadBalancer using the whole default
+/// NodePort range (2,768 ports, 30000-32767, which bounds any Service that
+/// needs NodePorts), with per family a clusterIP, 2 LB IPs, an externalIP and
+/// NodePorts on 12 node addresses: 2,768 × 2 × 16 = 88,576. 100,000 keeps
+/// room above that, while a single object can no longer make every node
+/// build and program an unbounded IPVS table (planning 100,000 takes about
+/// half a second; the kernel and its netlink dumps cost more).
+pub const DEFAULT_MAX_VIRTUAL_SERVERS_PER_SERVICE: u64 = 100_000;
 
 impl Default for ProxyConfig {
     fn default() -> Self {
@@ -165,6 +180,7 @@ impl Default for ProxyConfig {
             drain_timeout_secs: 15 * 60,
             families: vec![Family::Inet, Family::Inet6],
             node_port_range: (30000, 32767),
+            max_virtual_servers_per_service: DEFAULT_MAX_VIRTUAL_SERVERS_PER_SERVICE,
         }
     }
 }

@@ -1,13 +1,15 @@
 //! One Service's share of the node state: virtual servers, addresses, ipset members.
 
+use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use ipvs_netlink::ipvs::{Destination, Family, Protocol, Service, ServiceFlags, ServiceKey};
 
 use super::config::ProxyConfig;
-use super::endpoints::{MergedEndpoint, local_ips, merge, select};
-use super::input::{PortSpec, ServiceInput, SliceInput};
+use super::endpoints::{MergedEndpoint, local_ips, merge_resolved, select};
+use super::input::{PortSpec, Seniority, ServiceInput, SliceInput};
 use super::ipset::{IpsetEntry, SetKind, SetName};
 use super::node::NodeInfo;
 
@@ -42,6 +44,40 @@ pub struct Contribution {
     pub no_node_access: Vec<NoNodeAccess>,
     pub warnings: Vec<String>,
     pub no_local_endpoints: NoLocalEndpoints,
+    /// Why the Service contributes nothing at all, if it was refused.
+    pub refused: Option<Refusal>,
+    /// The Service's age, which decides conflicts over a virtual server.
+    pub seniority: Seniority,
+}
+
+/// Why a whole Service is refused (it then contributes nothing); typed so
+/// the daemon can count refusals per reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// More virtual servers than `--max-virtual-servers-per-service` allows.
+    TooManyVirtualServers { count: u64, cap: u64 },
+}
+
+impl Refusal {
+    /// A stable metric label for the reason.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refusal::TooManyVirtualServers { .. } => "too_many_virtual_servers",
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::TooManyVirtualServers { count, cap } => write!(
+                f,
+                "needs {count} IPVS virtual servers on this node, more than \
+                 --max-virtual-servers-per-service={cap}; not programmed \
+                 (reduce its ports or addresses, or raise the cap)"
+            ),
+        }
+    }
 }
 
 /// A Local traffic policy left without a local endpoint while usable
@@ -67,26 +103,16 @@ fn dests(addrs: &[SocketAddr]) -> Arc<[Destination]> {
     addrs.iter().map(|a| Destination::masq(*a)).collect()
 }
 
-struct Builder<'c> {
-    cfg: &'c ProxyConfig,
+struct Builder {
     out: Contribution,
+    /// Keys already made: a hash lookup per virtual server keeps the
+    /// Service's cost linear in ports × addresses (a scan was quadratic).
+    seen: HashSet<ServiceKey>,
 }
 
-impl Builder<'_> {
+impl Builder {
     fn vs(&mut self, svc: &ServiceInput, key: ServiceKey, destinations: &Arc<[Destination]>) {
-        let Some(addr) = key.addr() else { return };
-        if self.cfg.is_excluded(&addr.ip()) {
-            self.out
-                .warnings
-                .push(format!("{key} is inside excludeCIDRs; not programmed"));
-            return;
-        }
-        if self
-            .out
-            .virtual_servers
-            .iter()
-            .any(|v| v.service.key == key)
-        {
+        if !self.seen.insert(key) {
             return;
         }
         let mut service = Service::new(key);
@@ -104,9 +130,6 @@ impl Builder<'_> {
     }
 
     fn bind(&mut self, ip: IpAddr) {
-        if self.cfg.is_excluded(&ip) {
-            return;
-        }
         self.out.addresses.push(ip);
         self.entry(SetKind::IpvsIps, IpsetEntry::Ip(ip));
     }
@@ -123,19 +146,89 @@ impl Builder<'_> {
     }
 }
 
+/// The virtual servers `contribution` makes for a Service, counted from
+/// its ports and addresses without making them: the cap refuses a
+/// 10-million-VS Service in time linear in its spec, not in that product.
+pub fn count_virtual_servers(svc: &ServiceInput, node: &NodeInfo, cfg: &ProxyConfig) -> u64 {
+    let mut n = 0u64;
+    for &cip in &svc.cluster_ips {
+        let fam = Family::of(&cip);
+        if !cfg.serves(fam) {
+            continue;
+        }
+        // Every Service port on every distinct address of the family.
+        let vips: HashSet<IpAddr> = std::iter::once(cip)
+            .chain(svc.external_ips.iter().copied())
+            .chain(svc.lb_ips.iter().copied())
+            .filter(|ip| Family::of(ip) == fam)
+            .collect();
+        n += svc.ports.len() as u64 * vips.len() as u64;
+        // Every distinct NodePort on every selected node address, except
+        // one that coincides with a Service port on an address above.
+        let node_ips = node.node_port_ips(cfg, fam);
+        let node_ports: HashSet<(Protocol, u16)> = svc
+            .ports
+            .iter()
+            .filter_map(|p| Some((p.protocol, p.node_port?)))
+            .collect();
+        n += node_ports.len() as u64 * node_ips.len() as u64;
+        let shared = node_ips.iter().filter(|ip| vips.contains(ip)).count() as u64;
+        if shared > 0 {
+            let taken: HashSet<(Protocol, u16)> =
+                svc.ports.iter().map(|p| (p.protocol, p.port)).collect();
+            n -= shared * node_ports.intersection(&taken).count() as u64;
+        }
+    }
+    n
+}
+
+/// The slices of one family by Service port (name, protocol), each with its
+/// target port, in slice order; the first matching slice port counts, as upstream.
+type PortIndex<'a> = HashMap<(&'a str, Protocol), Vec<(&'a SliceInput, u16)>>;
+
+fn port_index<'a>(slices: &[&'a SliceInput], fam: Family) -> PortIndex<'a> {
+    let mut idx: PortIndex<'a> = HashMap::new();
+    for &s in slices.iter().filter(|s| s.family == fam) {
+        for p in &s.ports {
+            let v = idx.entry((p.name.as_str(), p.protocol)).or_default();
+            if !v.last().is_some_and(|(l, _)| std::ptr::eq(*l, s)) {
+                v.push((s, p.port));
+            }
+        }
+    }
+    idx
+}
+
 /// Computes one Service's contribution. `slices` are all its EndpointSlices.
+/// A Service over `max_virtual_servers_per_service` contributes nothing but
+/// its warnings and the refusal.
 pub fn contribution(
     svc: &ServiceInput,
     slices: &[&SliceInput],
     node: &NodeInfo,
     cfg: &ProxyConfig,
 ) -> Contribution {
+    let count = count_virtual_servers(svc, node, cfg);
+    let cap = cfg.max_virtual_servers_per_service;
+    let mut warnings = svc.warnings.clone();
+    if cap > 0 && count > cap {
+        let r = Refusal::TooManyVirtualServers { count, cap };
+        warnings.push(r.to_string());
+        return Contribution {
+            warnings,
+            refused: Some(r),
+            seniority: svc.seniority.clone(),
+            ..Default::default()
+        };
+    }
     let mut b = Builder {
-        cfg,
         out: Contribution {
-            warnings: svc.warnings.clone(),
+            warnings,
+            seniority: svc.seniority.clone(),
+            virtual_servers: Vec::with_capacity(usize::try_from(count).unwrap_or(0)),
             ..Default::default()
         },
+        seen: HashSet::with_capacity(usize::try_from(count).unwrap_or(0)),
     };
     let mut local_eps: Vec<IpAddr> = Vec::new();
     for &cip in &svc.cluster_ips {
@@ -144,8 +237,11 @@ pub fn contribution(
             continue;
         }
         let node_ips = node.node_port_ips(cfg, fam);
+        let by_port = port_index(slices, fam);
         for port in &svc.ports {
-            let eps: Vec<MergedEndpoint<'_>> = merge(slices.iter().copied(), port, fam);
+            let resolved = by_port.get(&(port.name.as_str(), port.protocol));
+            let eps: Vec<MergedEndpoint<'_>> =
+                merge_resolved(resolved.into_iter().flatten().copied());
             let sel = select(&eps, node.zone.as_deref());
             local_eps.extend(sel.local.iter().map(|a| a.ip()));
             // Upstream counts only when some endpoint is usable somewhere
@@ -177,7 +273,7 @@ pub fn contribution(
 
 #[allow(clippy::too_many_arguments)]
 fn per_port(
-    b: &mut Builder<'_>,
+    b: &mut Builder,
     svc: &ServiceInput,
     port: &PortSpec,
     cip: IpAddr,

@@ -32,23 +32,34 @@ pub fn merge<'a>(
     port: &PortSpec,
     family: Family,
 ) -> Vec<MergedEndpoint<'a>> {
+    merge_resolved(
+        slices
+            .into_iter()
+            .filter(|s| s.family == family)
+            .filter_map(|s| Some((s, target_port(s, port)?))),
+    )
+}
+
+/// The slice's port for a Service port. Ports are matched by name and
+/// protocol; a port name with no slice port simply has no endpoints.
+pub fn target_port(slice: &SliceInput, port: &PortSpec) -> Option<u16> {
+    slice
+        .ports
+        .iter()
+        .find(|p| p.name == port.name && p.protocol == port.protocol)
+        .map(|p| p.port)
+}
+
+/// `merge` over slices whose target port is already resolved (a Service with
+/// many ports resolves them through an index, not a scan per port).
+pub fn merge_resolved<'a>(
+    slices: impl IntoIterator<Item = (&'a SliceInput, u16)>,
+) -> Vec<MergedEndpoint<'a>> {
     let mut out: Vec<MergedEndpoint<'a>> = Vec::new();
     let mut index: HashMap<SocketAddr, usize> = HashMap::new();
-    for slice in slices {
-        if slice.family != family {
-            continue;
-        }
-        // Ports are matched by name and protocol; a port name with no slice port
-        // simply has no endpoints.
-        let Some(sp) = slice
-            .ports
-            .iter()
-            .find(|p| p.name == port.name && p.protocol == port.protocol)
-        else {
-            continue;
-        };
+    for (slice, target) in slices {
         for e in &slice.endpoints {
-            let addr = SocketAddr::new(e.ip, sp.port);
+            let addr = SocketAddr::new(e.ip, target);
             let m = merged(e, addr);
             match index.get(&addr) {
                 Some(&i) => {

@@ -1,11 +1,14 @@
 //! Kubernetes objects → compact, validated inputs (invalid parts become warnings).
 
+use std::cmp::Ordering;
+use std::collections::HashSet;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use ipvs_netlink::ipvs::{Family, Protocol, Scheduler, ServiceFlags};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::jiff::Timestamp;
 
 use super::config::{Cidr, ProxyConfig};
 
@@ -25,6 +28,49 @@ pub const DEFAULT_AFFINITY_TIMEOUT: u32 = 10800;
 
 pub fn svc_id(namespace: &str, name: &str) -> SvcId {
     Arc::from(format!("{namespace}/{name}"))
+}
+
+/// A Service's age: when two Services claim one virtual server, the older
+/// keeps it (creationTimestamp, then uid), as the CVE-2020-8554 advice asks
+/// for first-come ownership. A missing field sorts last (treated as newest),
+/// so only Services without either fall back to their `namespace/name`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Seniority {
+    pub created: Option<Timestamp>,
+    pub uid: Option<Arc<str>>,
+}
+
+/// `None` after every `Some`.
+fn present_first<T: Ord>(a: &Option<T>, b: &Option<T>) -> Ordering {
+    match (a, b) {
+        (Some(a), Some(b)) => a.cmp(b),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => Ordering::Equal,
+    }
+}
+
+impl Ord for Seniority {
+    /// Older first.
+    fn cmp(&self, other: &Self) -> Ordering {
+        present_first(&self.created, &other.created)
+            .then_with(|| present_first(&self.uid, &other.uid))
+    }
+}
+
+impl PartialOrd for Seniority {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::fmt::Display for Seniority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.created {
+            Some(t) => write!(f, "created {t}"),
+            None => f.write_str("no creationTimestamp"),
+        }
+    }
 }
 
 /// One Service port as the proxy needs it.
@@ -55,9 +101,14 @@ pub struct ServiceInput {
     pub scheduler: Scheduler,
     pub sched_flags: ServiceFlags,
     pub warnings: Vec<String>,
+    /// creationTimestamp and uid: who wins a conflict.
+    pub seniority: Seniority,
 }
 
 /// Result of reading a Service.
+// Not boxed: `Proxied` is the common case and is moved into an `Arc` at
+// once; a box would add an allocation per Service read.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ParsedService {
     /// Not ours to program (headless, ExternalName, other proxy, no cluster IP).
@@ -213,6 +264,8 @@ pub fn parse_service(svc: &Service, cfg: &ProxyConfig) -> ParsedService {
     }
     let node_ports_allowed = ty == "NodePort" || ty == "LoadBalancer";
     let mut ports: Vec<PortSpec> = Vec::new();
+    // Sets, not scans: a Service may list thousands of ports or addresses.
+    let mut port_seen: HashSet<(Protocol, u16)> = HashSet::new();
     for p in spec.ports.iter().flatten() {
         let Some(protocol) = parse_protocol(p.protocol.as_deref()) else {
             warnings.push(format!(
@@ -225,10 +278,7 @@ pub fn parse_service(svc: &Service, cfg: &ProxyConfig) -> ParsedService {
             warnings.push(format!("invalid port {}", p.port));
             continue;
         };
-        if ports
-            .iter()
-            .any(|q| q.protocol == protocol && q.port == port)
-        {
+        if !port_seen.insert((protocol, port)) {
             warnings.push(format!("duplicate port {port}/{protocol:?} ignored"));
             continue;
         }
@@ -254,15 +304,18 @@ pub fn parse_service(svc: &Service, cfg: &ProxyConfig) -> ParsedService {
         });
     }
     let mut external_ips = Vec::new();
+    let mut ip_seen: HashSet<IpAddr> = HashSet::new();
     for s in spec.external_ips.iter().flatten() {
         match s.trim().parse::<IpAddr>() {
-            Ok(ip) if !external_ips.contains(&ip) => external_ips.push(ip),
+            Ok(ip) if ip_seen.insert(ip) => external_ips.push(ip),
             Ok(_) => {}
             Err(_) => warnings.push(format!("invalid externalIP {s:?}")),
         }
     }
     let mut lb_ips = Vec::new();
     let mut lb_source_ranges = Vec::new();
+    ip_seen.clear();
+    let mut range_seen: HashSet<Cidr> = HashSet::new();
     if ty == "LoadBalancer" {
         let ingress = svc
             .status
@@ -276,14 +329,14 @@ pub fn parse_service(svc: &Service, cfg: &ProxyConfig) -> ParsedService {
             }
             let Some(s) = ing.ip.as_deref() else { continue };
             match s.parse::<IpAddr>() {
-                Ok(ip) if !lb_ips.contains(&ip) => lb_ips.push(ip),
+                Ok(ip) if ip_seen.insert(ip) => lb_ips.push(ip),
                 Ok(_) => {}
                 Err(_) => warnings.push(format!("invalid load balancer ingress IP {s:?}")),
             }
         }
         for s in spec.load_balancer_source_ranges.iter().flatten() {
             match s.parse::<Cidr>() {
-                Ok(c) if !lb_source_ranges.contains(&c) => lb_source_ranges.push(c),
+                Ok(c) if range_seen.insert(c) => lb_source_ranges.push(c),
                 Ok(_) => {}
                 Err(_) => warnings.push(format!("invalid loadBalancerSourceRange {s:?}")),
             }
@@ -321,6 +374,10 @@ pub fn parse_service(svc: &Service, cfg: &ProxyConfig) -> ParsedService {
         scheduler,
         sched_flags,
         warnings,
+        seniority: Seniority {
+            created: meta.creation_timestamp.as_ref().map(|t| t.0),
+            uid: meta.uid.as_deref().map(Arc::from),
+        },
     })
 }
 

@@ -9,7 +9,7 @@ pub mod iptables;
 pub mod node;
 
 pub use config::{Cidr, NodePortAddresses, ProxyConfig};
-pub use contribution::{Contribution, HealthCheck, VirtualServer, contribution};
+pub use contribution::{Contribution, HealthCheck, Refusal, VirtualServer, contribution};
 pub use input::{ParsedService, ServiceInput, SliceInput, SvcId, parse_service, parse_slice};
 pub use ipset::{IpsetEntry, SetKind, SetName};
 pub use node::NodeInfo;

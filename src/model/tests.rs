@@ -746,7 +746,9 @@ fn scheduler_annotations_table() {
 // ---- exclusions and topology ------------------------------------------------------
 
 #[test]
-fn exclude_cidrs_are_never_programmed() {
+fn services_inside_exclude_cidrs_are_programmed() {
+    // Upstream uses excludeCIDRs only to keep its cleanup away; it still
+    // programs Services there, and so must we (issue #13, 10b).
     let cfg = ProxyConfig {
         exclude_cidrs: vec!["198.51.100.0/24".parse().unwrap()],
         ..Default::default()
@@ -757,9 +759,175 @@ fn exclude_cidrs_are_never_programmed() {
         json!({"clusterIP": "10.96.0.10", "externalIPs": ["198.51.100.7"], "ports": port80()}),
     );
     let c = build(&svc, &[], &node(), &cfg);
-    assert_eq!(keys(&c), vec!["TCP 10.96.0.10:80"]);
-    assert!(!c.addresses.contains(&ip("198.51.100.7")));
-    assert_eq!(c.warnings.len(), 1);
+    assert_eq!(keys(&c), vec!["TCP 10.96.0.10:80", "TCP 198.51.100.7:80"]);
+    assert!(c.addresses.contains(&ip("198.51.100.7")));
+    assert!(has(
+        &c,
+        SetKind::ExternalIp,
+        Family::Inet,
+        IpsetEntry::IpPort(ip("198.51.100.7"), Protocol::Tcp, 80)
+    ));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+// ---- virtual-server cap -------------------------------------------------------
+
+fn no_cap() -> ProxyConfig {
+    ProxyConfig {
+        max_virtual_servers_per_service: 0,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn the_count_equals_the_virtual_servers_made() {
+    // Shared addresses and ports are counted once, as they are made once.
+    let lb = |spec: Value, ingress: Value| {
+        service_full(
+            json!({"metadata": {"namespace": "ns", "name": "web"}, "spec": spec,
+                            "status": {"loadBalancer": {"ingress": ingress}}}),
+        )
+    };
+    let two_ports = json!([{"name": "http", "port": 80, "nodePort": 30080},
+                           {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053}]);
+    let cases = [
+        service(
+            "ns",
+            "web",
+            json!({"clusterIP": "10.96.0.10", "ports": port80()}),
+        ),
+        service(
+            "ns",
+            "web",
+            json!({"clusterIP": "10.96.0.10", "ports": two_ports,
+                   "externalIPs": ["10.96.0.10", "198.51.100.7", "fd00::7"]}),
+        ),
+        lb(
+            json!({"type": "LoadBalancer", "clusterIP": "10.96.0.10", "ports": two_ports,
+                   "externalIPs": ["198.51.100.7"]}),
+            json!([{"ip": "198.51.100.7"}, {"ip": "203.0.113.1"}]),
+        ),
+        // A node address as externalIP with a port equal to its nodePort: one VS.
+        lb(
+            json!({"type": "NodePort", "clusterIP": "10.96.0.10", "ipFamilies": ["IPv4", "IPv6"],
+                   "clusterIPs": ["10.96.0.10", "fd00:96::10"],
+                   "ports": [{"name": "http", "port": 30080, "nodePort": 30080},
+                             {"name": "alt", "port": 8080, "nodePort": 30080}],
+                   "externalIPs": ["192.168.0.10", "fd00:1::10"]}),
+            json!([]),
+        ),
+    ];
+    for svc in &cases {
+        let ParsedService::Proxied(input) = parse_service(svc, &no_cap()) else {
+            panic!("ignored")
+        };
+        let c = contribution(&input, &[], &node(), &no_cap());
+        assert_eq!(
+            super::contribution::count_virtual_servers(&input, &node(), &no_cap()),
+            c.virtual_servers.len() as u64,
+            "{:?}",
+            keys(&c)
+        );
+    }
+}
+
+#[test]
+fn a_service_over_the_cap_contributes_nothing_but_the_refusal() {
+    let cfg = ProxyConfig {
+        max_virtual_servers_per_service: 5,
+        ..Default::default()
+    };
+    let svc = |ext: &[&str]| {
+        service(
+            "ns",
+            "web",
+            json!({"clusterIP": "10.96.0.10", "externalIPs": ext, "ports": [
+                {"name": "a", "port": 80}, {"name": "b", "port": 81}]}),
+        )
+    };
+    // 2 ports × 3 addresses = 6 > 5.
+    let c = build(&svc(&["198.51.100.1", "198.51.100.2"]), &[], &node(), &cfg);
+    assert!(c.virtual_servers.is_empty() && c.addresses.is_empty() && c.entries.is_empty());
+    let r = c.refused.expect("refused");
+    assert_eq!(r.label(), "too_many_virtual_servers");
+    assert_eq!(
+        r,
+        super::contribution::Refusal::TooManyVirtualServers { count: 6, cap: 5 }
+    );
+    let w = c.warnings.join("\n");
+    assert!(
+        w.contains("needs 6 IPVS virtual servers") && w.contains("=5"),
+        "{w}"
+    );
+    // At the cap: programmed.
+    let c = build(&svc(&["198.51.100.1"]), &[], &node(), &cfg);
+    assert_eq!(c.virtual_servers.len(), 4);
+    assert_eq!(c.refused, None);
+}
+
+#[test]
+fn ten_million_virtual_servers_are_refused_without_being_made() {
+    // 10,000 ports × (1 + 1,000 externalIPs): counted, never built (building
+    // them would take gigabytes and many seconds).
+    let ports: Vec<Value> = (0..10_000)
+        .map(|i| json!({"name": format!("p{i}"), "port": 10_000 + i}))
+        .collect();
+    let ext: Vec<String> = (0..1_000)
+        .map(|j| format!("203.0.{}.{}", j >> 8, j & 0xff))
+        .collect();
+    let svc = service(
+        "ns",
+        "huge",
+        json!({"clusterIP": "10.96.0.10", "externalIPs": ext, "ports": ports}),
+    );
+    let cfg = ProxyConfig::default();
+    let start = std::time::Instant::now();
+    let c = build(&svc, &[], &node(), &cfg);
+    assert!(c.virtual_servers.is_empty());
+    assert_eq!(
+        c.refused,
+        Some(super::contribution::Refusal::TooManyVirtualServers {
+            count: 10_010_000,
+            cap: cfg.max_virtual_servers_per_service
+        })
+    );
+    // Generous bound for a debug build on a loaded machine; made, they took minutes.
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
+}
+
+#[test]
+fn many_ports_resolve_their_slice_ports_by_name() {
+    // Each Service port finds its own slice port through the index.
+    let n = 300u16;
+    let ports: Vec<Value> = (0..n)
+        .map(|i| json!({"name": format!("p{i}"), "port": 1_000 + i}))
+        .collect();
+    let svc = service(
+        "ns",
+        "web",
+        json!({"clusterIP": "10.96.0.10", "ports": ports}),
+    );
+    let sp: Vec<(String, u16)> = (0..n)
+        .rev()
+        .map(|i| (format!("p{i}"), 20_000 + i))
+        .collect();
+    let sp_ref: Vec<(&str, u16, &str)> = sp.iter().map(|(s, p)| (s.as_str(), *p, "TCP")).collect();
+    let sl = slice(
+        "ns",
+        "web-1",
+        "web",
+        "IPv4",
+        &sp_ref,
+        &[READY_REMOTE("10.244.1.5")],
+    );
+    let c = build(&svc, &[sl], &node(), &ProxyConfig::default());
+    assert_eq!(c.virtual_servers.len(), n as usize);
+    for i in [0, 7, n - 1] {
+        assert_eq!(
+            dests(&c, tcp(&format!("10.96.0.10:{}", 1_000 + i))),
+            vec![sa(&format!("10.244.1.5:{}", 20_000 + i))]
+        );
+    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The desired node state as the refcounted sum of per-Service contributions,
 //! so one Service's change is applied as a delta without touching the others.
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use ipvs_netlink::ipvs::{Family, ServiceKey};
 
 use crate::model::contribution::{Contribution, HealthCheck, NoNodeAccess, VirtualServer};
-use crate::model::input::SvcId;
+use crate::model::input::{Seniority, SvcId};
 use crate::model::ipset::{IpsetEntry, SetName};
 
 /// Keys whose desired value may have changed since the last plan.
@@ -33,8 +34,11 @@ impl Touched {
 /// Sum of all contributions.
 #[derive(Debug, Default)]
 pub struct Aggregate {
-    /// Every Service that wants a key; two Services can claim one external IP:port.
+    /// Every Service that wants a key, oldest first (see `claim_order`); two
+    /// Services can claim one external IP:port.
     vs: HashMap<ServiceKey, Vec<(SvcId, Arc<VirtualServer>)>>,
+    /// Age of each Service with a contribution, for ordering claims.
+    seniority: HashMap<SvcId, Seniority>,
     addresses: HashMap<IpAddr, u32>,
     entries: HashMap<(SetName, IpsetEntry), u32>,
     no_node_access: BTreeMap<NoNodeAccess, u32>,
@@ -61,11 +65,26 @@ fn dec<K: std::hash::Hash + Eq + Clone>(m: &mut HashMap<K, u32>, k: &K) -> bool 
     }
 }
 
+/// Claim order: the older Service first (creationTimestamp, then uid;
+/// missing ones count as newest), `namespace/name` only as the last resort.
+/// Never the name first: a newer Service must not take over an address:port
+/// another Service already uses (CVE-2020-8554).
+fn claim_order(seniority: &HashMap<SvcId, Seniority>, a: &SvcId, b: &SvcId) -> Ordering {
+    let (x, y) = (seniority.get(a), seniority.get(b));
+    x.zip(y)
+        .map_or(Ordering::Equal, |(x, y)| x.cmp(y))
+        .then_with(|| a.cmp(b))
+}
+
 impl Aggregate {
     pub fn add(&mut self, id: &SvcId, c: &Contribution, t: &mut Touched) {
+        if !c.virtual_servers.is_empty() {
+            self.seniority.insert(id.clone(), c.seniority.clone());
+        }
+        let seniority = &self.seniority;
         for v in &c.virtual_servers {
             let owners = self.vs.entry(v.service.key).or_default();
-            let pos = owners.partition_point(|(o, _)| o < id);
+            let pos = owners.partition_point(|(o, _)| claim_order(seniority, o, id).is_lt());
             owners.insert(pos, (id.clone(), v.clone()));
             t.vs.insert(v.service.key);
         }
@@ -126,10 +145,16 @@ impl Aggregate {
         if c.health.is_some() {
             self.health.remove(id);
         }
+        self.seniority.remove(id);
     }
 
-    /// The virtual server for a key: the claim of the Service with the smallest
-    /// `namespace/name` wins, so a conflict resolves the same way on every node.
+    /// The age a Service's claims are ordered by.
+    pub fn seniority(&self, id: &SvcId) -> Option<&Seniority> {
+        self.seniority.get(id)
+    }
+
+    /// The virtual server for a key: the claim of the oldest Service wins
+    /// (`claim_order`), so a conflict resolves the same way on every node.
     pub fn effective(&self, key: &ServiceKey) -> Option<&VirtualServer> {
         self.vs.get(key).and_then(|o| o.first()).map(|(_, v)| &**v)
     }
@@ -139,7 +164,7 @@ impl Aggregate {
         self.vs.get(key).and_then(|o| o.first()).map(|(id, _)| id)
     }
 
-    /// Services claiming a key that another Service won.
+    /// Keys more than one Service claims, with every claim, the winner first.
     pub fn conflicts(&self) -> impl Iterator<Item = (&ServiceKey, &[(SvcId, Arc<VirtualServer>)])> {
         self.vs
             .iter()

@@ -19,9 +19,9 @@ use super::kernel::{KService, KernelState};
 use super::plan::{ConntrackFilter, IpvsOp, Op, Plan};
 use super::undo::Undo;
 use crate::model::config::ProxyConfig;
-use crate::model::contribution::{Contribution, HealthCheck, contribution};
+use crate::model::contribution::{Contribution, HealthCheck, Refusal, contribution};
 use crate::model::input::{
-    ParsedService, ServiceInput, SliceInput, SvcId, parse_service, parse_slice, svc_id,
+    ParsedService, Seniority, ServiceInput, SliceInput, SvcId, parse_service, parse_slice, svc_id,
     with_default_scheduler,
 };
 use crate::model::ipset::{IpsetEntry, SetKind, SetName};
@@ -79,6 +79,22 @@ fn sorted<T: Ord>(set: HashSet<T>) -> Vec<T> {
     v
 }
 
+/// Why the first Service of a conflict won, for the loser's warning.
+fn older_because(winner: Option<&Seniority>, loser: Option<&Seniority>) -> String {
+    let (w, l) = (
+        winner.cloned().unwrap_or_default(),
+        loser.cloned().unwrap_or_default(),
+    );
+    match (w.created, l.created) {
+        (Some(a), Some(b)) if a != b => format!("created {a}, this one {b}"),
+        (Some(a), None) => format!("created {a}; this one has no creationTimestamp"),
+        (Some(_), Some(_)) if w.uid.is_some() && w.uid != l.uid => {
+            "same creationTimestamp; its uid sorts first".to_string()
+        }
+        _ => "creationTimestamp and uid do not tell; its namespace/name sorts first".to_string(),
+    }
+}
+
 /// Keeps desired state per Service, the last applied state and drains.
 /// One Service's slices by slice key (parsed forms shared with the trackers).
 type ServiceSlices = Vec<(Arc<str>, Arc<SliceInput>)>;
@@ -111,6 +127,8 @@ pub struct Proxier {
     pub(super) missing_schedulers: BTreeSet<ipvs_netlink::ipvs::Scheduler>,
     /// Services the kernel refused, retried with backoff.
     pub(super) failing: HashMap<SvcId, Failing>,
+    /// Labels of model refusals not yet counted (`take_model_refusals`).
+    pub(super) model_refusals: Vec<&'static str>,
 }
 
 impl Proxier {
@@ -132,6 +150,7 @@ impl Proxier {
             undo: Vec::new(),
             missing_schedulers: BTreeSet::new(),
             failing: HashMap::new(),
+            model_refusals: Vec::new(),
         }
     }
 
@@ -192,13 +211,23 @@ impl Proxier {
             }
         }
         for (key, owners) in self.agg.conflicts() {
+            let winner = &owners[0].0;
             for (loser, _) in &owners[1..] {
-                w.entry(loser.clone())
-                    .or_default()
-                    .push(format!("{key} is already used by {}", owners[0].0));
+                let why = older_because(self.agg.seniority(winner), self.agg.seniority(loser));
+                w.entry(loser.clone()).or_default().push(format!(
+                    "{key} is already used by the older Service {winner} ({why}); \
+                     not programmed for this Service (use another address or port)"
+                ));
             }
         }
         w
+    }
+
+    /// Services refused whole, with the reason (for a per-reason metric).
+    pub fn refused(&self) -> impl Iterator<Item = (&SvcId, &Refusal)> {
+        self.contributions
+            .iter()
+            .filter_map(|(id, c)| c.refused.as_ref().map(|r| (id, r)))
     }
 
     // ---- events ------------------------------------------------------------
@@ -344,10 +373,20 @@ impl Proxier {
             } else {
                 contribution(svc, &slices, &self.node, &self.cfg)
             };
+            if let Some(r) = &c.refused {
+                self.model_refusals.push(r.label());
+            }
             self.agg.add(&id, &c, &mut self.touched);
             self.count_no_local(&c, true);
             self.contributions.insert(id, c);
         }
+    }
+
+    /// Reasons of the Services refused by the model (see `Refusal`) since
+    /// the last call, one per computation: the daemon counts them with the
+    /// kernel's refusals in `kube_ipvs_service_failures_total`.
+    pub fn take_model_refusals(&mut self) -> Vec<&'static str> {
+        std::mem::take(&mut self.model_refusals)
     }
 
     fn render_iptables(&self, family: Family) -> Arc<str> {
@@ -603,21 +642,30 @@ impl Proxier {
     // ---- adoption and drift repair -------------------------------------------
 
     /// Whether an observed virtual service is ours: never firewall-mark
-    /// services or excludeCIDRs; otherwise one we want or made, one on a
-    /// kube-ipvs0 address or in KUBE-IPVS-IPS (`ours`), or a node-address one
-    /// in the NodePort range. Anything else (keepalived's VIPs, …) is foreign
-    /// and left alone.
+    /// services; otherwise one we want or made, one on a kube-ipvs0 address
+    /// or in KUBE-IPVS-IPS (`ours`), or a node-address one in the NodePort
+    /// range. Anything else (keepalived's VIPs, …) is foreign and left alone.
+    /// Inside excludeCIDRs only the first two count: as upstream's
+    /// `cleanLegacyService`, a service there that we neither want nor made in
+    /// this run is someone else's, whatever address it sits on.
     fn owns_service(&self, k: &ServiceKey, ours: &HashSet<IpAddr>) -> bool {
         let Some(a) = k.addr() else { return false };
         let ip = a.ip();
-        if self.cfg.is_excluded(&ip) || !self.cfg.serves(k.family()) {
+        if !self.cfg.serves(k.family()) {
             return false;
         }
+        if self.agg.effective(k).is_some() || self.applied.services.contains_key(k) {
+            return true;
+        }
         let (lo, hi) = self.cfg.node_port_range;
-        self.agg.effective(k).is_some()
-            || self.applied.services.contains_key(k)
-            || ours.contains(&ip)
-            || (self.node.has_address(&ip) && (lo..=hi).contains(&a.port()))
+        !self.cfg.is_excluded(&ip)
+            && (ours.contains(&ip) || (self.node.has_address(&ip) && (lo..=hi).contains(&a.port())))
+    }
+
+    /// Whether an address on kube-ipvs0 is ours to keep or unbind: inside
+    /// excludeCIDRs only one we want or bound in this run.
+    fn owns_address(&self, ip: &IpAddr) -> bool {
+        !self.cfg.is_excluded(ip) || self.agg.has_address(ip) || self.applied.addresses.contains(ip)
     }
 
     /// The part of an observed state that is ours to manage.
@@ -640,7 +688,7 @@ impl Proxier {
             }
         }
         observed.services.retain(|k, _| self.owns_service(k, &ours));
-        observed.addresses.retain(|a| !self.cfg.is_excluded(a));
+        observed.addresses.retain(|a| self.owns_address(a));
         observed
     }
 

@@ -968,3 +968,248 @@ fn slice_moving_between_services_and_deletion() {
     assert!(k.services[&tcp("10.96.0.11:80")].destinations.is_empty());
     assert_eq!(k, p.desired_state());
 }
+
+// ---- conflicts: the older Service keeps the address:port ------------------------------
+
+/// Service `name` on `ip` with externalIP 198.51.100.7 and the given ports,
+/// created at `created` (RFC 3339) with `uid`, when given.
+fn claimant(
+    name: &str,
+    ip: &str,
+    ports: &[u16],
+    created: Option<&str>,
+    uid: Option<&str>,
+) -> Service {
+    let mut meta = json!({"namespace": "ns", "name": name});
+    if let Some(t) = created {
+        meta["creationTimestamp"] = t.into();
+    }
+    if let Some(u) = uid {
+        meta["uid"] = u.into();
+    }
+    let ports: Vec<Value> = ports
+        .iter()
+        .map(|p| json!({"name": format!("p{p}"), "port": p}))
+        .collect();
+    service_full(json!({"metadata": meta, "spec": {"clusterIP": ip,
+        "externalIPs": ["198.51.100.7"], "ports": ports}}))
+}
+
+fn claimant_slice(name: &str, ports: &[u16], ep: &str) -> EndpointSlice {
+    let names: Vec<String> = ports.iter().map(|p| format!("p{p}")).collect();
+    let sp: Vec<(&str, u16, &str)> = names
+        .iter()
+        .zip(ports)
+        .map(|(n, p)| (n.as_str(), 8000 + p, "TCP"))
+        .collect();
+    slice(
+        "ns",
+        &format!("{name}-1"),
+        name,
+        "IPv4",
+        &sp,
+        &[(ep, true, true, false, "node-b")],
+    )
+}
+
+fn real_servers(k: &KernelState, key: &ServiceKey) -> Vec<SocketAddr> {
+    k.services[key]
+        .destinations
+        .iter()
+        .map(|d| d.addr)
+        .collect()
+}
+
+#[test]
+fn the_older_service_wins_a_conflict_whatever_its_name() {
+    let ext80 = tcp("198.51.100.7:80");
+    // `a` sorts first by name but is newer; `z` is older. Both insertion orders.
+    for a_first in [true, false] {
+        let a = claimant(
+            "a",
+            "10.96.0.1",
+            &[80, 443],
+            Some("2024-02-01T00:00:00Z"),
+            Some("u-a"),
+        );
+        let z = claimant(
+            "z",
+            "10.96.0.2",
+            &[80],
+            Some("2024-01-01T00:00:00Z"),
+            Some("u-z"),
+        );
+        let mut p = proxier();
+        let mut k = KernelState::default();
+        if a_first {
+            p.upsert_service(&a);
+            p.upsert_service(&z);
+        } else {
+            p.upsert_service(&z);
+            p.upsert_service(&a);
+        }
+        p.upsert_slice(&claimant_slice("a", &[80, 443], "10.244.1.5"));
+        p.upsert_slice(&claimant_slice("z", &[80], "10.244.2.9"));
+        apply(&mut k, &p.sync(0));
+        assert_eq!(real_servers(&k, &ext80), vec![sa("10.244.2.9:8080")]);
+        // Another port of the same address is no conflict: `a` has it.
+        assert_eq!(
+            real_servers(&k, &tcp("198.51.100.7:443")),
+            vec![sa("10.244.1.5:8443")]
+        );
+        let w = p.warnings();
+        assert!(!w.contains_key("ns/z"), "{w:?}");
+        let lost = &w["ns/a"];
+        assert_eq!(lost.len(), 1, "{lost:?}");
+        assert!(
+            lost[0].contains("198.51.100.7:80")
+                && lost[0].contains("older Service ns/z")
+                && lost[0].contains("2024-01-01"),
+            "{lost:?}"
+        );
+        // The winner goes: the other takes over with its own endpoints, and
+        // the shared address stays bound.
+        p.delete_service("ns", "z");
+        let plan = p.sync(1);
+        assert!(!plan.ops.contains(&Op::DelAddress(ip("198.51.100.7"))));
+        apply(&mut k, &plan);
+        apply(&mut k, &p.tick(2, no_conns));
+        assert_eq!(real_servers(&k, &ext80), vec![sa("10.244.1.5:8080")]);
+        assert!(p.warnings().is_empty());
+        assert_eq!(k, p.desired_state());
+    }
+}
+
+#[test]
+fn equal_timestamps_let_the_uid_decide_and_a_missing_one_counts_as_newest() {
+    let ext80 = tcp("198.51.100.7:80");
+    let t = Some("2024-01-01T00:00:00Z");
+    let winner_of = |a: Service, b: Service| {
+        let mut p = proxier();
+        p.upsert_service(&a);
+        p.upsert_service(&b);
+        p.upsert_slice(&claimant_slice("a", &[80], "10.244.1.1"));
+        p.upsert_slice(&claimant_slice("b", &[80], "10.244.1.2"));
+        let k = p.desired_state();
+        real_servers(&k, &ext80)
+    };
+    let b_wins = vec![sa("10.244.1.2:8080")];
+    // Same timestamp: the smaller uid is older.
+    assert_eq!(
+        winner_of(
+            claimant("a", "10.96.0.1", &[80], t, Some("uid-2")),
+            claimant("b", "10.96.0.2", &[80], t, Some("uid-1"))
+        ),
+        b_wins
+    );
+    // No timestamp loses to one.
+    assert_eq!(
+        winner_of(
+            claimant("a", "10.96.0.1", &[80], None, Some("uid-1")),
+            claimant("b", "10.96.0.2", &[80], t, Some("uid-2"))
+        ),
+        b_wins
+    );
+}
+
+// ---- the virtual-server cap --------------------------------------------------------
+
+#[test]
+fn a_service_growing_over_the_cap_is_removed_and_back_under_it_returns() {
+    let cfg = ProxyConfig {
+        families: vec![Family::Inet],
+        max_virtual_servers_per_service: 6,
+        ..Default::default()
+    };
+    let with_ext = |ext: &[&str]| {
+        service(
+            "ns",
+            "big",
+            json!({"clusterIP": "10.96.0.20", "externalIPs": ext,
+                   "ports": [{"name": "a", "port": 80}, {"name": "b", "port": 81}]}),
+        )
+    };
+    let mut p = Proxier::new(cfg, node());
+    let mut k = KernelState::default();
+    p.upsert_service(&web(json!({})));
+    p.upsert_slice(&web_slice(&["10.244.1.5"]));
+    let sets_before = {
+        apply(&mut k, &p.sync(0));
+        k.clone()
+    };
+    // 2 ports × 3 addresses = 6: at the cap, programmed.
+    p.upsert_service(&with_ext(&["198.51.100.1", "198.51.100.2"]));
+    apply(&mut k, &p.sync(1));
+    assert_eq!(k.services.len(), 1 + 6);
+    assert!(k.addresses.contains(&ip("198.51.100.2")));
+    assert_eq!(p.refused().count(), 0);
+    // 2 × 4 = 8: refused whole; everything it had goes, `web` stays.
+    p.upsert_service(&with_ext(&["198.51.100.1", "198.51.100.2", "198.51.100.3"]));
+    apply(&mut k, &p.sync(2));
+    apply(&mut k, &p.tick(3, no_conns));
+    assert_eq!(k, sets_before);
+    let refused: Vec<_> = p
+        .refused()
+        .map(|(id, r)| (id.to_string(), r.label()))
+        .collect();
+    assert_eq!(
+        refused,
+        [("ns/big".to_string(), "too_many_virtual_servers")]
+    );
+    let w = &p.warnings()["ns/big"];
+    assert!(
+        w.iter().any(|w| w.contains("needs 8") && w.contains("=6")),
+        "{w:?}"
+    );
+    // Back to 6: programmed again.
+    p.upsert_service(&with_ext(&["198.51.100.1", "198.51.100.2"]));
+    apply(&mut k, &p.sync(4));
+    assert_eq!(k.services.len(), 1 + 6);
+    assert_eq!(p.refused().count(), 0);
+    assert_eq!(k, p.desired_state());
+}
+
+// ---- excludeCIDRs --------------------------------------------------------------------
+
+#[test]
+fn exclude_cidrs_keep_only_foreign_services_safe() {
+    let cfg = ProxyConfig {
+        families: vec![Family::Inet],
+        exclude_cidrs: vec!["198.51.100.0/24".parse().unwrap()],
+        ..Default::default()
+    };
+    let ext = tcp("198.51.100.7:80");
+    let foreign = tcp("198.51.100.50:443");
+    let svc = web(json!({"externalIPs": ["198.51.100.7"]}));
+    let mut p = Proxier::new(cfg.clone(), node());
+    let mut k = KernelState::default();
+    // Someone else's service (keepalived) inside the excluded range, with its
+    // address even bound on kube-ipvs0: never adopted.
+    k.services
+        .insert(foreign, KService::new(IpvsService::new(foreign)));
+    k.addresses.insert(ip("198.51.100.50"));
+    p.upsert_service(&svc);
+    p.upsert_slice(&web_slice(&["10.244.1.5"]));
+    let plan = p.adopt(k.clone(), 0);
+    apply(&mut k, &plan);
+    // Ours inside the range is programmed as any other.
+    assert_eq!(real_servers(&k, &ext), vec![sa("10.244.1.5:8080")]);
+    assert!(k.addresses.contains(&ip("198.51.100.7")));
+    // Deleted in this run: removed, as we know we made it.
+    p.delete_service("ns", "web");
+    apply(&mut k, &p.sync(1));
+    assert!(!k.services.contains_key(&ext));
+    assert!(!k.addresses.contains(&ip("198.51.100.7")));
+    assert!(k.services.contains_key(&foreign));
+    assert!(k.addresses.contains(&ip("198.51.100.50")));
+
+    // After a restart, a leftover of ours in the range is indistinguishable
+    // from a foreign one and stays (as upstream's cleanLegacyService).
+    k.services.insert(ext, KService::new(IpvsService::new(ext)));
+    k.addresses.insert(ip("198.51.100.7"));
+    let mut restarted = Proxier::new(cfg, node());
+    let plan = restarted.adopt(k.clone(), 10);
+    for o in &plan.ops {
+        assert!(!o.to_string().contains("198.51.100."), "{o}");
+    }
+}
