@@ -60,9 +60,12 @@ pub enum Blame {
 }
 
 /// Errnos that speak of the node, not of the request: resources,
-/// privileges, a missing address family or module.
+/// privileges, a missing address family or module; and EEXIST, which says
+/// the applied state is out of date (someone else made the object), so the
+/// node re-reads the kernel rather than charging a Service.
 fn node_errno(errno: i32) -> bool {
     [
+        Errno::EEXIST,
         Errno::ENOMEM,
         Errno::ENOBUFS,
         Errno::ENOSPC,
@@ -165,7 +168,7 @@ mod tests {
             blame(&dest, &einval, Some(&id), &rr()),
             Blame::Service(id.clone(), FailureReason::KernelRefused)
         );
-        for e in [Errno::ENOMEM, Errno::EPERM, Errno::ENOBUFS] {
+        for e in [Errno::ENOMEM, Errno::EPERM, Errno::ENOBUFS, Errno::EEXIST] {
             assert_eq!(
                 blame(&dest, &Refusal::Refused(e as i32), Some(&id), &rr()),
                 Blame::Node,
