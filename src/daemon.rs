@@ -28,6 +28,15 @@ use crate::watch::{self, Batch, Hooks, Sources};
 /// (`settings.kubeconfig`, else in-cluster) or, with `manifests`, from files.
 pub fn run(settings: Settings, manifests: Option<PathBuf>) -> Result<()> {
     crate::heap::tune();
+    // Before any socket: the HTTP listeners' caps assume the hard limit.
+    match crate::http::raise_open_files_limit() {
+        Ok((old, new)) => {
+            tracing::debug!(old, new, "open files soft limit raised to the hard limit")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open files limit; keeping the current one")
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -1,7 +1,6 @@
 //! HTTP endpoints: /metrics, /healthz and /livez (upstream ProxyHealthServer) and per-Service health-check node ports (ServiceHealthServer).
 
 use std::collections::{BTreeMap, HashMap};
-use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
@@ -9,15 +8,14 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::{Response, StatusCode};
 use ipvs_netlink::ipvs::Family;
 use k8s_openapi::api::core::v1::Node;
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::task::JoinHandle;
 
+pub use crate::http::HttpServer;
+use crate::http::{HEALTH_CHECK_PORT_LIMITS, HEALTHZ_LIMITS, METRICS_LIMITS, serve};
 use crate::metrics::Metrics;
 use crate::model::config::{NodePortAddresses, ProxyConfig};
 use crate::model::contribution::HealthCheck;
@@ -183,83 +181,15 @@ fn health_response(health: &ProxyHealth, with_node: bool) -> Resp {
     response(status, "application/json", body.to_string())
 }
 
-/// A running HTTP listener; dropping it stops accepting connections.
-#[derive(Debug)]
-pub struct HttpServer {
-    local_addr: SocketAddr,
-    /// None once `close` took it.
-    task: Option<JoinHandle<()>>,
-}
-
-impl HttpServer {
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// Stops listening and waits until the socket is closed, so the port
-    /// can be bound again at once.
-    pub async fn close(mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-            let _ = t.await;
-        }
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        if let Some(t) = &self.task {
-            t.abort();
-        }
-    }
-}
-
-/// Serves `handler` on `listener`, one task per connection. HTTP/1.1 only,
-/// with a header read timeout so idle clients cannot pile up connections.
-fn serve<H>(listener: TcpListener, handler: H) -> io::Result<HttpServer>
-where
-    H: Fn(&Request<Incoming>) -> Resp + Send + Sync + 'static,
-{
-    let local_addr = listener.local_addr()?;
-    let handler = Arc::new(handler);
-    let task = tokio::spawn(async move {
-        loop {
-            let (stream, _) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, %local_addr, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let handler = handler.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let r = handler(&req);
-                    async move { Ok::<_, Infallible>(r) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    Ok(HttpServer {
-        local_addr,
-        task: Some(task),
-    })
-}
-
 /// `/healthz` (node eligibility included) and `/livez` on healthzBindAddress.
 pub async fn healthz_server(addr: SocketAddr, health: Arc<ProxyHealth>) -> io::Result<HttpServer> {
     let listener = TcpListener::bind(addr).await?;
-    serve(listener, move |req| match req.uri().path() {
-        "/healthz" => health_response(&health, true),
-        "/livez" => health_response(&health, false),
-        _ => not_found(),
+    serve(listener, HEALTHZ_LIMITS, move |req| {
+        match req.uri().path() {
+            "/healthz" => health_response(&health, true),
+            "/livez" => health_response(&health, false),
+            _ => not_found(),
+        }
     })
 }
 
@@ -271,19 +201,21 @@ pub async fn metrics_server(
     health: Arc<ProxyHealth>,
 ) -> io::Result<HttpServer> {
     let listener = TcpListener::bind(addr).await?;
-    serve(listener, move |req| match req.uri().path() {
-        "/metrics" => {
-            let accept = req
-                .headers()
-                .get(hyper::header::ACCEPT)
-                .and_then(|v| v.to_str().ok());
-            let (content_type, body) = metrics.negotiate(accept);
-            response(StatusCode::OK, content_type, body)
+    serve(listener, METRICS_LIMITS, move |req| {
+        match req.uri().path() {
+            "/metrics" => {
+                let accept = req
+                    .headers()
+                    .get(hyper::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok());
+                let (content_type, body) = metrics.negotiate(accept);
+                response(StatusCode::OK, content_type, body)
+            }
+            "/healthz" => health_response(&health, true),
+            "/livez" => health_response(&health, false),
+            "/proxyMode" => response(StatusCode::OK, "text/plain; charset=utf-8", "ipvs".into()),
+            _ => not_found(),
         }
-        "/healthz" => health_response(&health, true),
-        "/livez" => health_response(&health, false),
-        "/proxyMode" => response(StatusCode::OK, "text/plain; charset=utf-8", "ipvs".into()),
-        _ => not_found(),
     })
 }
 
@@ -429,7 +361,7 @@ impl ServiceHealthServer {
         let services = self.services.clone();
         let proxy = self.proxy.clone();
         let port = addr.port();
-        serve(listener, move |_req| {
+        serve(listener, HEALTH_CHECK_PORT_LIMITS, move |_req| {
             let entry = services
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
