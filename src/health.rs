@@ -356,6 +356,16 @@ impl ServiceHealthServer {
         }
     }
 
+    /// Connections open on all health-check node ports now.
+    pub async fn open_connections(&self) -> usize {
+        let l = self.listeners.lock().await;
+        l.by_port
+            .values()
+            .flatten()
+            .map(HttpServer::open_connections)
+            .sum()
+    }
+
     fn listen(&self, addr: SocketAddr) -> io::Result<HttpServer> {
         let listener = bind(addr)?;
         let services = self.services.clone();

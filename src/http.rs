@@ -1,20 +1,22 @@
-//! HTTP/1 serving that a peer cannot exhaust: a connection cap per listener that evicts the oldest connection, a deadline per connection, small buffers, no keep-alive on probe ports.
+//! HTTP/1 serving that a peer cannot exhaust: a connection cap per listener that evicts the oldest idle connection, a deadline per connection, small buffers, no keep-alive on probe ports.
 //!
 //! healthz (0.0.0.0:10256) and the health-check node ports listen on every
 //! node address, so anyone who reaches the node can open connections to
 //! them. A cap alone would let a slowloris client hold every slot and lock
 //! out kubelet and the load balancers; a deadline alone bounds how long a
-//! slot is held but not how many. Both together, and at the cap the *oldest*
-//! connection is closed for the new one: a fresh prober then only has to
-//! send its request before `max_connections` further connections arrive,
-//! whatever the flood holds.
+//! slot is held but not how many. So: a cap, a deadline, and at the cap a
+//! new connection closes the *oldest one that has no whole request waiting
+//! or being answered*. A prober sends its request at once, so it is never
+//! the one closed once its request has arrived, however many idle or slow
+//! connections a flood opens; those are the ones closed.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -22,6 +24,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use nix::sys::socket::{MsgFlags, Shutdown, recv, shutdown};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{AbortHandle, JoinHandle};
 
@@ -87,24 +90,76 @@ struct Stats {
     evicted: AtomicU64,
 }
 
-/// Decrements the open count when its connection task ends or is aborted.
-struct Open(Arc<Stats>);
+/// Held by a connection task: when the task ends or is aborted, shuts the
+/// socket down (the accept loop's duplicate would otherwise keep it open
+/// until the next accept) and decrements the open count.
+struct Open(Arc<Stats>, Arc<OwnedFd>);
 
 impl Drop for Open {
     fn drop(&mut self) {
+        let _ = shutdown(self.1.as_raw_fd(), Shutdown::Both);
         self.0.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// The connection tasks of a listener, oldest first; dropping it (the
+/// One admitted connection, as the accept loop sees it.
+struct Conn {
+    task: AbortHandle,
+    /// A duplicate of the socket: peeked to tell a client whose request is
+    /// waiting from one that sends nothing, and shut down on eviction so
+    /// the peer sees the close at once.
+    peek: Arc<OwnedFd>,
+    /// Set when a request head was complete and is being answered.
+    answered: Arc<AtomicBool>,
+}
+
+impl Conn {
+    /// Whether the client is being answered or has a whole request head
+    /// waiting to be read: a prober, not a slowloris. Such a connection is
+    /// done within milliseconds, so it is not the one to close.
+    fn busy(&self, buf: &mut [u8]) -> bool {
+        if self.answered.load(Ordering::Relaxed) {
+            return true;
+        }
+        let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+        match recv(self.peek.as_raw_fd(), buf, flags) {
+            Ok(n) => buf[..n].windows(4).any(|w| w == b"\r\n\r\n"),
+            Err(_) => false,
+        }
+    }
+
+    fn evict(self) {
+        let _ = shutdown(self.peek.as_raw_fd(), Shutdown::Both);
+        self.task.abort();
+    }
+}
+
+/// The connections of a listener, oldest first; dropping it (the
 /// listener stopped) closes them all.
 #[derive(Default)]
-struct Conns(VecDeque<AbortHandle>);
+struct Conns(VecDeque<Conn>);
+
+impl Conns {
+    /// Closes connections until there is room for one more: the oldest that
+    /// is not `busy`, else the oldest. Returns how many were closed.
+    fn make_room(&mut self, max: usize, buf: &mut [u8]) -> u64 {
+        self.0.retain(|c| !c.task.is_finished());
+        let mut evicted = 0;
+        while self.0.len() >= max.max(1) {
+            let i = self.0.iter().position(|c| !c.busy(buf)).unwrap_or(0);
+            if let Some(c) = self.0.remove(i) {
+                c.evict();
+                evicted += 1;
+            }
+        }
+        evicted
+    }
+}
 
 impl Drop for Conns {
     fn drop(&mut self) {
-        for h in &self.0 {
-            h.abort();
+        for c in self.0.drain(..) {
+            c.task.abort();
         }
     }
 }
@@ -124,7 +179,8 @@ impl HttpServer {
         self.local_addr
     }
 
-    /// Connections being served now.
+    /// Connection tasks holding a socket now: at most `max_connections`,
+    /// plus evicted ones (already shut down) until their task is dropped.
     pub fn open_connections(&self) -> usize {
         self.stats.open.load(Ordering::Relaxed)
     }
@@ -165,6 +221,7 @@ where
     let task = tokio::spawn(async move {
         let mut conns = Conns::default();
         let mut warned: Option<Instant> = None;
+        let mut peek_buf = vec![0u8; MAX_HEADER_SIZE];
         loop {
             let stream = match listener.accept().await {
                 Ok((s, _)) => s,
@@ -175,14 +232,7 @@ where
                     continue;
                 }
             };
-            conns.0.retain(|h| !h.is_finished());
-            let mut evicted = 0;
-            while conns.0.len() >= limits.max_connections.max(1) {
-                if let Some(h) = conns.0.pop_front() {
-                    h.abort();
-                    evicted += 1;
-                }
-            }
+            let evicted = conns.make_room(limits.max_connections, &mut peek_buf);
             if evicted > 0 {
                 shared.evicted.fetch_add(evicted, Ordering::Relaxed);
                 if warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
@@ -190,14 +240,32 @@ where
                     tracing::warn!(
                         %local_addr,
                         max = limits.max_connections,
-                        "connection cap reached: closing the oldest connections (a flood of idle or slow clients?)"
+                        "connection cap reached: closing the oldest idle connections (a flood of idle or slow clients?)"
                     );
                 }
             }
+            let peek = match nix::unistd::dup(&stream) {
+                Ok(fd) => Arc::new(fd),
+                Err(e) => {
+                    tracing::warn!(error = %e, %local_addr, "cannot duplicate a connection's socket; closing it");
+                    continue;
+                }
+            };
+            let answered = Arc::new(AtomicBool::new(false));
             shared.open.fetch_add(1, Ordering::Relaxed);
-            let open = Open(shared.clone());
-            let t = tokio::spawn(connection(stream, limits, handler.clone(), open));
-            conns.0.push_back(t.abort_handle());
+            let open = Open(shared.clone(), peek.clone());
+            let t = tokio::spawn(connection(
+                stream,
+                limits,
+                handler.clone(),
+                answered.clone(),
+                open,
+            ));
+            conns.0.push_back(Conn {
+                task: t.abort_handle(),
+                peek,
+                answered,
+            });
         }
     });
     Ok(HttpServer {
@@ -208,11 +276,17 @@ where
 }
 
 /// One connection, closed at `limits.connection_deadline` at the latest.
-async fn connection<H>(stream: TcpStream, limits: Limits, handler: Arc<H>, _open: Open)
-where
+async fn connection<H>(
+    stream: TcpStream,
+    limits: Limits,
+    handler: Arc<H>,
+    answered: Arc<AtomicBool>,
+    _open: Open,
+) where
     H: Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync + 'static,
 {
     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+        answered.store(true, Ordering::Relaxed);
         let r = handler(&req);
         async move { Ok::<_, Infallible>(r) }
     });
@@ -262,7 +336,7 @@ mod tests {
     }
 
     /// Waits (up to 5 s) until `f` holds.
-    async fn eventually(what: &str, f: impl Fn() -> bool) {
+    async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
         let start = Instant::now();
         while !f() {
             assert!(start.elapsed() < Duration::from_secs(5), "{what}");
@@ -355,6 +429,60 @@ mod tests {
             out.to_ascii_lowercase().contains("connection: close"),
             "{out}"
         );
+    }
+
+    /// `make_room` on real sockets whose tasks never read: the idle ones go
+    /// oldest first, the one with a whole request waiting stays.
+    #[tokio::test]
+    async fn eviction_spares_a_connection_whose_request_is_waiting() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let mut clients = Vec::new();
+        let mut conns = Conns::default();
+        for i in 0..3 {
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            if i == 0 {
+                c.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .await
+                    .unwrap();
+            } else if i == 1 {
+                c.write_all(b"GET /healthz HTTP/1.1\r\nX-Slow: a")
+                    .await
+                    .unwrap();
+            }
+            clients.push(c);
+            let (s, _) = l.accept().await.unwrap();
+            let peek = Arc::new(nix::unistd::dup(&s).unwrap());
+            let task = tokio::spawn(async move {
+                let _s = s;
+                std::future::pending::<()>().await
+            });
+            conns.0.push_back(Conn {
+                task: task.abort_handle(),
+                peek,
+                answered: Arc::default(),
+            });
+        }
+        // The request may take a moment to be readable on the server side.
+        let mut buf = vec![0u8; MAX_HEADER_SIZE];
+        eventually("the request arrived", || conns.0[0].busy(&mut buf)).await;
+        assert!(
+            !conns.0[1].busy(&mut buf),
+            "half a request head is not busy"
+        );
+
+        assert_eq!(conns.make_room(3, &mut buf), 1);
+        assert_eq!(conns.make_room(2, &mut buf), 1);
+        assert_eq!(conns.0.len(), 1);
+        assert!(conns.0[0].busy(&mut buf), "the waiting request was kept");
+        for (i, c) in clients.iter_mut().enumerate().skip(1) {
+            let mut b = [0u8; 8];
+            let n = tokio::time::timeout(Duration::from_secs(5), c.read(&mut b))
+                .await
+                .expect("evicted connections are shut down at once")
+                .unwrap_or(0);
+            assert_eq!(n, 0, "client {i}");
+        }
     }
 
     #[test]
