@@ -105,6 +105,14 @@ impl ProxyHealth {
         self.lock().node_eligible = eligible;
     }
 
+    /// Ready for the pod's readinessProbe (`/readyz`): a first sync has
+    /// succeeded and the proxy is healthy. Upstream has no such endpoint;
+    /// its /healthz is 200 while starting up, before any rule is written.
+    pub fn ready(&self) -> bool {
+        let s = self.status();
+        s.healthy && s.last_updated.is_some()
+    }
+
     pub fn status(&self) -> HealthStatus {
         let now = (self.clock)();
         let s = self.lock();
@@ -181,9 +189,22 @@ fn health_response(health: &ProxyHealth, with_node: bool) -> Resp {
     response(status, "application/json", body.to_string())
 }
 
+/// 200 once the first sync succeeded (and while healthy), else 503.
+fn ready_response(health: &ProxyHealth) -> Resp {
+    let (status, body) = if health.ready() {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no successful sync yet, or the last one is overdue\n",
+        )
+    };
+    response(status, "text/plain; charset=utf-8", body.into())
+}
+
 /// `/healthz` (node eligibility included) and `/livez` on healthzBindAddress.
 pub async fn healthz_server(addr: SocketAddr, health: Arc<ProxyHealth>) -> io::Result<HttpServer> {
-    let listener = TcpListener::bind(addr).await?;
+    let listener = bind(addr)?;
     serve(listener, HEALTHZ_LIMITS, move |req| {
         match req.uri().path() {
             "/healthz" => health_response(&health, true),
@@ -240,6 +261,9 @@ pub fn health_check_addresses(cfg: &ProxyConfig, node: &NodeInfo) -> Vec<IpAddr>
         .collect()
 }
 
+/// Accept queue length of the healthz and health-check listeners.
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// A listening socket on `addr`. An IPv6 socket is IPv6-only, so that `::`
 /// and `0.0.0.0` can both hold the same port.
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -253,7 +277,10 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     };
     sock.set_reuseaddr(true)?;
     sock.bind(addr)?;
-    sock.listen(1024)
+    // A flood's reconnects arrive in bursts; a SYN dropped on a full accept
+    // queue costs a prober a 1 s retransmit. The kernel caps this at
+    // net.core.somaxconn (4096 by default since Linux 5.4).
+    sock.listen(LISTEN_BACKLOG)
 }
 
 /// Listeners of the health-check node ports, and the addresses they use.
@@ -475,6 +502,11 @@ mod tests {
 
         let (code, raw, body) = get(a, "/healthz").await;
         assert_eq!(code, 200, "{raw}");
+        assert_eq!(
+            get(a, "/readyz").await.0,
+            503,
+            "not ready before the first sync"
+        );
         assert!(
             raw.to_ascii_lowercase()
                 .contains("content-type: application/json")
@@ -488,7 +520,9 @@ mod tests {
         advance(&t, 61);
         assert_eq!(get(a, "/healthz").await.0, 503);
         assert_eq!(get(a, "/livez").await.0, 503);
+        assert_eq!(get(a, "/readyz").await.0, 503);
         h.updated();
+        assert_eq!(get(a, "/readyz").await.0, 200, "ready after a sync");
         let (code, _, body) = get(a, "/livez").await;
         assert_eq!(code, 200);
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();

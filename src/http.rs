@@ -234,6 +234,10 @@ where
             };
             let evicted = conns.make_room(limits.max_connections, &mut peek_buf);
             if evicted > 0 {
+                // Lets the aborted tasks be dropped (their sockets closed)
+                // before the next accept: under a flood this loop would
+                // otherwise outrun them and the descriptors would pile up.
+                tokio::task::yield_now().await;
                 shared.evicted.fetch_add(evicted, Ordering::Relaxed);
                 if warned.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
                     warned = Some(Instant::now());
