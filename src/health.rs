@@ -202,13 +202,14 @@ fn ready_response(health: &ProxyHealth) -> Resp {
     response(status, "text/plain; charset=utf-8", body.into())
 }
 
-/// `/healthz` (node eligibility included) and `/livez` on healthzBindAddress.
+/// `/healthz` (node eligibility included), `/livez` and `/readyz` on healthzBindAddress.
 pub async fn healthz_server(addr: SocketAddr, health: Arc<ProxyHealth>) -> io::Result<HttpServer> {
     let listener = bind(addr)?;
     serve(listener, HEALTHZ_LIMITS, move |req| {
         match req.uri().path() {
             "/healthz" => health_response(&health, true),
             "/livez" => health_response(&health, false),
+            "/readyz" => ready_response(&health),
             _ => not_found(),
         }
     })
