@@ -28,6 +28,15 @@ use crate::watch::{self, Batch, Hooks, Sources};
 /// (`settings.kubeconfig`, else in-cluster) or, with `manifests`, from files.
 pub fn run(settings: Settings, manifests: Option<PathBuf>) -> Result<()> {
     crate::heap::tune();
+    // Before any socket: the HTTP listeners' caps assume the hard limit.
+    match crate::http::raise_open_files_limit() {
+        Ok((old, new)) => {
+            tracing::debug!(old, new, "open files soft limit raised to the hard limit")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open files limit; keeping the current one")
+        }
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -45,6 +54,21 @@ const LOGGED_REPAIRS: usize = 100;
 
 /// Writes from which a sync hands its freed memory back (`heap`).
 const LARGE_SYNC: usize = 10_000;
+
+/// Warning Events being posted at once. Past it a new one is dropped and
+/// logged, never queued: a slow or unreachable API server must not hold up
+/// the sync loop nor pile up tasks.
+const EVENT_POSTS_IN_FLIGHT: usize = 8;
+/// One Event post gives up after this (kube's client has no default timeout
+/// for a request whose connection hangs).
+const EVENT_POST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Trigger times kept across failed syncs. The network-programming metric
+/// observes each one once the sync succeeds; while syncs keep failing they
+/// would otherwise grow with every EndpointSlice change. Past the cap the
+/// oldest are kept: they carry the largest latencies, which the metric's
+/// tail must show, and the newest are dropped (counted in the log).
+const MAX_TRIGGER_TIMES: usize = 10_000;
 
 /// Where objects come from, resolved before anything touches the kernel (a
 /// bad kubeconfig or manifests path fails without side effects).
@@ -188,6 +212,7 @@ async fn run_async(settings: Settings, manifests: Option<PathBuf>) -> Result<()>
     let _watch = AbortOnDrop(_watch);
 
     let svc_health = ServiceHealthServer::new(health.clone());
+    let posts = Arc::new(tokio::sync::Semaphore::new(EVENT_POSTS_IN_FLIGHT));
     let mut warned = std::collections::BTreeSet::new();
     let mut d = Daemon::new(Proxier::new(settings.proxy.clone(), node), hooks);
     tokio::pin!(shutdown);
@@ -224,16 +249,51 @@ async fn run_async(settings: Settings, manifests: Option<PathBuf>) -> Result<()>
             if let Some(svc) = tracked {
                 let rec = rec.clone();
                 // Posting must not hold up the sync loop; failures are logged.
-                tokio::spawn(async move {
+                let posted = spawn_bounded(&posts, EVENT_POST_TIMEOUT, async move {
                     if let Err(e) = publish_warning(&rec, &key, svc.uid.as_deref(), &w).await {
                         tracing::debug!(error = %e, "cannot post the warning Event");
                     }
                 });
+                if !posted {
+                    tracing::debug!(service = %id, "{EVENT_POSTS_IN_FLIGHT} Events already being posted; this warning is only logged");
+                }
             }
         }
     }
     tracing::info!("shutting down; kernel state left in place");
     Ok(())
+}
+
+/// Spawns `fut` (cut off after `timeout`) if one of `slots` is free, and
+/// says whether it did; never waits for a slot.
+fn spawn_bounded(
+    slots: &Arc<tokio::sync::Semaphore>,
+    timeout: Duration,
+    fut: impl std::future::Future<Output = ()> + Send + 'static,
+) -> bool {
+    let Ok(permit) = slots.clone().try_acquire_owned() else {
+        return false;
+    };
+    tokio::spawn(async move {
+        if tokio::time::timeout(timeout, fut).await.is_err() {
+            tracing::debug!(?timeout, "posting an Event timed out");
+        }
+        drop(permit);
+    });
+    true
+}
+
+/// Appends `new` to `kept`, keeping at most `max` (the oldest); returns how
+/// many were dropped.
+fn keep_oldest(kept: &mut Vec<SystemTime>, new: Vec<SystemTime>, max: usize) -> usize {
+    kept.extend(new);
+    if kept.len() <= max {
+        return 0;
+    }
+    let dropped = kept.len() - max;
+    kept.sort_unstable();
+    kept.truncate(max);
+    dropped
 }
 
 /// An Event recorder reporting as `kube-ipvs` on this node.
@@ -377,7 +437,18 @@ impl Daemon {
             ms = tracing::field::Empty,
         );
         let _enter = span.enter();
-        self.trigger_times.extend(batch.trigger_times());
+        let dropped = keep_oldest(
+            &mut self.trigger_times,
+            batch.trigger_times(),
+            MAX_TRIGGER_TIMES,
+        );
+        if dropped > 0 {
+            tracing::debug!(
+                dropped,
+                kept = MAX_TRIGGER_TIMES,
+                "syncs keep failing: newest trigger times not kept for the network-programming metric"
+            );
+        }
         batch.apply_to(&mut self.proxier, NodeInfo::from_node);
         let now = self.now();
         self.proxier.retry_due(now);
@@ -574,6 +645,57 @@ mod tests {
             1,
             "came back"
         );
+    }
+
+    #[test]
+    fn trigger_times_are_capped_keeping_the_oldest() {
+        let t = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        let mut kept = Vec::new();
+        assert_eq!(keep_oldest(&mut kept, vec![t(5), t(3)], 3), 0);
+        assert_eq!(keep_oldest(&mut kept, vec![t(9), t(1), t(7)], 3), 2);
+        assert_eq!(kept, vec![t(1), t(3), t(5)]);
+        // Failed syncs forever: still bounded.
+        for i in 0..100 {
+            keep_oldest(&mut kept, vec![t(100 + i); 50], 3);
+        }
+        assert_eq!(kept, vec![t(1), t(3), t(5)]);
+    }
+
+    #[tokio::test]
+    async fn event_posts_are_bounded_and_never_wait() {
+        let slots = Arc::new(tokio::sync::Semaphore::new(2));
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let hang = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|done| *done).await;
+        };
+        assert!(spawn_bounded(
+            &slots,
+            Duration::from_secs(60),
+            hang(rx.clone())
+        ));
+        assert!(spawn_bounded(
+            &slots,
+            Duration::from_secs(60),
+            hang(rx.clone())
+        ));
+        assert!(
+            !spawn_bounded(&slots, Duration::from_secs(60), hang(rx.clone())),
+            "a third post while two hang is dropped"
+        );
+        tx.send(true).unwrap();
+        let start = std::time::Instant::now();
+        while slots.available_permits() < 2 {
+            assert!(start.elapsed() < Duration::from_secs(5));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // A post that hangs past the timeout frees its slot too.
+        assert!(spawn_bounded(
+            &slots,
+            Duration::from_millis(50),
+            std::future::pending()
+        ));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(slots.available_permits(), 2);
     }
 
     #[test]

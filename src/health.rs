@@ -1,7 +1,6 @@
 //! HTTP endpoints: /metrics, /healthz and /livez (upstream ProxyHealthServer) and per-Service health-check node ports (ServiceHealthServer).
 
 use std::collections::{BTreeMap, HashMap};
-use std::convert::Infallible;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
@@ -9,15 +8,14 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HeaderValue};
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper::{Response, StatusCode};
 use ipvs_netlink::ipvs::Family;
 use k8s_openapi::api::core::v1::Node;
 use tokio::net::{TcpListener, TcpSocket};
-use tokio::task::JoinHandle;
 
+pub use crate::http::HttpServer;
+use crate::http::{HEALTH_CHECK_PORT_LIMITS, HEALTHZ_LIMITS, METRICS_LIMITS, serve};
 use crate::metrics::Metrics;
 use crate::model::config::{NodePortAddresses, ProxyConfig};
 use crate::model::contribution::HealthCheck;
@@ -107,6 +105,14 @@ impl ProxyHealth {
         self.lock().node_eligible = eligible;
     }
 
+    /// Ready for the pod's readinessProbe (`/readyz`): a first sync has
+    /// succeeded and the proxy is healthy. Upstream has no such endpoint;
+    /// its /healthz is 200 while starting up, before any rule is written.
+    pub fn ready(&self) -> bool {
+        let s = self.status();
+        s.healthy && s.last_updated.is_some()
+    }
+
     pub fn status(&self) -> HealthStatus {
         let now = (self.clock)();
         let s = self.lock();
@@ -183,83 +189,29 @@ fn health_response(health: &ProxyHealth, with_node: bool) -> Resp {
     response(status, "application/json", body.to_string())
 }
 
-/// A running HTTP listener; dropping it stops accepting connections.
-#[derive(Debug)]
-pub struct HttpServer {
-    local_addr: SocketAddr,
-    /// None once `close` took it.
-    task: Option<JoinHandle<()>>,
+/// 200 once the first sync succeeded (and while healthy), else 503.
+fn ready_response(health: &ProxyHealth) -> Resp {
+    let (status, body) = if health.ready() {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no successful sync yet, or the last one is overdue\n",
+        )
+    };
+    response(status, "text/plain; charset=utf-8", body.into())
 }
 
-impl HttpServer {
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// Stops listening and waits until the socket is closed, so the port
-    /// can be bound again at once.
-    pub async fn close(mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-            let _ = t.await;
-        }
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        if let Some(t) = &self.task {
-            t.abort();
-        }
-    }
-}
-
-/// Serves `handler` on `listener`, one task per connection. HTTP/1.1 only,
-/// with a header read timeout so idle clients cannot pile up connections.
-fn serve<H>(listener: TcpListener, handler: H) -> io::Result<HttpServer>
-where
-    H: Fn(&Request<Incoming>) -> Resp + Send + Sync + 'static,
-{
-    let local_addr = listener.local_addr()?;
-    let handler = Arc::new(handler);
-    let task = tokio::spawn(async move {
-        loop {
-            let (stream, _) = match listener.accept().await {
-                Ok(c) => c,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, %local_addr, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let handler = handler.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let r = handler(&req);
-                    async move { Ok::<_, Infallible>(r) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    Ok(HttpServer {
-        local_addr,
-        task: Some(task),
-    })
-}
-
-/// `/healthz` (node eligibility included) and `/livez` on healthzBindAddress.
+/// `/healthz` (node eligibility included), `/livez` and `/readyz` on healthzBindAddress.
 pub async fn healthz_server(addr: SocketAddr, health: Arc<ProxyHealth>) -> io::Result<HttpServer> {
-    let listener = TcpListener::bind(addr).await?;
-    serve(listener, move |req| match req.uri().path() {
-        "/healthz" => health_response(&health, true),
-        "/livez" => health_response(&health, false),
-        _ => not_found(),
+    let listener = bind(addr)?;
+    serve(listener, HEALTHZ_LIMITS, move |req| {
+        match req.uri().path() {
+            "/healthz" => health_response(&health, true),
+            "/livez" => health_response(&health, false),
+            "/readyz" => ready_response(&health),
+            _ => not_found(),
+        }
     })
 }
 
@@ -271,19 +223,21 @@ pub async fn metrics_server(
     health: Arc<ProxyHealth>,
 ) -> io::Result<HttpServer> {
     let listener = TcpListener::bind(addr).await?;
-    serve(listener, move |req| match req.uri().path() {
-        "/metrics" => {
-            let accept = req
-                .headers()
-                .get(hyper::header::ACCEPT)
-                .and_then(|v| v.to_str().ok());
-            let (content_type, body) = metrics.negotiate(accept);
-            response(StatusCode::OK, content_type, body)
+    serve(listener, METRICS_LIMITS, move |req| {
+        match req.uri().path() {
+            "/metrics" => {
+                let accept = req
+                    .headers()
+                    .get(hyper::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok());
+                let (content_type, body) = metrics.negotiate(accept);
+                response(StatusCode::OK, content_type, body)
+            }
+            "/healthz" => health_response(&health, true),
+            "/livez" => health_response(&health, false),
+            "/proxyMode" => response(StatusCode::OK, "text/plain; charset=utf-8", "ipvs".into()),
+            _ => not_found(),
         }
-        "/healthz" => health_response(&health, true),
-        "/livez" => health_response(&health, false),
-        "/proxyMode" => response(StatusCode::OK, "text/plain; charset=utf-8", "ipvs".into()),
-        _ => not_found(),
     })
 }
 
@@ -308,6 +262,9 @@ pub fn health_check_addresses(cfg: &ProxyConfig, node: &NodeInfo) -> Vec<IpAddr>
         .collect()
 }
 
+/// Accept queue length of the healthz and health-check listeners.
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// A listening socket on `addr`. An IPv6 socket is IPv6-only, so that `::`
 /// and `0.0.0.0` can both hold the same port.
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -321,7 +278,10 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     };
     sock.set_reuseaddr(true)?;
     sock.bind(addr)?;
-    sock.listen(1024)
+    // A flood's reconnects arrive in bursts; a SYN dropped on a full accept
+    // queue costs a prober a 1 s retransmit. The kernel caps this at
+    // net.core.somaxconn (4096 by default since Linux 5.4).
+    sock.listen(LISTEN_BACKLOG)
 }
 
 /// Listeners of the health-check node ports, and the addresses they use.
@@ -424,12 +384,22 @@ impl ServiceHealthServer {
         }
     }
 
+    /// Connections open on all health-check node ports now.
+    pub async fn open_connections(&self) -> usize {
+        let l = self.listeners.lock().await;
+        l.by_port
+            .values()
+            .flatten()
+            .map(HttpServer::open_connections)
+            .sum()
+    }
+
     fn listen(&self, addr: SocketAddr) -> io::Result<HttpServer> {
         let listener = bind(addr)?;
         let services = self.services.clone();
         let proxy = self.proxy.clone();
         let port = addr.port();
-        serve(listener, move |_req| {
+        serve(listener, HEALTH_CHECK_PORT_LIMITS, move |_req| {
             let entry = services
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
@@ -533,6 +503,11 @@ mod tests {
 
         let (code, raw, body) = get(a, "/healthz").await;
         assert_eq!(code, 200, "{raw}");
+        assert_eq!(
+            get(a, "/readyz").await.0,
+            503,
+            "not ready before the first sync"
+        );
         assert!(
             raw.to_ascii_lowercase()
                 .contains("content-type: application/json")
@@ -546,7 +521,9 @@ mod tests {
         advance(&t, 61);
         assert_eq!(get(a, "/healthz").await.0, 503);
         assert_eq!(get(a, "/livez").await.0, 503);
+        assert_eq!(get(a, "/readyz").await.0, 503);
         h.updated();
+        assert_eq!(get(a, "/readyz").await.0, 200, "ready after a sync");
         let (code, _, body) = get(a, "/livez").await;
         assert_eq!(code, 200);
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();

@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod health;
 pub mod heap;
+pub mod http;
 pub mod ipset_cmd;
 pub mod iptables;
 pub mod ipvsadm;

@@ -9,9 +9,11 @@
 
 pub mod payload;
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use ipvs_netlink::ipvs::Family;
 
@@ -21,6 +23,12 @@ pub use payload::{
 
 /// How long restore waits for the xtables lock (legacy; nft needs no lock).
 pub const DEFAULT_WAIT_SECS: u32 = 5;
+
+/// How long one iptables-restore or iptables-save may run before it is
+/// killed: the lock wait above plus far more than a 10,000-Service ruleset
+/// takes. A tool stuck past it (a hung nft transaction, a lock holder that
+/// ignores --wait) would otherwise stall the sync loop for good.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What failed while running the iptables tools, quoting what the tool said.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +58,11 @@ pub enum IptablesError {
         "{binary} is still waiting for the xtables lock: another iptables user holds /run/xtables.lock; retry later"
     )]
     LockHeld { binary: String },
+    #[error(
+        "{binary} did not finish within {}s and was killed: another process may hold the xtables lock (/run/xtables.lock) or the kernel's netfilter is stuck; the sync is retried with backoff",
+        timeout.as_secs_f32()
+    )]
+    TimedOut { binary: String, timeout: Duration },
     #[error("{binary} failed ({status}): {stderr}")]
     Failed {
         binary: String,
@@ -93,6 +106,7 @@ pub struct Iptables {
     /// Where the tools live; `None` searches `PATH`.
     bin_dir: Option<PathBuf>,
     wait_secs: u32,
+    timeout: Duration,
 }
 
 impl Iptables {
@@ -102,6 +116,7 @@ impl Iptables {
             family,
             bin_dir: None,
             wait_secs: DEFAULT_WAIT_SECS,
+            timeout: DEFAULT_TIMEOUT,
         }
     }
 
@@ -113,6 +128,12 @@ impl Iptables {
 
     pub fn with_wait_secs(mut self, secs: u32) -> Self {
         self.wait_secs = secs;
+        self
+    }
+
+    /// Kills a tool still running after `timeout` ([`DEFAULT_TIMEOUT`]).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
         self
     }
 
@@ -169,6 +190,9 @@ impl Iptables {
         let spawned = Command::new(&path)
             .args(args)
             .env("LC_ALL", "C")
+            // Its own process group, so a kill on timeout reaches whatever
+            // it started too (a wrapper script's children hold the pipes).
+            .process_group(0)
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -177,7 +201,7 @@ impl Iptables {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn();
-        let mut child = match spawned {
+        let child = match spawned {
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(IptablesError::MissingBinary {
@@ -187,17 +211,16 @@ impl Iptables {
             }
             Err(source) => return Err(IptablesError::Spawn { binary, source }),
         };
-        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            // restore reads all of its input before writing much, so no deadlock.
-            // A write error (it exited early) shows up in its status and stderr.
-            let _ = pipe.write_all(input.as_bytes());
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|source| IptablesError::Spawn {
-                binary: binary.clone(),
-                source,
-            })?;
+        let out = match wait_output(child, stdin, self.timeout) {
+            Ok(Some(out)) => out,
+            Ok(None) => {
+                return Err(IptablesError::TimedOut {
+                    binary,
+                    timeout: self.timeout,
+                });
+            }
+            Err(source) => return Err(IptablesError::Spawn { binary, source }),
+        };
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
         if out.status.success() {
@@ -297,6 +320,79 @@ impl Iptables {
             None => Ok(false),
         }
     }
+}
+
+/// What a finished tool wrote and how it exited.
+struct Output {
+    status: ExitStatus,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+}
+
+/// Feeds `stdin` to `child` and collects its output, on threads of their
+/// own so that neither a full pipe nor a hung tool can block us; `None`
+/// when it ran past `timeout`, after killing its process group.
+fn wait_output(
+    mut child: Child,
+    stdin: Option<&str>,
+    timeout: Duration,
+) -> std::io::Result<Option<Output>> {
+    let deadline = Instant::now() + timeout;
+    let input = child.stdin.take();
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    std::thread::scope(|scope| {
+        if let (Some(text), Some(mut pipe)) = (stdin, input) {
+            // restore reads all of its input before writing much; a write
+            // error (it exited early) shows up in its status and stderr.
+            scope.spawn(move || {
+                let _ = pipe.write_all(text.as_bytes());
+            });
+        }
+        let out = scope.spawn(move || {
+            let mut v = Vec::new();
+            if let Some(p) = stdout.as_mut() {
+                let _ = p.read_to_end(&mut v);
+            }
+            v
+        });
+        let err = scope.spawn(move || {
+            let mut v = Vec::new();
+            if let Some(p) = stderr.as_mut() {
+                let _ = p.read_to_end(&mut v);
+            }
+            v
+        });
+        // Polled: std has no wait with a timeout. Short first (a restore
+        // usually takes milliseconds), then at most every 20 ms.
+        let mut pause = Duration::from_millis(1);
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Ok(Some(status)),
+                Ok(None) if Instant::now() < deadline => {}
+                other => {
+                    // Timed out (or cannot be waited for): kill the group,
+                    // so the pipes close and the threads above end.
+                    let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
+                    let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break other.map(|_| None);
+                }
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        };
+        let stdout = out.join().unwrap_or_default();
+        let stderr = err.join().unwrap_or_default();
+        status.map(|s| {
+            s.map(|status| Output {
+                status,
+                stdout,
+                stderr,
+            })
+        })
+    })
 }
 
 #[cfg(test)]
@@ -409,6 +505,37 @@ mod tests {
         assert!(
             !log.exists(),
             "restore ran for a payload touching PREROUTING"
+        );
+    }
+
+    #[test]
+    fn a_hung_tool_is_killed_at_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        // Ignores its input and hangs in a child of its own, which holds
+        // the output pipes: only a kill of the whole group ends it.
+        fake(dir.path(), "iptables-nft-restore", "sleep 60 & wait");
+        fake(dir.path(), "iptables-nft-save", "sleep 60");
+        let t = Iptables::new(Backend::Nft, Family::Inet)
+            .with_bin_dir(dir.path())
+            .with_timeout(Duration::from_millis(300));
+        // More than a pipe's 64 KiB of input, which nobody reads.
+        let payload = format!("*nat\n{}COMMIT\n", "# filler\n".repeat(20_000));
+        let start = Instant::now();
+        let e = t.restore(&payload).unwrap_err();
+        assert!(matches!(e, IptablesError::TimedOut { .. }), "{e}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("iptables-nft-restore")
+                && msg.contains("0.3s")
+                && msg.contains("xtables lock"),
+            "{msg}"
+        );
+        let e = t.save().unwrap_err();
+        assert!(matches!(e, IptablesError::TimedOut { .. }), "{e}");
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "took {:?}: the kill did not end the tools",
+            start.elapsed()
         );
     }
 
