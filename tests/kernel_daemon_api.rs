@@ -6,10 +6,10 @@ mod fakeapi;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::daemon::{Daemon, http_get as get};
+use common::daemon::{Daemon, http_get as get, metric_in as metric};
 use common::{sh, try_sh};
 use fakeapi::{FakeApi, to_json};
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{Value, json};
 
@@ -71,15 +71,6 @@ fn foreign_slice(name: &str, label: &str, ip: &str) -> Value {
 fn slice(ips: &[&str]) -> Value {
     let eps: Vec<(&str, &str)> = ips.iter().map(|ip| (*ip, "lab-node")).collect();
     slice_on(&eps)
-}
-
-fn node() -> Value {
-    let n: Node = serde_json::from_value(json!({
-        "metadata": {"name": "lab-node"},
-        "status": {"addresses": [{"type": "InternalIP", "address": "192.168.100.10"}]}
-    }))
-    .expect("valid Node");
-    to_json(&n)
 }
 
 /// What the node's kernel holds, as the standard tools print it.
@@ -165,17 +156,6 @@ fn unchanged_for(
     }
 }
 
-/// A metric sample's value from the exposition text.
-fn metric(text: &str, sample: &str) -> Option<f64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(sample)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
-
 fn no_local(policy: &str) -> Option<f64> {
     let (_, body) = get(METRICS, "/metrics")?;
     metric(
@@ -219,7 +199,7 @@ impl Lab {
             .build()
             .unwrap();
         let api = rt.block_on(FakeApi::start());
-        api.apply(node());
+        api.apply(fakeapi::lab_node());
         Lab {
             rt,
             api,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use common::daemon::{Daemon, http_get as get};
 use common::{sh, try_sh};
 use fakeapi::{FakeApi, to_json};
-use k8s_openapi::api::core::v1::{Node, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{Value, json};
 
@@ -57,24 +57,9 @@ fn slice(svc: &str, ips: &[&str], node: &str) -> Value {
     to_json(&s)
 }
 
-fn node() -> Value {
-    let n: Node = serde_json::from_value(json!({
-        "metadata": {"name": "lab-node"},
-        "status": {"addresses": [{"type": "InternalIP", "address": "192.168.100.10"}]}
-    }))
-    .expect("valid Node");
-    to_json(&n)
-}
-
 fn metric(sample: &str) -> Option<f64> {
     let (_, text) = get(METRICS, "/metrics")?;
-    text.lines().find_map(|l| {
-        l.strip_prefix(sample)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
+    common::daemon::metric_in(&text, sample)
 }
 
 fn failures(reason: &str) -> f64 {
@@ -114,7 +99,7 @@ fn one_refused_service_disturbs_nothing_else() {
         .build()
         .unwrap();
     let api = rt.block_on(FakeApi::start());
-    api.apply(node());
+    api.apply(fakeapi::lab_node());
     api.apply(web());
     api.apply(slice("web", &["10.244.1.1"], "lab-node"));
     api.apply(cluster_ip(

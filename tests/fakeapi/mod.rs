@@ -102,6 +102,15 @@ pub fn to_json<K: k8s_openapi::Resource + Serialize>(obj: &K) -> Value {
     v
 }
 
+/// The lab's Node `lab-node` at 192.168.100.10 (the kernel tests' node address).
+pub fn lab_node() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "lab-node"},
+        "status": {"addresses": [{"type": "InternalIP", "address": "192.168.100.10"}]}
+    })
+}
+
 /// The API server's own Service, `default/kubernetes` on 10.96.0.1:443.
 pub fn kubernetes_service() -> Value {
     json!({
