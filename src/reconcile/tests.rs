@@ -550,6 +550,58 @@ fn adopt_never_flushes_resets_zero_weights_and_leaves_foreign_alone() {
     assert_eq!(p.owned_view(&kernel), p.desired_state());
 }
 
+/// An externalIP equal to a node address is never bound and never in
+/// KUBE-IPVS-IPS; after a restart with its Service deleted meanwhile, the
+/// IPVS service left on the node address must still be recognised as ours.
+#[test]
+fn a_node_address_service_is_ours_after_a_restart() {
+    let node_svc = |p: &mut Proxier| {
+        p.upsert_service(&web(json!({"externalIPs": ["192.168.0.10"]})));
+        p.upsert_slice(&web_slice(&["10.244.1.5"]));
+    };
+    let mut first = proxier();
+    node_svc(&mut first);
+    let mut kernel = KernelState::default();
+    apply(&mut kernel, &first.sync(0));
+    let vs = tcp("192.168.0.10:80");
+    assert!(kernel.services.contains_key(&vs));
+    assert!(!kernel.addresses.contains(&ip("192.168.0.10")));
+    kernel
+        .services
+        .insert(tcp("192.168.0.100:80"), keepalived_vs());
+
+    // Restart with the Service gone: the orphan is deleted, foreign state kept.
+    let mut p = proxier();
+    let plan = p.adopt(kernel.clone(), 0);
+    apply(&mut kernel, &plan);
+    assert!(!kernel.services.contains_key(&vs), "{:#?}", plan.ops);
+    assert_eq!(kernel.services[&tcp("192.168.0.100:80")], keepalived_vs());
+    assert_eq!(p.owned_view(&kernel), p.desired_state());
+
+    // Killed between any two operations of the first sync or of the
+    // deletion: a restart still finds the service on the node address.
+    let mut before = proxier();
+    node_svc(&mut before);
+    let create = before.sync(0);
+    let mut after = proxier();
+    node_svc(&mut after);
+    let mut k = KernelState::default();
+    apply(&mut k, &after.sync(0));
+    after.delete_service("ns", "web");
+    let delete = after.sync(1);
+    for (start, plan) in [(KernelState::default(), &create), (k, &delete)] {
+        for cut in 0..=plan.ops.len() {
+            let mut k = start.clone();
+            k.apply_all(&plan.ops[..cut]).unwrap();
+            let mut p = proxier();
+            let plan = p.adopt(k.clone(), 0);
+            apply(&mut k, &plan);
+            assert!(!k.services.contains_key(&vs), "cut {cut}: {:#?}", plan.ops);
+            assert_eq!(p.owned_view(&k), p.desired_state(), "cut {cut}");
+        }
+    }
+}
+
 #[test]
 fn drift_repair_reports_and_fixes() {
     let mut p = proxier();
