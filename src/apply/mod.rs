@@ -432,8 +432,8 @@ impl Applier {
     pub fn apply(&mut self, ops: &[Op]) -> ApplyReport {
         let before = self.netlink_stats();
         let mut report = ApplyReport::default();
-        // Addresses whose IPVS service is still there after a failed delete.
-        let mut kept: HashSet<IpAddr> = HashSet::new();
+        // IPVS services still there after a failed delete.
+        let mut kept: HashSet<ServiceKey> = HashSet::new();
         for (t, range) in batches(ops) {
             // Chunked, so the wire copies, message buffers and results of a
             // 140,000-operation first sync never exist at once.
@@ -449,7 +449,8 @@ impl Applier {
                     }
                     continue;
                 }
-                let results = if matches!(t, Target::IpsetDel(s) if s.kind == SetKind::IpvsIps)
+                let results = if matches!(t, Target::IpsetDel(s)
+                    if s.kind == SetKind::IpvsIps || s.kind.names_node_services())
                     && !kept.is_empty()
                 {
                     self.del_ipvs_ips(t, chunk, &kept, &mut report)
@@ -464,9 +465,8 @@ impl Applier {
                             stopped |= e.ends_batch();
                             if let Op::Ipvs(IpvsOp::DeleteService(key)) = op
                                 && e.refusal(op) != Refusal::AlreadyGone
-                                && let Some(a) = key.addr()
                             {
-                                kept.insert(a.ip());
+                                kept.insert(*key);
                             }
                             report.failed.push((op.clone(), e));
                             report.failed_at.push(base + k);
@@ -593,17 +593,26 @@ impl Applier {
         }
     }
 
-    /// KUBE-IPVS-IPS deletions, except for addresses in `kept`: a service
-    /// address leaves the set only after its IPVS service is confirmed gone,
-    /// so a restart still recognises that service as ours (see `Op::phase`).
+    /// KUBE-IPVS-IPS (and externalIP / LoadBalancer set) deletions, except
+    /// for the services in `kept`: a service address leaves the set only
+    /// after its IPVS service is confirmed gone, so a restart still
+    /// recognises that service as ours (see `Op::phase`).
     fn del_ipvs_ips(
         &mut self,
         t: Target,
         ops: &[Op],
-        kept: &HashSet<IpAddr>,
+        kept: &HashSet<ServiceKey>,
         report: &mut ApplyReport,
     ) -> Vec<Outcome> {
-        let held = |op: &Op| matches!(op, Op::IpsetDel(_, IpsetEntry::Ip(ip)) if kept.contains(ip));
+        let held = |op: &Op| match op {
+            Op::IpsetDel(_, IpsetEntry::Ip(ip)) => {
+                kept.iter().any(|k| k.addr().is_some_and(|a| a.ip() == *ip))
+            }
+            Op::IpsetDel(_, IpsetEntry::IpPort(ip, proto, port)) => {
+                kept.contains(&ServiceKey::new(*proto, SocketAddr::new(*ip, *port)))
+            }
+            _ => false,
+        };
         let go: Vec<Op> = ops.iter().filter(|op| !held(op)).cloned().collect();
         let mut done = self.run_batch(t, &go, report).into_iter();
         ops.iter()

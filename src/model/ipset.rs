@@ -29,6 +29,18 @@ pub enum SetKind {
     IpvsIps,
 }
 
+impl SetKind {
+    /// Sets whose `ip,proto:port` members name the virtual service of an
+    /// externalIP or LoadBalancer IP, also one on a node address (never
+    /// bound, so not in KUBE-IPVS-IPS): ownership after a restart rests on them.
+    pub fn names_node_services(self) -> bool {
+        matches!(
+            self,
+            SetKind::ExternalIp | SetKind::ExternalIpLocal | SetKind::LoadBalancer
+        )
+    }
+}
+
 /// The ipset type a kind is created with: the netlink client's own type.
 pub use ipvs_netlink::ipset::SetType;
 

@@ -15,6 +15,8 @@ pub use plan::{ConntrackFilter, IpvsOp, Op, Plan};
 pub use proxier::{ConnCounts, Proxier};
 
 #[cfg(test)]
+mod fault_tests;
+#[cfg(test)]
 mod golden;
 #[cfg(test)]
 mod tests;

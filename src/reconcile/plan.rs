@@ -59,22 +59,34 @@ impl Op {
     /// after a `kill -9` at any point a restart still recognises every
     /// service kube-ipvs made as its own. The set only matters for packets
     /// to a bound address, so the early add and late delete change no traffic.
+    ///
+    /// The same holds for the externalIP / LoadBalancer set members
+    /// (`SetKind::names_node_services`): an externalIP or LB IP equal to a
+    /// node address is never bound nor in KUBE-IPVS-IPS, so only its member
+    /// there marks its service as ours after a restart. Their adds join the
+    /// KUBE-IPVS-IPS adds and their deletions come after every add (a member
+    /// moving between KUBE-EXTERNAL-IP and -LOCAL is never absent). Traffic
+    /// stays upstream's: for a bound address the member only acts once the
+    /// address is bound (last) and after it is unbound (first); for a node
+    /// address the rules matching the set (iptables, phase 10) are written in
+    /// the same run, so only the sub-second window inside one plan moves.
     pub fn phase(&self) -> u8 {
         match self {
             Op::Sysctl { .. } | Op::SetTimeouts(_) | Op::CreateSet(_) => 0,
             Op::DelAddress(_) => 1,
-            Op::IpsetDel(s, _) if s.kind != SetKind::IpvsIps => 2,
+            Op::IpsetDel(s, _) if s.kind != SetKind::IpvsIps && !s.kind.names_node_services() => 2,
             Op::Ipvs(IpvsOp::DeleteDestination(..) | IpvsOp::DeleteService(_)) => 3,
             // Draining (weight 0) belongs with the removals.
             Op::Ipvs(IpvsOp::EditDestination(_, d)) if d.weight == 0 => 3,
-            Op::IpsetDel(..) => 4,
-            Op::IpsetAdd(s, _) if s.kind == SetKind::IpvsIps => 5,
-            Op::Ipvs(IpvsOp::AddService(_) | IpvsOp::EditService(_)) => 6,
-            Op::Ipvs(IpvsOp::AddDestination(..) | IpvsOp::EditDestination(..)) => 7,
-            Op::IpsetAdd(..) => 8,
-            Op::IptablesRestore { .. } => 9,
-            Op::AddAddress(_) => 10,
-            Op::Conntrack(_) => 11,
+            Op::IpsetDel(s, _) if s.kind == SetKind::IpvsIps => 4,
+            Op::IpsetAdd(s, _) if s.kind == SetKind::IpvsIps || s.kind.names_node_services() => 5,
+            Op::IpsetDel(..) => 6,
+            Op::Ipvs(IpvsOp::AddService(_) | IpvsOp::EditService(_)) => 7,
+            Op::Ipvs(IpvsOp::AddDestination(..) | IpvsOp::EditDestination(..)) => 8,
+            Op::IpsetAdd(..) => 9,
+            Op::IptablesRestore { .. } => 10,
+            Op::AddAddress(_) => 11,
+            Op::Conntrack(_) => 12,
         }
     }
 }

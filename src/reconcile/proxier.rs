@@ -643,12 +643,20 @@ impl Proxier {
 
     /// Whether an observed virtual service is ours: never firewall-mark
     /// services; otherwise one we want or made, one on a kube-ipvs0 address
-    /// or in KUBE-IPVS-IPS (`ours`), or a node-address one in the NodePort
-    /// range. Anything else (keepalived's VIPs, …) is foreign and left alone.
+    /// or in KUBE-IPVS-IPS (`ours`), a node-address one in the NodePort
+    /// range, or a node-address one that is a member of our externalIP or
+    /// LoadBalancer sets (`on_node`: an externalIP or LB IP equal to a node
+    /// address is never bound, so only those sets name it after a restart).
+    /// Anything else (keepalived's VIPs, …) is foreign and left alone.
     /// Inside excludeCIDRs only the first two count: as upstream's
     /// `cleanLegacyService`, a service there that we neither want nor made in
     /// this run is someone else's, whatever address it sits on.
-    fn owns_service(&self, k: &ServiceKey, ours: &HashSet<IpAddr>) -> bool {
+    fn owns_service(
+        &self,
+        k: &ServiceKey,
+        ours: &HashSet<IpAddr>,
+        on_node: &HashSet<ServiceKey>,
+    ) -> bool {
         let Some(a) = k.addr() else { return false };
         let ip = a.ip();
         if !self.cfg.serves(k.family()) {
@@ -659,7 +667,9 @@ impl Proxier {
         }
         let (lo, hi) = self.cfg.node_port_range;
         !self.cfg.is_excluded(&ip)
-            && (ours.contains(&ip) || (self.node.has_address(&ip) && (lo..=hi).contains(&a.port())))
+            && (ours.contains(&ip)
+                || (self.node.has_address(&ip)
+                    && ((lo..=hi).contains(&a.port()) || on_node.contains(k))))
     }
 
     /// Whether an address on kube-ipvs0 is ours to keep or unbind: inside
@@ -687,7 +697,24 @@ impl Proxier {
                 }));
             }
         }
-        observed.services.retain(|k, _| self.owns_service(k, &ours));
+        // Services on a node address outside the NodePort range: ours when
+        // our externalIP / LoadBalancer sets list them (kept there from
+        // before the service is created until after it is deleted, see
+        // `Op::phase`).
+        let mut on_node: HashSet<ServiceKey> = HashSet::new();
+        for (set, members) in &observed.sets {
+            if set.kind.names_node_services() {
+                on_node.extend(members.iter().filter_map(|e| match e {
+                    IpsetEntry::IpPort(ip, proto, port) if self.node.has_address(ip) => {
+                        Some(ServiceKey::new(*proto, SocketAddr::new(*ip, *port)))
+                    }
+                    _ => None,
+                }));
+            }
+        }
+        observed
+            .services
+            .retain(|k, _| self.owns_service(k, &ours, &on_node));
         observed.addresses.retain(|a| self.owns_address(a));
         observed
     }

@@ -71,7 +71,7 @@ fn ipvs_ops(p: &Plan) -> Vec<&IpvsOp> {
         .collect()
 }
 
-fn no_conns(_: &ServiceKey, _: &SocketAddr) -> Option<ConnCounts> {
+pub(super) fn no_conns(_: &ServiceKey, _: &SocketAddr) -> Option<ConnCounts> {
     Some(ConnCounts::default())
 }
 
@@ -468,7 +468,7 @@ fn one_service_change_touches_only_that_service() {
 
 // ---- adoption, drift, ownership ----------------------------------------------------------
 
-fn keepalived_vs() -> KService {
+pub(super) fn keepalived_vs() -> KService {
     let mut s = KService::new(IpvsService::new(tcp("192.168.0.100:80")));
     s.destinations
         .push(Destination::masq(sa("192.168.0.21:80")));
@@ -550,6 +550,58 @@ fn adopt_never_flushes_resets_zero_weights_and_leaves_foreign_alone() {
     assert_eq!(p.owned_view(&kernel), p.desired_state());
 }
 
+/// An externalIP equal to a node address is never bound and never in
+/// KUBE-IPVS-IPS; after a restart with its Service deleted meanwhile, the
+/// IPVS service left on the node address must still be recognised as ours.
+#[test]
+fn a_node_address_service_is_ours_after_a_restart() {
+    let node_svc = |p: &mut Proxier| {
+        p.upsert_service(&web(json!({"externalIPs": ["192.168.0.10"]})));
+        p.upsert_slice(&web_slice(&["10.244.1.5"]));
+    };
+    let mut first = proxier();
+    node_svc(&mut first);
+    let mut kernel = KernelState::default();
+    apply(&mut kernel, &first.sync(0));
+    let vs = tcp("192.168.0.10:80");
+    assert!(kernel.services.contains_key(&vs));
+    assert!(!kernel.addresses.contains(&ip("192.168.0.10")));
+    kernel
+        .services
+        .insert(tcp("192.168.0.100:80"), keepalived_vs());
+
+    // Restart with the Service gone: the orphan is deleted, foreign state kept.
+    let mut p = proxier();
+    let plan = p.adopt(kernel.clone(), 0);
+    apply(&mut kernel, &plan);
+    assert!(!kernel.services.contains_key(&vs), "{:#?}", plan.ops);
+    assert_eq!(kernel.services[&tcp("192.168.0.100:80")], keepalived_vs());
+    assert_eq!(p.owned_view(&kernel), p.desired_state());
+
+    // Killed between any two operations of the first sync or of the
+    // deletion: a restart still finds the service on the node address.
+    let mut before = proxier();
+    node_svc(&mut before);
+    let create = before.sync(0);
+    let mut after = proxier();
+    node_svc(&mut after);
+    let mut k = KernelState::default();
+    apply(&mut k, &after.sync(0));
+    after.delete_service("ns", "web");
+    let delete = after.sync(1);
+    for (start, plan) in [(KernelState::default(), &create), (k, &delete)] {
+        for cut in 0..=plan.ops.len() {
+            let mut k = start.clone();
+            k.apply_all(&plan.ops[..cut]).unwrap();
+            let mut p = proxier();
+            let plan = p.adopt(k.clone(), 0);
+            apply(&mut k, &plan);
+            assert!(!k.services.contains_key(&vs), "cut {cut}: {:#?}", plan.ops);
+            assert_eq!(p.owned_view(&k), p.desired_state(), "cut {cut}");
+        }
+    }
+}
+
 #[test]
 fn drift_repair_reports_and_fixes() {
     let mut p = proxier();
@@ -596,7 +648,7 @@ fn ipset_members_follow_shared_addresses() {
     assert_eq!(k, p.desired_state());
 }
 
-mod property {
+pub(super) mod property {
     //! Property: from any state A (built from random objects, or a random
     //! kernel), the plans reach exactly the desired state B on a strict kernel.
 
@@ -604,7 +656,7 @@ mod property {
     use proptest::prelude::*;
 
     #[derive(Debug, Clone)]
-    struct SvcGen {
+    pub(crate) struct SvcGen {
         ty: u8,
         dual: bool,
         ports: Vec<(u8, u8)>,
@@ -618,13 +670,14 @@ mod property {
         eps: Vec<(u8, u8, bool)>,
     }
 
-    fn svc_gen() -> impl Strategy<Value = SvcGen> {
+    pub(crate) fn svc_gen() -> impl Strategy<Value = SvcGen> {
         (
             0u8..3,
             any::<bool>(),
             prop::collection::vec((0u8..3, 0u8..3), 0..3),
-            prop::option::of(0u8..3),
-            prop::option::of(0u8..3),
+            // 3: a node address (never bound).
+            prop::option::of(0u8..4),
+            prop::option::of(0u8..4),
             any::<bool>(),
             any::<bool>(),
             any::<bool>(),
@@ -681,7 +734,12 @@ mod property {
             "internalTrafficPolicy": if g.itp_local { "Local" } else { "Cluster" }});
         if let Some(e) = g.ext {
             // Small pool: services collide on external IPs.
-            spec["externalIPs"] = json!([format!("198.51.100.{e}")]);
+            let ip = if e == 3 {
+                "192.168.0.10".to_string()
+            } else {
+                format!("198.51.100.{e}")
+            };
+            spec["externalIPs"] = json!([ip]);
         }
         if g.affinity {
             spec["sessionAffinity"] = json!("ClientIP");
@@ -695,7 +753,12 @@ mod property {
         let sched = ["rr", "wlc", "sh", "bogus"][g.sched as usize];
         let mut v = json!({"metadata": {"namespace": "ns", "name": name, "annotations": {"kube-ipvs.io/scheduler": sched}}, "spec": spec});
         if let Some(l) = g.lb {
-            v["status"] = json!({"loadBalancer": {"ingress": [{"ip": format!("203.0.113.{l}")}, {"ip": format!("2001:db8::{l}")}]}});
+            let (v4, v6) = if l == 3 {
+                ("192.168.0.10".to_string(), "fd00:1::10".to_string())
+            } else {
+                (format!("203.0.113.{l}"), format!("2001:db8::{l}"))
+            };
+            v["status"] = json!({"loadBalancer": {"ingress": [{"ip": v4}, {"ip": v6}]}});
         }
         let svc = service_full(v);
         let pr: Vec<(&str, u16, &str)> = sports
@@ -747,7 +810,7 @@ mod property {
         (svc, slices)
     }
 
-    fn load(p: &mut Proxier, gens: &[SvcGen], prev: usize) {
+    pub(crate) fn load(p: &mut Proxier, gens: &[SvcGen], prev: usize) {
         for (i, g) in gens.iter().enumerate() {
             let (s, sl) = objects(i, g);
             p.upsert_service(&s);
