@@ -193,13 +193,7 @@ impl Lab {
             "ip link add lab0 type dummy && ip addr add 192.168.100.10/24 dev lab0 && ip link set lab0 up",
         );
         // Built after netns(): the runtime's threads and sockets live in it.
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let api = rt.block_on(FakeApi::start());
-        api.apply(fakeapi::lab_node());
+        let (rt, api) = fakeapi::start_for_lab();
         Lab {
             rt,
             api,

@@ -93,13 +93,7 @@ fn one_refused_service_disturbs_nothing_else() {
     // Neither Debian 6.1 nor this test has ip_vs_twos (6.12 builds it; then
     // the Service simply works, which is no test of the fallback).
     let twos_available = try_sh("modprobe -n ip_vs_twos").0;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let api = rt.block_on(FakeApi::start());
-    api.apply(fakeapi::lab_node());
+    let (rt, api) = fakeapi::start_for_lab();
     api.apply(web());
     api.apply(slice("web", &["10.244.1.1"], "lab-node"));
     api.apply(cluster_ip(

@@ -111,6 +111,20 @@ pub fn lab_node() -> Value {
     })
 }
 
+/// A runtime and a fake API server holding `lab_node`, for kernel tests.
+/// Call it after `common::netns()`: the runtime's threads and sockets live
+/// in the namespace they are made in.
+pub fn start_for_lab() -> (tokio::runtime::Runtime, Arc<FakeApi>) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let api = rt.block_on(FakeApi::start());
+    api.apply(lab_node());
+    (rt, api)
+}
+
 /// The API server's own Service, `default/kubernetes` on 10.96.0.1:443.
 pub fn kubernetes_service() -> Value {
     json!({
