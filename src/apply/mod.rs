@@ -453,7 +453,7 @@ impl Applier {
                     if s.kind == SetKind::IpvsIps || s.kind.names_node_services())
                     && !kept.is_empty()
                 {
-                    self.del_ipvs_ips(t, chunk, &kept, &mut report)
+                    self.set_dels_keeping_undeleted(t, chunk, &kept, &mut report)
                 } else {
                     self.run_batch(t, chunk, &mut report)
                 };
@@ -597,7 +597,7 @@ impl Applier {
     /// for the services in `kept`: a service address leaves the set only
     /// after its IPVS service is confirmed gone, so a restart still
     /// recognises that service as ours (see `Op::phase`).
-    fn del_ipvs_ips(
+    fn set_dels_keeping_undeleted(
         &mut self,
         t: Target,
         ops: &[Op],
