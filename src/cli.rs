@@ -23,7 +23,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
     #[command(flatten)]
-    pub oneshot: crate::apply::cmd::OneshotFlags,
+    pub oneshot: crate::commands::OneshotFlags,
     #[command(flatten)]
     pub daemon: crate::config::flags::DaemonFlags,
 }
@@ -37,13 +37,13 @@ pub enum Command {
     #[command(subcommand)]
     Ipset(IpsetCommand),
     /// Print the desired kernel state for manifests, without touching the kernel.
-    Plan(crate::apply::cmd::OneshotArgs),
+    Plan(crate::commands::OneshotArgs),
     /// One full sync from manifests: adopt, apply, verify; exit 0 only if converged.
-    SyncOnce(crate::apply::cmd::OneshotArgs),
+    SyncOnce(crate::commands::OneshotArgs),
     /// Show how the kernel differs from the desired state (reads only).
-    Diff(crate::apply::cmd::OneshotArgs),
+    Diff(crate::commands::OneshotArgs),
     /// Remove everything kube-ipvs created (our IPVS services, kube-ipvs0, KUBE-* sets and chains).
-    Cleanup(crate::apply::cmd::OneshotArgs),
+    Cleanup(crate::commands::OneshotArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,19 +172,19 @@ pub fn run(cli: Cli) -> Result<()> {
         // after the subcommand): the one-shot commands use the configured proxy.
         Some(Command::Plan(a)) => {
             let (a, cfg) = oneshot_config(&daemon, &oneshot, a)?;
-            crate::apply::cmd::plan(&a, cfg)
+            crate::commands::plan(&a, cfg)
         }
         Some(Command::SyncOnce(a)) => {
             let (a, cfg) = oneshot_config(&daemon, &oneshot, a)?;
-            crate::apply::cmd::sync_once(&a, cfg)
+            crate::commands::sync_once(&a, cfg)
         }
         Some(Command::Diff(a)) => {
             let (a, cfg) = oneshot_config(&daemon, &oneshot, a)?;
-            crate::apply::cmd::diff(&a, cfg)
+            crate::commands::diff(&a, cfg)
         }
         Some(Command::Cleanup(a)) => {
             let (a, cfg) = oneshot_config(&daemon, &oneshot, a)?;
-            crate::apply::cmd::cleanup(&a, cfg)
+            crate::commands::cleanup(&a, cfg)
         }
         None => {
             daemon.init_logging();
@@ -193,14 +193,14 @@ pub fn run(cli: Cli) -> Result<()> {
                 tracing::warn!("{w}");
             }
             if oneshot.sync_once || oneshot.cleanup {
-                let a = crate::apply::cmd::OneshotArgs {
+                let a = crate::commands::OneshotArgs {
                     manifests: oneshot.manifests,
                     node: settings.hostname_override.clone(),
                 };
                 if oneshot.cleanup {
-                    crate::apply::cmd::cleanup(&a, settings.proxy)
+                    crate::commands::cleanup(&a, settings.proxy)
                 } else {
-                    crate::apply::cmd::sync_once(&a, settings.proxy)
+                    crate::commands::sync_once(&a, settings.proxy)
                 }
             } else {
                 run_daemon(settings, oneshot.manifests)
@@ -214,10 +214,10 @@ pub fn run(cli: Cli) -> Result<()> {
 /// node unless `--node` does.
 fn oneshot_config(
     flags: &crate::config::flags::DaemonFlags,
-    top: &crate::apply::cmd::OneshotFlags,
-    mut args: crate::apply::cmd::OneshotArgs,
+    top: &crate::commands::OneshotFlags,
+    mut args: crate::commands::OneshotArgs,
 ) -> Result<(
-    crate::apply::cmd::OneshotArgs,
+    crate::commands::OneshotArgs,
     crate::model::config::ProxyConfig,
 )> {
     if top.sync_once || top.cleanup {
@@ -420,7 +420,7 @@ mod tests {
             "plan",
         ])
         .unwrap();
-        let a = crate::apply::cmd::OneshotArgs {
+        let a = crate::commands::OneshotArgs {
             manifests: None,
             node: None,
         };
@@ -438,7 +438,7 @@ mod tests {
     }
 
     /// The one-shot subcommand's arguments and the configuration it would run with.
-    fn oneshot_of(argv: &[&str]) -> (crate::apply::cmd::OneshotArgs, ProxyConfig) {
+    fn oneshot_of(argv: &[&str]) -> (crate::commands::OneshotArgs, ProxyConfig) {
         let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
         let a = match cli.command {
             Some(
@@ -568,7 +568,7 @@ mod tests {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/manifests");
         let text = |argv: &[&str]| {
             let (a, cfg) = oneshot_of(argv);
-            crate::apply::cmd::plan_text(&a, cfg).unwrap()
+            crate::commands::plan_text(&a, cfg).unwrap()
         };
         let base = [
             "kube-ipvs",

@@ -11,17 +11,18 @@ use kube::Resource;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use tokio::time::Instant;
 
-use crate::apply::oneshot;
 use crate::apply::{Applier, ApplyReport, Observation};
 use crate::config::Settings;
 use crate::health::{self, ProxyHealth, ServiceHealthServer};
 use crate::metrics::{Metrics, ReasonLabel, unix_seconds};
 use crate::model::input::SvcId;
 use crate::model::node::NodeInfo;
-use crate::reconcile::{Op, Plan, Proxier, Settled};
+use crate::node;
+use crate::reconcile::{Plan, Proxier, Settled};
 use crate::runner::{RunReason, Runner, RunnerConfig};
 use crate::source::files::{self, ManifestFiles};
 use crate::source::manifests::Manifests;
+use crate::state::Op;
 use crate::watch::{self, Batch, Hooks, Sources};
 
 /// Runs the proxy until SIGTERM/SIGINT. Objects come from the API server
@@ -126,7 +127,7 @@ fn host_setup(settings: &Settings) -> Result<()> {
 }
 
 async fn run_async(settings: Settings, manifests: Option<PathBuf>) -> Result<()> {
-    let node_name = watch::node_name(settings.hostname_override.as_deref()).ok_or_else(|| {
+    let node_name = node::node_name(settings.hostname_override.as_deref()).ok_or_else(|| {
         anyhow!("cannot determine the node name: set --hostname-override or NODE_NAME")
     })?;
     let shutdown = shutdown_signal()?;
@@ -169,7 +170,7 @@ async fn run_async(settings: Settings, manifests: Option<PathBuf>) -> Result<()>
         })?;
 
     let node = match &input {
-        Input::Files(_, m) => oneshot::node_info(&node_name, m, oneshot::local_addresses),
+        Input::Files(_, m) => node::node_info(&node_name, m, node::local_addresses),
         // The Node list (awaited before the first sync) fills this in.
         Input::Api(_) => NodeInfo {
             name: node_name.clone(),
@@ -382,7 +383,7 @@ pub fn observes(adopted: bool, reason: RunReason) -> bool {
 /// Connections per real server, as the last observation counted them.
 type Conns = std::collections::HashMap<
     (ipvs_netlink::ipvs::ServiceKey, std::net::SocketAddr),
-    crate::reconcile::ConnCounts,
+    crate::state::ConnCounts,
 >;
 
 /// The sync loop's state: the proxier, the kernel clients and the hooks.
@@ -538,9 +539,9 @@ impl Daemon {
         if self.applier.setup()? {
             tracing::info!("set up {}", crate::apply::DUMMY_LINK);
         }
-        let cfg = self.proxier.config().clone();
+        let sysctls = self.proxier.managed_sysctls();
         let want = self.proxier.desired_iptables();
-        let Observation { state, conns, .. } = self.applier.observe(&cfg, &want)?;
+        let Observation { state, conns, .. } = self.applier.observe(&sysctls, &want)?;
         let plan = if self.adopted {
             let plan = self.proxier.repair(state, now);
             let repairs = plan.ops.len();

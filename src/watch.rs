@@ -35,33 +35,6 @@ pub fn node_selector(node_name: &str) -> String {
     format!("metadata.name={node_name}")
 }
 
-/// The node name: --hostname-override, else $NODE_NAME, else the hostname;
-/// trimmed and lowercased as upstream's `nodeutil.GetHostname`.
-pub fn resolve_node_name(
-    hostname_override: Option<&str>,
-    env_node_name: Option<&str>,
-    hostname: impl FnOnce() -> Option<String>,
-) -> Option<String> {
-    let pick = |s: &str| {
-        let s = s.trim().to_lowercase();
-        (!s.is_empty()).then_some(s)
-    };
-    hostname_override
-        .and_then(pick)
-        .or_else(|| env_node_name.and_then(pick))
-        .or_else(|| hostname().as_deref().and_then(pick))
-}
-
-/// `resolve_node_name` with the process environment and the kernel hostname.
-pub fn node_name(hostname_override: Option<&str>) -> Option<String> {
-    let env = std::env::var("NODE_NAME").ok();
-    resolve_node_name(hostname_override, env.as_deref(), || {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-            .ok()
-    })
-}
-
 /// Namespace and name of an object.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjKey {
@@ -673,24 +646,6 @@ mod tests {
             format!("!{SERVICE_PROXY_NAME_LABEL},!{HEADLESS_LABEL}")
         );
         assert_eq!(node_selector("n1"), "metadata.name=n1");
-    }
-
-    #[test]
-    fn node_name_resolution() {
-        let host = || Some("Host-1\n".to_string());
-        assert_eq!(
-            resolve_node_name(Some(" Over "), Some("env"), host).as_deref(),
-            Some("over")
-        );
-        assert_eq!(
-            resolve_node_name(Some(""), Some("Env"), host).as_deref(),
-            Some("env")
-        );
-        assert_eq!(
-            resolve_node_name(None, None, host).as_deref(),
-            Some("host-1")
-        );
-        assert_eq!(resolve_node_name(None, Some("  "), || None), None);
     }
 
     #[test]

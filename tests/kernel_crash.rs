@@ -294,7 +294,7 @@ fn parse_plan(text: &str) -> State {
     for (binary, p) in [("iptables", v4), ("ip6tables", v6)] {
         iptables.extend(iptables_rules(binary, p));
         // The jumps from built-in chains are not in the payload: added apart.
-        for j in kube_ipvs::apply::jumps() {
+        for j in kube_ipvs::iptables::JUMPS {
             iptables
                 .entry((binary.into(), j.table.into(), j.from.into()))
                 .or_insert_with(Vec::new)

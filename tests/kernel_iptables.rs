@@ -213,7 +213,8 @@ fn backend_detection_follows_existing_rules() {
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn model_ruleset_applies_and_reapplies_unchanged() {
-    use kube_ipvs::model::{ProxyConfig, SetName, iptables as rules};
+    use kube_ipvs::model::{ProxyConfig, iptables as rules};
+    use kube_ipvs::state::SetName;
     netns();
     let cfg = ProxyConfig::default();
     let sets: String = SetName::all(&cfg.families)
@@ -222,9 +223,9 @@ fn model_ruleset_applies_and_reapplies_unchanged() {
         .collect();
     sh(&format!("printf '%s' '{sets}' | ipset restore"));
     let owned = OwnedChains::new()
-        .with("nat", rules::NAT_CHAINS)
-        .with("filter", rules::FILTER_CHAINS);
-    let jumps = kube_ipvs::apply::jumps();
+        .with("nat", kube_ipvs::iptables::NAT_CHAINS)
+        .with("filter", kube_ipvs::iptables::FILTER_CHAINS);
+    let jumps = kube_ipvs::iptables::JUMPS;
     for family in [Family::Inet, Family::Inet6] {
         let t = Iptables::new(Backend::Nft, family);
         foreign(&t.binary(""));

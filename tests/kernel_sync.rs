@@ -220,9 +220,8 @@ fn apply_reports_each_op_and_a_failure_stops_nothing_else() {
 
     use ipvs_netlink::ipvs::{Destination, Family, Protocol, Service, ServiceKey};
     use kube_ipvs::apply::Applier;
-    use kube_ipvs::model::config::ProxyConfig;
-    use kube_ipvs::model::ipset::{IpsetEntry, SetKind, SetName};
-    use kube_ipvs::reconcile::{IpvsOp, Op};
+    use kube_ipvs::state::ipset::{IpsetEntry, SetKind, SetName};
+    use kube_ipvs::state::{IpvsOp, Op};
 
     netns();
     let _serial = common::ipvs_serial();
@@ -265,7 +264,10 @@ fn apply_reports_each_op_and_a_failure_stops_nothing_else() {
     assert!(r.netlink.messages_sent >= 9, "{:?}", r.netlink);
 
     let obs = a
-        .observe(&ProxyConfig::default(), &BTreeMap::new())
+        .observe(
+            &BTreeMap::from([("net.ipv4.vs.conntrack".to_string(), String::new())]),
+            &BTreeMap::new(),
+        )
         .unwrap();
     let s = &obs.state;
     assert_eq!(s.services[&k1].destinations, vec![d1]);
@@ -277,7 +279,7 @@ fn apply_reports_each_op_and_a_failure_stops_nothing_else() {
     assert!(obs.conns.is_empty(), "{:?}", obs.conns);
     assert_eq!(
         kube_ipvs::apply::Observation::conns_of(&obs.conns, &k1, &d1.addr),
-        kube_ipvs::reconcile::ConnCounts::default()
+        kube_ipvs::state::ConnCounts::default()
     );
     assert_eq!(
         s.sysctls.get("net.ipv4.vs.conntrack").map(String::as_str),

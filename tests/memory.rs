@@ -65,7 +65,7 @@ fn ten_thousand_services_fit_the_heap_budget() {
     let sources = Mutex::new(Sources::new(Default::default(), "node-a"));
     let (files, kept) = load_and_feed(dir.path(), &sources, &hooks, "node-a").unwrap();
     let (loaded, load_peak) = step();
-    let node = kube_ipvs::apply::oneshot::node_info("node-a", &kept, Vec::new);
+    let node = kube_ipvs::node::node_info("node-a", &kept, Vec::new);
     let mut p = Proxier::new(Default::default(), node);
     let batch = sources.lock().unwrap().take_batch().unwrap();
     assert_eq!((batch.services.len(), batch.slices.len()), (10_000, 10_000));

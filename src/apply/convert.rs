@@ -6,7 +6,7 @@ use ipvs_netlink::ipset::{self, Entry, SetSpec};
 use ipvs_netlink::ipvs::{Family, Protocol};
 
 use crate::model::config::Cidr;
-use crate::model::ipset::{IpsetEntry, SetName, SetType};
+use crate::state::ipset::{IpsetEntry, SetName, SetType};
 
 /// Default hash size and element limit, as upstream creates its sets.
 const HASHSIZE: u32 = 1024;
@@ -99,7 +99,7 @@ fn cidr(addr: IpAddr, prefix: u8) -> Option<Cidr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ipset::SetKind;
+    use crate::state::ipset::SetKind;
 
     #[test]
     fn entries_round_trip() {

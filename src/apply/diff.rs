@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use ipvs_netlink::ipvs::Family;
 
-use crate::reconcile::KernelState;
+use crate::state::KernelState;
 
 use super::DUMMY_LINK;
 
@@ -66,8 +66,8 @@ pub fn diff(expected: &KernelState, actual: &KernelState) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ipset::{IpsetEntry, SetKind, SetName};
-    use crate::reconcile::{IpvsOp, Op};
+    use crate::state::ipset::{IpsetEntry, SetKind, SetName};
+    use crate::state::{IpvsOp, Op};
     use ipvs_netlink::ipvs::{Destination, Protocol, Service, ServiceKey, Timeouts};
 
     #[test]

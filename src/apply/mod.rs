@@ -7,10 +7,8 @@
 //! only reported applied once the kernel confirmed it; a failure is reported
 //! with the object it concerns and never stops unrelated operations.
 
-pub mod cmd;
 pub mod convert;
 pub mod diff;
-pub mod oneshot;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -23,13 +21,11 @@ use ipvs_netlink::ipvs::{Family, IpvsClient, ServiceKey};
 use ipvs_netlink::link::{LinkError, RtnlClient};
 use ipvs_netlink::netlink::NetlinkStats;
 
-use crate::iptables::{Backend, Iptables, IptablesError, Jump, OwnedChains, parse_save};
-use crate::model::config::ProxyConfig;
-use crate::model::ipset::{IpsetEntry, SetKind, SetName};
-use crate::model::iptables::{FILTER_CHAINS, JUMPS, NAT_CHAINS};
-use crate::reconcile::plan::ConntrackFilter;
-use crate::reconcile::proxier::desired_sysctls;
-use crate::reconcile::{ConnCounts, IpvsOp, KService, KernelState, Op, Refusal};
+use crate::iptables::{Backend, Iptables, IptablesError, JUMPS, owned_chains, parse_save};
+use crate::state::{
+    ConnCounts, ConntrackFilter, IpsetEntry, IpvsOp, KService, KernelState, Op, Refusal, SetKind,
+    SetName,
+};
 use crate::sysctl::{Sysctl, SysctlError};
 
 /// The dummy link holding every service address (down, NOARP), as upstream.
@@ -270,26 +266,6 @@ pub fn batches(ops: &[Op]) -> Vec<(Target, Range<usize>)> {
         }
     }
     out
-}
-
-/// The chains we own, per table.
-pub fn owned_chains() -> OwnedChains {
-    OwnedChains::new()
-        .with("nat", NAT_CHAINS)
-        .with("filter", FILTER_CHAINS)
-}
-
-/// The jumps from built-in chains into ours.
-pub fn jumps() -> Vec<Jump<'static>> {
-    JUMPS
-        .iter()
-        .map(|j| Jump {
-            table: j.table,
-            from: j.from,
-            to: j.to,
-            comment: j.comment,
-        })
-        .collect()
 }
 
 /// The library's filter for a plan's conntrack filter; `None` when it has no
@@ -574,7 +550,7 @@ impl Applier {
                     // restore + save to verify, then save (+ restore + save) for jumps.
                     report.processes += 3;
                     let r = ipt.apply(payload, &owned_chains()).and_then(|()| {
-                        let added = ipt.ensure_jumps(&jumps())?;
+                        let added = ipt.ensure_jumps(&JUMPS)?;
                         if added > 0 {
                             report.processes += 2;
                         }
@@ -757,13 +733,14 @@ impl Applier {
     }
 
     /// Reads what the kernel holds: the IPVS table (with connection counts),
-    /// our sets' members, kube-ipvs0's addresses, the sysctls and timeouts we
-    /// manage, and whether our iptables chains and jumps match `want_iptables`
+    /// our sets' members, kube-ipvs0's addresses, the IPVS timeouts, the
+    /// current values of the sysctls named by `sysctls`' keys (the ones the
+    /// planner manages; its values are not used), and whether our iptables chains and jumps match `want_iptables`
     /// (a family whose chains match is reported holding that payload; one that
     /// differs is left out, so the planner restores it).
     pub fn observe(
         &mut self,
-        cfg: &ProxyConfig,
+        sysctls: &BTreeMap<String, String>,
         want_iptables: &BTreeMap<Family, Arc<str>>,
     ) -> Result<Observation, ObserveError> {
         let unavailable = |(what, reason)| ObserveError::Unavailable { what, reason };
@@ -817,7 +794,7 @@ impl Applier {
             obs.state.addresses = addrs.into_iter().map(|a| a.addr).collect();
         }
 
-        for key in desired_sysctls(cfg).keys() {
+        for key in sysctls.keys() {
             if let Ok(v) = self.sysctl.get(key) {
                 obs.state.sysctls.insert(key.clone(), v);
             }
@@ -901,7 +878,7 @@ impl Applier {
         // Rules go before sets: a set referenced by a rule cannot be destroyed.
         for f in [Family::Inet, Family::Inet6] {
             let ipt = self.iptables(f);
-            match ipt.cleanup(&owned_chains(), &jumps()) {
+            match ipt.cleanup(&owned_chains(), &JUMPS) {
                 Ok(true) => done.push(format!("removed our {} chains and jumps", ipt.binary(""))),
                 Ok(false) => {}
                 Err(IptablesError::MissingBinary { .. }) if f == Family::Inet6 => {}
@@ -992,7 +969,7 @@ pub fn iptables_in_sync(payload: &str, saved: &str) -> bool {
             h.chains.contains(c) && norm(w) == norm(h)
         })
     });
-    let jumps_ok = jumps().iter().all(|j| {
+    let jumps_ok = JUMPS.iter().all(|j| {
         have.get(j.table)
             .and_then(|t| t.rules.get(j.from))
             .is_some_and(|rs| rs.contains(&j.spec()))
@@ -1059,8 +1036,6 @@ fn ipset_members(c: &mut IpsetClient, set: SetName, add: bool, ops: &[Op]) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ipset::{IpsetEntry, SetKind};
-    use crate::reconcile::IpvsOp;
     use ipvs_netlink::ipvs::{Protocol, Service};
 
     #[test]
@@ -1183,12 +1158,12 @@ mod tests {
              -A KUBE-IPVS-FILTER -m set --match-set KUBE-IPVS-IPS dst -j REJECT --reject-with icmp-port-unreachable\nCOMMIT\n";
         // Without the jumps it is not in sync.
         assert!(!iptables_in_sync(payload, &(saved.clone() + filter)));
-        for j in jumps().iter().filter(|j| j.table == "nat") {
+        for j in JUMPS.iter().filter(|j| j.table == "nat") {
             saved.push_str(&format!("-A {} {}\n", j.from, j.spec()));
         }
         let mut filter = filter.replace("COMMIT\n*filter\n", "");
         let mut head = String::from("COMMIT\n*filter\n");
-        for j in jumps().iter().filter(|j| j.table == "filter") {
+        for j in JUMPS.iter().filter(|j| j.table == "filter") {
             head.push_str(&format!("-A {} {}\n", j.from, j.spec()));
         }
         filter.insert_str(0, &head);
@@ -1207,7 +1182,7 @@ mod tests {
     #[test]
     fn owned_chains_cover_every_jump_target() {
         let owned = owned_chains();
-        for j in jumps() {
+        for j in JUMPS {
             assert!(owned.owns(j.table, j.to), "{} {}", j.table, j.to);
         }
     }

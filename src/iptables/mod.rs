@@ -7,6 +7,7 @@
 //! kube-proxy's iptables-wrapper does, so we write where the host's other
 //! rules already live.
 
+pub mod chains;
 pub mod payload;
 
 use std::io::{Read, Write};
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use ipvs_netlink::ipvs::Family;
 
+pub use chains::{FILTER_CHAINS, JUMPS, NAT_CHAINS, owned_chains};
 pub use payload::{
     Backend, Jump, OwnedChains, PayloadError, SavedTable, check_payload, choose_backend, parse_save,
 };

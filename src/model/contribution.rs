@@ -10,8 +10,8 @@ use ipvs_netlink::ipvs::{Destination, Family, Protocol, Service, ServiceFlags, S
 use super::config::ProxyConfig;
 use super::endpoints::{MergedEndpoint, local_ips, merge_resolved, select};
 use super::input::{PortSpec, Seniority, ServiceInput, SliceInput};
-use super::ipset::{IpsetEntry, SetKind, SetName};
 use super::node::NodeInfo;
+use crate::state::{IpsetEntry, SetKind, SetName};
 
 /// A desired IPVS virtual service with its real servers (sorted by address).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,14 +4,12 @@ pub mod config;
 pub mod contribution;
 pub mod endpoints;
 pub mod input;
-pub mod ipset;
 pub mod iptables;
 pub mod node;
 
 pub use config::{Cidr, NodePortAddresses, ProxyConfig};
 pub use contribution::{Contribution, HealthCheck, Refusal, VirtualServer, contribution};
 pub use input::{ParsedService, ServiceInput, SliceInput, SvcId, parse_service, parse_slice};
-pub use ipset::{IpsetEntry, SetKind, SetName};
 pub use node::NodeInfo;
 
 #[cfg(test)]

@@ -8,9 +8,9 @@ use serde_json::{Value, json};
 use super::config::{NodePortAddresses, ProxyConfig};
 use super::contribution::{Contribution, contribution};
 use super::input::{ParsedService, parse_service, parse_slice};
-use super::ipset::{IpsetEntry, SetKind, SetName};
 use super::node::NodeInfo;
 use super::testutil::{node, service, service_full, slice};
+use crate::state::{IpsetEntry, SetKind, SetName};
 
 type Ep<'a> = (&'a str, bool, bool, bool, &'a str);
 

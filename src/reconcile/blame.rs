@@ -11,23 +11,8 @@
 use ipvs_netlink::ipvs::Scheduler;
 use nix::errno::Errno;
 
-use super::plan::{IpvsOp, Op};
 use crate::model::input::SvcId;
-
-/// How the kernel answered an operation that did not go through.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Refusal {
-    /// The scheduler's module is not available (`ip_vs_<name>`: ENOENT on
-    /// a new or edited virtual server).
-    SchedulerMissing,
-    /// Refused with this errno; the kernel changed nothing.
-    Refused(i32),
-    /// A deletion of something already gone: the kernel is as wanted.
-    AlreadyGone,
-    /// No answer, a garbled one, or not sent: the outcome is unknown and
-    /// only a fresh read of the kernel can tell.
-    Unknown,
-}
+use crate::state::{IpvsOp, Op, Refusal};
 
 /// Why a Service could not be programmed; `label` is the metric's `reason`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

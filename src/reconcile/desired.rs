@@ -10,7 +10,7 @@ use ipvs_netlink::ipvs::{Family, ServiceKey};
 
 use crate::model::contribution::{Contribution, HealthCheck, NoNodeAccess, VirtualServer};
 use crate::model::input::{Seniority, SvcId};
-use crate::model::ipset::{IpsetEntry, SetName};
+use crate::state::ipset::{IpsetEntry, SetName};
 
 /// Keys whose desired value may have changed since the last plan.
 #[derive(Debug, Default)]

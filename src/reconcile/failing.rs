@@ -4,11 +4,11 @@ use std::collections::HashSet;
 
 use ipvs_netlink::ipvs::Scheduler;
 
-use super::blame::{Blame, FailureReason, Refusal, blame};
-use super::plan::{IpvsOp, Op};
+use super::blame::{Blame, FailureReason, blame};
 use super::proxier::Proxier;
 use super::undo::Undo;
 use crate::model::input::SvcId;
+use crate::state::{IpvsOp, Op, Refusal};
 
 /// A Service whose last attempt the kernel refused.
 #[derive(Debug, Clone, PartialEq, Eq)]

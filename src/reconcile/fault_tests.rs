@@ -5,15 +5,12 @@ use std::net::{IpAddr, SocketAddr};
 use ipvs_netlink::ipvs::ServiceKey;
 use proptest::prelude::*;
 
-use super::blame::Refusal;
-use super::kernel::KernelState;
-use super::plan::{IpvsOp, Op};
 use super::proxier::Proxier;
 use super::tests::property::{SvcGen, load, svc_gen};
 use super::tests::{keepalived_vs, no_conns};
 use crate::model::config::ProxyConfig;
-use crate::model::ipset::{IpsetEntry, SetKind};
 use crate::model::testutil::node;
+use crate::state::{IpsetEntry, IpvsOp, KernelState, Op, Refusal, SetKind};
 
 const EINVAL: i32 = 22;
 const ENOENT: i32 = 2;

@@ -8,10 +8,10 @@ use std::path::Path;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
-use super::kernel::KernelState;
 use super::proxier::Proxier;
 use crate::model::config::ProxyConfig;
 use crate::model::node::NodeInfo;
+use crate::state::KernelState;
 
 enum Doc {
     Node(NodeInfo),
@@ -131,7 +131,7 @@ fn run_case(dir: &Path) -> Vec<(&'static str, String)> {
             .expect("strict kernel accepts the update");
         let mut t = plan_text(&p, &plan);
         // Drains finish once their connections are gone.
-        let drained = p.tick(120, |_, _| Some(super::proxier::ConnCounts::default()));
+        let drained = p.tick(120, |_, _| Some(crate::state::ConnCounts::default()));
         k.apply_all(&drained.ops)
             .expect("strict kernel accepts the drain");
         for op in &drained.ops {

@@ -3,16 +3,14 @@
 pub mod blame;
 pub mod desired;
 pub mod failing;
-pub mod kernel;
 pub mod plan;
 pub mod proxier;
 pub mod undo;
 
-pub use blame::{Blame, FailureReason, Refusal};
+pub use blame::{Blame, FailureReason};
 pub use failing::Settled;
-pub use kernel::{KService, KernelError, KernelState};
-pub use plan::{ConntrackFilter, IpvsOp, Op, Plan};
-pub use proxier::{ConnCounts, Proxier};
+pub use plan::Plan;
+pub use proxier::Proxier;
 
 #[cfg(test)]
 mod fault_tests;

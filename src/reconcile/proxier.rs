@@ -15,8 +15,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use super::desired::{Aggregate, Touched};
 use super::failing::Failing;
-use super::kernel::{KService, KernelState};
-use super::plan::{ConntrackFilter, IpvsOp, Op, Plan};
+use super::plan::Plan;
 use super::undo::Undo;
 use crate::model::config::ProxyConfig;
 use crate::model::contribution::{Contribution, HealthCheck, Refusal, contribution};
@@ -24,16 +23,11 @@ use crate::model::input::{
     ParsedService, Seniority, ServiceInput, SliceInput, SvcId, parse_service, parse_slice, svc_id,
     with_default_scheduler,
 };
-use crate::model::ipset::{IpsetEntry, SetKind, SetName};
 use crate::model::iptables;
 use crate::model::node::NodeInfo;
-
-/// Connection counts of a real server as the kernel reports them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct ConnCounts {
-    pub active: u32,
-    pub inactive: u32,
-}
+use crate::state::{
+    ConnCounts, ConntrackFilter, IpsetEntry, IpvsOp, KService, KernelState, Op, SetKind, SetName,
+};
 
 /// Sysctls IPVS mode needs (upstream proxier.go). `expire_quiescent_template`
 /// makes persistence templates pointing at a weight-0 real server expire, so
@@ -152,6 +146,12 @@ impl Proxier {
             failing: HashMap::new(),
             model_refusals: Vec::new(),
         }
+    }
+
+    /// The sysctls this configuration manages, with their wanted values: the
+    /// keys are what `Applier::observe` reads back.
+    pub fn managed_sysctls(&self) -> BTreeMap<String, String> {
+        desired_sysctls(&self.cfg)
     }
 
     pub fn config(&self) -> &ProxyConfig {

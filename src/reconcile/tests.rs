@@ -8,12 +8,11 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{Value, json};
 
-use super::kernel::{KService, KernelState};
-use super::plan::{IpvsOp, Op, Plan};
-use super::proxier::{ConnCounts, Proxier};
+use super::plan::Plan;
+use super::proxier::Proxier;
 use crate::model::config::ProxyConfig;
-use crate::model::ipset::{IpsetEntry, SetKind, SetName};
 use crate::model::testutil::{node, service, service_full, slice};
+use crate::state::{ConnCounts, IpsetEntry, IpvsOp, KService, KernelState, Op, SetKind, SetName};
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()

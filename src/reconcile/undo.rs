@@ -10,8 +10,7 @@ use std::sync::Arc;
 
 use ipvs_netlink::ipvs::{Destination, Family, Service, ServiceKey, Timeouts};
 
-use super::kernel::{KService, KernelError, KernelState};
-use super::plan::{IpvsOp, Op};
+use crate::state::{IpvsOp, KService, KernelError, KernelState, Op};
 
 /// What an operation replaced or removed, when the operation alone cannot say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,7 +139,7 @@ impl KernelState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ipset::{IpsetEntry, SetKind, SetName};
+    use crate::state::ipset::{IpsetEntry, SetKind, SetName};
     use ipvs_netlink::ipvs::Protocol;
     use std::net::{IpAddr, SocketAddr};
 

@@ -1,16 +1,14 @@
-//! One-shot runs from manifests: `plan` (no kernel), `sync-once` (adopt, apply, verify), `diff`, `cleanup`.
+//! One-shot runs: `plan` (no kernel), `sync-once` (adopt, apply, verify), `diff`, `cleanup`.
 
 use std::collections::HashSet;
 use std::fmt::Write;
 use std::net::IpAddr;
 
-use ipvs_netlink::ipvs::{Family, ServiceKey};
+use ipvs_netlink::ipvs::ServiceKey;
 
-use super::{Applier, ApplyError, ApplyReport, DUMMY_LINK, ObserveError, diff};
-use crate::model::config::ProxyConfig;
-use crate::model::node::NodeInfo;
-use crate::reconcile::{KernelState, Proxier};
-use crate::source::manifests::Manifests;
+use crate::apply::{Applier, ApplyError, ApplyReport, DUMMY_LINK, Observation, ObserveError, diff};
+use crate::reconcile::Proxier;
+use crate::state::{KService, KernelState};
 
 /// Why a one-shot run could not complete.
 #[derive(Debug, thiserror::Error)]
@@ -19,69 +17,6 @@ pub enum OneshotError {
     Observe(#[from] ObserveError),
     #[error("setting up {DUMMY_LINK}: {0}")]
     Setup(#[source] ApplyError),
-}
-
-/// The node name: the override, else `NODE_NAME`, else the kernel's hostname.
-pub fn node_name(hostname_override: Option<&str>) -> String {
-    let env = std::env::var("NODE_NAME").ok();
-    pick_node_name(hostname_override, env.as_deref(), || {
-        std::fs::read_to_string("/proc/sys/kernel/hostname").ok()
-    })
-}
-
-fn pick_node_name(
-    over: Option<&str>,
-    env: Option<&str>,
-    hostname: impl FnOnce() -> Option<String>,
-) -> String {
-    let clean = |s: &str| Some(s.trim().to_lowercase()).filter(|s| !s.is_empty());
-    over.and_then(clean)
-        .or_else(|| env.and_then(clean))
-        .or_else(|| hostname().as_deref().and_then(clean))
-        .unwrap_or_else(|| "localhost".to_string())
-}
-
-/// The node as the manifests describe it, or, without a Node object of that
-/// name, from the node's own interface addresses (`local`).
-pub fn node_info(name: &str, m: &Manifests, local: impl FnOnce() -> Vec<IpAddr>) -> NodeInfo {
-    if let Some(n) = m.node(name) {
-        return NodeInfo::from_node(n);
-    }
-    let addresses = local();
-    let mut primary = Vec::new();
-    for f in [Family::Inet, Family::Inet6] {
-        if let Some(a) = addresses.iter().find(|a| Family::of(a) == f) {
-            primary.push(*a);
-        }
-    }
-    NodeInfo {
-        name: name.to_string(),
-        addresses,
-        primary,
-        zone: None,
-    }
-}
-
-/// The node's own addresses (everything but kube-ipvs0, loopback, link-local).
-pub fn local_addresses() -> Vec<IpAddr> {
-    ipvs_netlink::link::RtnlClient::new()
-        .and_then(|mut c| c.node_addresses(DUMMY_LINK))
-        .unwrap_or_else(|e| {
-            tracing::warn!(error = %e, "cannot read the node's addresses; NodePorts get none");
-            Vec::new()
-        })
-}
-
-/// A proxier fed with every object of the manifests.
-pub fn proxier(cfg: ProxyConfig, node: NodeInfo, m: &Manifests) -> Proxier {
-    let mut p = Proxier::new(cfg, node);
-    for s in &m.services {
-        p.upsert_service(s);
-    }
-    for s in &m.slices {
-        p.upsert_slice(s);
-    }
-    p
 }
 
 /// The desired kernel state as text: `ipvsadm -Sn`, `ipset save`, the
@@ -231,9 +166,9 @@ pub fn sync_once(
         link_changed: applier.setup().map_err(OneshotError::Setup)?,
         ..SyncSummary::default()
     };
-    let cfg = p.config().clone();
+    let sysctls = p.managed_sysctls();
     let want = p.desired_iptables();
-    let super::Observation { state, conns, .. } = applier.observe(&cfg, &want)?;
+    let Observation { state, conns, .. } = applier.observe(&sysctls, &want)?;
     let plan = p.adopt(state, now);
     out.repairs = plan.ops.iter().map(|o| o.to_string()).collect();
     out.internal_errors
@@ -241,7 +176,7 @@ pub fn sync_once(
     out.report = applier.apply(&plan.ops);
     // Drains of real servers without connections finish now; a one-shot run
     // cannot wait for busy ones, which stay at weight 0 for the next run.
-    let tick = p.tick(now, |k, a| Some(super::Observation::conns_of(&conns, k, a)));
+    let tick = p.tick(now, |k, a| Some(Observation::conns_of(&conns, k, a)));
     out.internal_errors
         .extend(tick.internal_errors.iter().cloned());
     out.report.merge(applier.apply(&tick.ops));
@@ -256,16 +191,15 @@ pub fn sync_once(
         .map(|op| op.to_string())
         .collect();
     out.draining = p.drains().len();
-    let after = applier.observe(&cfg, &want)?;
+    let after = applier.observe(&sysctls, &want)?;
     out.remaining = diff::diff(p.applied(), &p.owned_view(&after.state));
     Ok(out)
 }
 
 /// Kernel vs desired, as `+`/`-` lines (empty when in sync). Reads only.
 pub fn diff_kernel(applier: &mut Applier, p: &mut Proxier) -> Result<Vec<String>, OneshotError> {
-    let cfg = p.config().clone();
     let desired = p.desired_state();
-    let obs = applier.observe(&cfg, &desired.iptables)?;
+    let obs = applier.observe(&p.managed_sysctls(), &desired.iptables)?;
     let owned: KernelState = p.owned_view(&obs.state);
     Ok(diff::diff(&desired, &owned))
 }
@@ -280,37 +214,9 @@ pub fn cleanup(applier: &mut Applier, p: &Proxier) -> (Vec<String>, Vec<String>)
             addresses: bound.clone(),
             ..KernelState::default()
         };
-        probe.services.insert(
-            *k,
-            crate::reconcile::KService::new(ipvs_netlink::ipvs::Service::new(*k)),
-        );
+        probe
+            .services
+            .insert(*k, KService::new(ipvs_netlink::ipvs::Service::new(*k)));
         p.owned_view(&probe).services.contains_key(k)
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn node_name_precedence() {
-        let host = || Some("Host-A\n".to_string());
-        assert_eq!(pick_node_name(Some("n1"), Some("env"), host), "n1");
-        assert_eq!(pick_node_name(Some(" "), Some("Env"), host), "env");
-        assert_eq!(pick_node_name(None, None, host), "host-a");
-        assert_eq!(pick_node_name(None, None, || None), "localhost");
-    }
-
-    #[test]
-    fn node_from_manifests_or_local_addresses() {
-        let mut m = Manifests::default();
-        let local = || vec!["192.168.1.5".parse().unwrap(), "fd00::5".parse().unwrap()];
-        let n = node_info("n1", &m, local);
-        assert_eq!(n.name, "n1");
-        assert_eq!(n.primary.len(), 2);
-        m.nodes.push(crate::model::testutil::node_obj());
-        let name = m.nodes[0].metadata.name.clone().unwrap();
-        let n = node_info(&name, &m, || panic!("the Node object wins"));
-        assert_eq!(n, NodeInfo::from_node(&m.nodes[0]));
-    }
 }

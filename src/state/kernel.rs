@@ -10,8 +10,8 @@ use ipvs_netlink::ipvs::{
     Destination, Family, ForwardMethod, Service, ServiceFlags, ServiceKey, Timeouts,
 };
 
-use super::plan::{IpvsOp, Op};
-use crate::model::ipset::{IpsetEntry, SetName};
+use super::ipset::{IpsetEntry, SetName};
+use super::op::{IpvsOp, Op};
 
 /// A virtual service with its real servers (sorted by address, unique).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +35,13 @@ impl KService {
     pub fn get(&self, addr: &SocketAddr) -> Option<&Destination> {
         self.find(addr).ok().map(|i| &self.destinations[i])
     }
+}
+
+/// Connection counts of a real server as the kernel reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConnCounts {
+    pub active: u32,
+    pub inactive: u32,
 }
 
 /// Node state: IPVS, kube-ipvs0 addresses, our ipsets, our iptables payloads,
@@ -323,7 +330,7 @@ fn sched_flag_names(svc: &Service) -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ipset::SetKind;
+    use crate::state::ipset::SetKind;
     use ipvs_netlink::ipvs::Protocol;
 
     fn key() -> ServiceKey {

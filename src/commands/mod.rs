@@ -1,13 +1,16 @@
 //! The one-shot subcommands (`plan`, `sync-once`, `diff`, `cleanup`) behind the CLI: arguments and output.
 
+pub mod oneshot;
+
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use super::{Applier, oneshot};
+use crate::apply::Applier;
 use crate::model::config::ProxyConfig;
+use crate::node;
 use crate::reconcile::Proxier;
 use crate::source::manifests::{self, Manifests};
 
@@ -59,15 +62,15 @@ fn load(args: &OneshotArgs) -> Result<Manifests> {
 
 fn build(args: &OneshotArgs, cfg: ProxyConfig, use_local: bool) -> Result<Proxier> {
     let m = load(args)?;
-    let name = oneshot::node_name(args.node.as_deref());
-    let node = oneshot::node_info(&name, &m, || {
+    let name = node::node_name(args.node.as_deref()).unwrap_or_else(|| "localhost".to_string());
+    let node = node::node_info(&name, &m, || {
         if use_local {
-            oneshot::local_addresses()
+            node::local_addresses()
         } else {
             Vec::new()
         }
     });
-    Ok(oneshot::proxier(cfg, node, &m))
+    Ok(node::proxier(cfg, node, &m))
 }
 
 fn need_manifests(args: &OneshotArgs) -> Result<()> {

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use ipvs_netlink::ipvs::{Family, Protocol};
 
-use super::config::Cidr;
+use super::Cidr;
 
 /// Which set (family-independent); see upstream `pkg/proxy/ipvs/ipset.go`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
