@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, anyhow};
@@ -12,6 +12,7 @@ use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use tokio::time::Instant;
 
 use crate::apply::{Applier, ApplyReport, Observation};
+use crate::changes::{Batch, Hooks, ObjKey, Sources, lock};
 use crate::config::Settings;
 use crate::health::{self, ProxyHealth, ServiceHealthServer};
 use crate::metrics::{Metrics, ReasonLabel, unix_seconds};
@@ -23,7 +24,7 @@ use crate::runner::{RunReason, Runner, RunnerConfig};
 use crate::source::files::{self, ManifestFiles};
 use crate::source::manifests::Manifests;
 use crate::state::Op;
-use crate::watch::{self, Batch, Hooks, Sources};
+use crate::watch;
 
 /// Runs the proxy until SIGTERM/SIGINT. Objects come from the API server
 /// (`settings.kubeconfig`, else in-cluster) or, with `manifests`, from files.
@@ -242,7 +243,7 @@ async fn run_async(settings: Settings, manifests: Option<PathBuf>) -> Result<()>
             let Some((ns, name)) = id.split_once('/') else {
                 continue;
             };
-            let key = watch::ObjKey {
+            let key = ObjKey {
                 namespace: ns.to_string(),
                 name: name.to_string(),
             };
@@ -326,7 +327,7 @@ pub fn new_warnings(
 /// Posts `warning` as a Warning Event regarding `svc` (events.k8s.io/v1).
 pub async fn publish_warning(
     rec: &Recorder,
-    svc: &watch::ObjKey,
+    svc: &ObjKey,
     uid: Option<&str>,
     warning: &str,
 ) -> Result<(), kube::Error> {
@@ -368,10 +369,6 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
             _ = int.recv() => tracing::info!("SIGINT received"),
         }
     })
-}
-
-fn lock(s: &Mutex<Sources>) -> MutexGuard<'_, Sources> {
-    s.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Whether a run reads the kernel first: the first sync adopts, periodic

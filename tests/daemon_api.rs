@@ -9,10 +9,11 @@ use std::time::Duration;
 use fakeapi::{FakeApi, NODES, to_json};
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube_ipvs::changes::{Hooks, Sources};
 use kube_ipvs::health::ProxyHealth;
 use kube_ipvs::metrics::Metrics;
 use kube_ipvs::runner::{Runner, RunnerConfig};
-use kube_ipvs::watch::{Hooks, Sources, watch_all};
+use kube_ipvs::watch::watch_all;
 use serde_json::{Value, json};
 
 fn service(name: &str, ip: &str) -> Value {
@@ -324,7 +325,7 @@ async fn a_rejected_service_gets_a_warning_event() {
         .expect("config");
     let client = kube::Client::try_from(cfg).expect("client");
     let rec = kube_ipvs::daemon::recorder(client, "node-a");
-    let key = kube_ipvs::watch::ObjKey {
+    let key = kube_ipvs::changes::ObjKey {
         namespace: "default".into(),
         name: "bad".into(),
     };

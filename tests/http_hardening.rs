@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use kube_ipvs::changes::{Hooks, Sources};
 use kube_ipvs::health::{ProxyHealth, ServiceHealthServer, healthz_server};
 use kube_ipvs::http::{HEALTH_CHECK_PORT_LIMITS, HEALTHZ_LIMITS, raise_open_files_limit};
 use kube_ipvs::metrics::Metrics;
@@ -15,7 +16,6 @@ use kube_ipvs::reconcile::Proxier;
 use kube_ipvs::runner::Trigger;
 use kube_ipvs::source::files;
 use kube_ipvs::source::synthetic::Cluster;
-use kube_ipvs::watch::{Hooks, Sources};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::watch;

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kube_ipvs::changes::{Hooks, Sources};
 use kube_ipvs::health::ProxyHealth;
 use kube_ipvs::metrics::Metrics;
 use kube_ipvs::model::node::NodeInfo;
@@ -12,7 +13,6 @@ use kube_ipvs::reconcile::Proxier;
 use kube_ipvs::runner::Trigger;
 use kube_ipvs::source::files::load_and_feed;
 use kube_ipvs::source::synthetic::{Cluster, Format};
-use kube_ipvs::watch::{Hooks, Sources};
 
 /// Bytes allocated and not freed, and their high-water mark since the last reset.
 struct Counting;

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use k8s_openapi::api::core::v1::{Node, Service};
@@ -19,10 +19,9 @@ use kube::runtime::watcher::Event;
 use notify::event::{AccessKind, AccessMode};
 use notify::{EventKind, RecursiveMode, Watcher};
 
+use crate::changes::{Eligibility, Events, Hooks, ObjKey, Sources, feed, key_of};
 use crate::health;
 use crate::source::manifests::{self, ManifestError, Manifests};
-use crate::watch::{Hooks, ObjKey, Source, Sources, Tracked};
-use prometheus_client::metrics::counter::Counter;
 
 /// How often the path is re-scanned in full while inotify watches it (a
 /// safety net for what inotify cannot see, e.g. a replaced parent directory).
@@ -124,13 +123,6 @@ pub fn is_manifest(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
-}
-
-fn key_of<K: Resource>(obj: &K) -> ObjKey {
-    ObjKey {
-        namespace: obj.meta().namespace.clone().unwrap_or_default(),
-        name: obj.meta().name.clone().unwrap_or_default(),
-    }
 }
 
 /// The keys of one file's objects, per kind.
@@ -567,10 +559,6 @@ fn resolve<K: Resource + Clone>(
     out
 }
 
-fn lock(s: &Mutex<Sources>) -> MutexGuard<'_, Sources> {
-    s.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// An object standing for `key` in a Delete event (only its key is read).
 fn tombstone<K: Resource + Default>(key: ObjKey) -> K {
     let mut k = K::default();
@@ -588,56 +576,6 @@ fn as_events<K: Resource + Default>(changes: Vec<(ObjKey, Option<K>)>) -> Vec<Ev
             None => Event::Delete(tombstone(key)),
         })
         .collect()
-}
-
-/// Feeds events into the sources and queues a sync when they changed something.
-fn feed_events(
-    sources: &Mutex<Sources>,
-    hooks: &Hooks,
-    services: Vec<Event<Service>>,
-    slices: Vec<Event<EndpointSlice>>,
-    nodes: Vec<Event<Node>>,
-    node_eligible: Option<bool>,
-) {
-    let mut s = lock(sources);
-    let m = &hooks.metrics;
-    let (c1, f1) = fold(&mut s.services, services, Some(&m.service_changes_total));
-    let (c2, f2) = fold(&mut s.slices, slices, Some(&m.endpoint_changes_total));
-    let (c3, f3) = fold(&mut s.node, nodes, None);
-    let (changed, first) = (c1 || c2 || c3, f1 || f2 || f3);
-    hooks
-        .metrics
-        .set_pending(s.services.pending(), s.slices.pending());
-    // Without a Node object the node is assumed eligible (nothing says otherwise).
-    if let Some(e) = node_eligible {
-        hooks.health.set_node_eligible(e);
-    }
-    if s.ready() && (changed || first) {
-        drop(s);
-        hooks.queue();
-    }
-}
-
-/// Folds `events` into `source`, counting each in `changes` (every event
-/// counts, as the API watch counts them); returns whether anything changed
-/// and whether a first full list completed.
-fn fold<K: Tracked>(
-    source: &mut Source<K>,
-    events: Vec<Event<K>>,
-    changes: Option<&Counter>,
-) -> (bool, bool) {
-    let (mut changed, mut first) = (false, false);
-    for ev in events {
-        let h = source.handle(ev);
-        if h.counted
-            && let Some(c) = changes
-        {
-            c.inc();
-        }
-        changed |= h.changed;
-        first |= h.first_sync;
-    }
-    (changed, first)
 }
 
 /// Feeds one full load of the manifests as a complete list of every source,
@@ -687,8 +625,12 @@ struct FullList<'a> {
 
 impl<'a> FullList<'a> {
     fn begin(sources: &'a Mutex<Sources>, hooks: &'a Hooks, node_name: &'a str) -> Self {
-        let (a, b, c) = (vec![Event::Init], vec![Event::Init], vec![Event::Init]);
-        feed_events(sources, hooks, a, b, c, None);
+        let init = Events {
+            services: vec![Event::Init],
+            slices: vec![Event::Init],
+            nodes: vec![Event::Init],
+        };
+        feed(sources, hooks, init, Eligibility::Keep);
         FullList {
             sources,
             hooks,
@@ -706,22 +648,27 @@ impl<'a> FullList<'a> {
                 .filter(|n| n.metadata.name.as_deref() == name),
         );
         self.warnings.extend(m.warnings);
-        feed_events(
-            self.sources,
-            self.hooks,
-            listed(m.services),
-            listed(m.slices),
-            Vec::new(),
-            None,
-        );
+        let objects = Events {
+            services: listed(m.services),
+            slices: listed(m.slices),
+            nodes: Vec::new(),
+        };
+        feed(self.sources, self.hooks, objects, Eligibility::Keep);
     }
 
     fn end(self) {
-        let node_eligible = self.nodes.last().map(health::node_eligible);
+        // Without a Node object the node is assumed eligible (nothing says otherwise).
+        let eligibility = self.nodes.last().map_or(Eligibility::Keep, |n| {
+            Eligibility::Set(health::node_eligible(n))
+        });
         let mut nodes = listed(self.nodes);
         nodes.push(Event::InitDone);
-        let (a, b) = (vec![Event::InitDone], vec![Event::InitDone]);
-        feed_events(self.sources, self.hooks, a, b, nodes, node_eligible);
+        let done = Events {
+            services: vec![Event::InitDone],
+            slices: vec![Event::InitDone],
+            nodes,
+        };
+        feed(self.sources, self.hooks, done, eligibility);
     }
 }
 
@@ -732,19 +679,19 @@ pub fn feed_changes(sources: &Mutex<Sources>, hooks: &Hooks, node_name: &str, c:
         .into_iter()
         .filter(|(k, _)| k.name == node_name)
         .collect();
-    let node_eligible = nodes
+    let eligibility = nodes
         .iter()
         .rev()
         .find_map(|(_, n)| n.as_ref())
-        .map(health::node_eligible);
-    feed_events(
-        sources,
-        hooks,
-        as_events(c.services),
-        as_events(c.slices),
-        as_events(nodes),
-        node_eligible,
-    );
+        .map_or(Eligibility::Keep, |n| {
+            Eligibility::Set(health::node_eligible(n))
+        });
+    let events = Events {
+        services: as_events(c.services),
+        slices: as_events(c.slices),
+        nodes: as_events(nodes),
+    };
+    feed(sources, hooks, events, eligibility);
 }
 
 /// What a batch of inotify events asks for.
@@ -1018,6 +965,7 @@ fn publish(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::changes::lock;
     use crate::model::testutil;
     use crate::model::testutil::cluster_ip_service as svc;
     use crate::source::synthetic::Cluster;
