@@ -5,14 +5,14 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
-use kube_ipvs::source::manifests;
+use kube_ipvs::source::files;
 use kube_ipvs::source::synthetic::{Cluster, Format};
 
 fn best_of_3(path: &std::path::Path, services: usize) -> Result<f64> {
     let mut best = f64::MAX;
     for _ in 0..3 {
         let t = Instant::now();
-        let m = manifests::load(path)?;
+        let m = files::load(path)?;
         best = best.min(t.elapsed().as_secs_f64());
         ensure!(
             m.services.len() == services,

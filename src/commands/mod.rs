@@ -12,7 +12,8 @@ use crate::apply::Applier;
 use crate::model::config::ProxyConfig;
 use crate::node;
 use crate::reconcile::Proxier;
-use crate::source::manifests::{self, Manifests};
+use crate::source::files;
+use crate::source::manifests::Manifests;
 
 /// Where the objects come from and which node this is.
 #[derive(Debug, Clone, Args)]
@@ -52,7 +53,7 @@ fn load(args: &OneshotArgs) -> Result<Manifests> {
     let Some(path) = &args.manifests else {
         return Ok(Manifests::default());
     };
-    let m = manifests::load(path)?;
+    let m = files::load(path)?;
     for w in &m.warnings {
         tracing::warn!("{w}");
         eprintln!("kube-ipvs: warning: {w}");

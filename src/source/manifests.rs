@@ -68,12 +68,6 @@ impl Manifests {
     }
 }
 
-/// Loads a file, or every `.yaml`/`.yml`/`.json` file of a directory (sorted
-/// by name, not recursive), as the daemon's first load does.
-pub fn load(path: &Path) -> Result<Manifests, ManifestError> {
-    super::files::ManifestFiles::load(path).map(|(_, m)| m)
-}
-
 /// Parses the documents of `text` (YAML, so JSON too) into `m`; `path` names the source in errors.
 pub fn load_str(text: &str, path: &Path, m: &mut Manifests) -> Result<(), ManifestError> {
     // JSON (what the API server sends) parses several times faster with a JSON
@@ -300,24 +294,35 @@ items:
     }
 
     #[test]
-    fn directories_load_sorted_and_missing_paths_are_named() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("b.yaml"), SVC.replace("web", "b")).unwrap();
-        std::fs::write(d.path().join("a.yml"), SVC.replace("web", "a")).unwrap();
-        std::fs::write(d.path().join("notes.txt"), "kind: Service\n").unwrap();
-        let m = load(d.path()).unwrap();
-        let names: Vec<_> = m
-            .services
-            .iter()
-            .map(|s| s.metadata.name.clone().unwrap())
-            .collect();
-        assert_eq!(names, ["a", "b"]);
-        let e = load(&d.path().join("nope")).unwrap_err();
-        assert!(e.to_string().contains("nope"), "{e}");
-        let empty = tempfile::tempdir().unwrap();
-        assert!(matches!(
-            load(empty.path()),
-            Err(ManifestError::Empty { .. })
-        ));
+    fn an_alias_bomb_names_the_file_and_document() {
+        let bomb = crate::yaml::tests::billion_laughs();
+        let mut m = Manifests::default();
+        let e = load_str(
+            &format!("kind: Node\nmetadata: {{name: n}}\n---\n{bomb}"),
+            std::path::Path::new("bomb.yaml"),
+            &mut m,
+        )
+        .unwrap_err();
+        // As the CLI prints it (the whole chain): the reason once.
+        let e = format!("{:#}", anyhow::Error::from(e));
+        assert!(
+            e.starts_with("bomb.yaml: document 1 is not valid YAML"),
+            "{e}"
+        );
+        assert_eq!(e.matches("alias replay limit exceeded").count(), 1, "{e}");
+    }
+
+    #[test]
+    fn a_port_written_with_a_leading_zero_is_refused() {
+        // So a port written `0800` is refused, not read as 800 or 512.
+        let mut m = Manifests::default();
+        let e = load_str(
+            "kind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 0800}]}\n",
+            std::path::Path::new("t.yaml"),
+            &mut m,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("invalid Service \"s\""), "{e}");
     }
 }

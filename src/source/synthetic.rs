@@ -344,7 +344,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let c = Cluster::new(3, 4, "lab-node").unwrap();
         c.write(dir.path()).unwrap();
-        let m = manifests::load(dir.path()).unwrap();
+        let m = crate::source::files::load(dir.path()).unwrap();
         assert!(m.warnings.is_empty(), "{:?}", m.warnings);
         assert_eq!(m.services.len(), 3);
         assert_eq!(m.slices.len(), 3);
@@ -396,15 +396,15 @@ mod tests {
         cj.write(j.path()).unwrap();
         assert!(cj.service_file(j.path(), 0).ends_with("svc-00000.json"));
         let (my, mj) = (
-            manifests::load(y.path()).unwrap(),
-            manifests::load(j.path()).unwrap(),
+            crate::source::files::load(y.path()).unwrap(),
+            crate::source::files::load(j.path()).unwrap(),
         );
         assert_eq!(my.services, mj.services);
         assert_eq!(my.slices, mj.slices);
         assert_eq!(my.nodes, mj.nodes);
         assert!(mj.warnings.is_empty(), "{:?}", mj.warnings);
         cj.write_service(j.path(), 1, &[]).unwrap();
-        assert!(addresses(&manifests::load(j.path()).unwrap(), "svc-00001").is_empty());
+        assert!(addresses(&crate::source::files::load(j.path()).unwrap(), "svc-00001").is_empty());
     }
 
     #[test]
@@ -439,7 +439,7 @@ mod tests {
             .unwrap();
         c.write_service(dir.path(), 0, &[]).unwrap();
 
-        let m = manifests::load(dir.path()).unwrap();
+        let m = crate::source::files::load(dir.path()).unwrap();
         assert_eq!(m.services.len(), 3);
         assert!(addresses(&m, "svc-00000").is_empty());
         assert_eq!(
