@@ -195,7 +195,7 @@ fn iptables_rules(binary: &str, text: &str) -> BTreeMap<(String, String, String)
             if chain.starts_with("KUBE-") || spec.contains("-j KUBE-") {
                 out.entry((binary.into(), table.clone(), chain.into()))
                     .or_default()
-                    .push(kube_ipvs::apply::normalize_rule(spec));
+                    .push(kube_ipvs::iptables::normalize_rule(spec));
             }
         }
     }
@@ -298,7 +298,7 @@ fn parse_plan(text: &str) -> State {
             iptables
                 .entry((binary.into(), j.table.into(), j.from.into()))
                 .or_insert_with(Vec::new)
-                .push(kube_ipvs::apply::normalize_rule(&j.spec()));
+                .push(kube_ipvs::iptables::normalize_rule(&j.spec()));
         }
     }
     sort_jumps(&mut iptables);

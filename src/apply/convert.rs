@@ -1,12 +1,13 @@
 //! Pure conversions between the model's typed sets/entries and the ipset client's wire types.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
+use ipvs_netlink::conntrack::FlowFilter;
 use ipvs_netlink::ipset::{self, Entry, SetSpec};
 use ipvs_netlink::ipvs::{Family, Protocol};
 
-use crate::model::config::Cidr;
 use crate::state::ipset::{IpsetEntry, SetName, SetType};
+use crate::state::{Cidr, ConntrackFilter};
 
 /// Default hash size and element limit, as upstream creates its sets.
 const HASHSIZE: u32 = 1024;
@@ -94,6 +95,18 @@ pub fn from_entry(e: &Entry) -> Option<IpsetEntry> {
 
 fn cidr(addr: IpAddr, prefix: u8) -> Option<Cidr> {
     Cidr::new(addr, prefix)
+}
+
+/// The library's filter for a plan's conntrack filter; `None` when it has no
+/// endpoint (the client filters by reply source, which a whole-VIP delete lacks).
+pub fn flow_filter(c: &ConntrackFilter) -> Option<FlowFilter> {
+    let ep = c.endpoint?;
+    let proto = c.protocol.as_raw() as u8;
+    let backend = SocketAddr::new(ep, 0);
+    Some(match c.vip {
+        Some(vip) => FlowFilter::service_backend(proto, vip, backend),
+        None => FlowFilter::backend(proto, backend),
+    })
 }
 
 #[cfg(test)]

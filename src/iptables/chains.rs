@@ -87,3 +87,16 @@ pub fn owned_chains() -> OwnedChains {
         .with("nat", NAT_CHAINS)
         .with("filter", FILTER_CHAINS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owned_chains_cover_every_jump_target() {
+        let owned = owned_chains();
+        for j in JUMPS {
+            assert!(owned.owns(j.table, j.to), "{} {}", j.table, j.to);
+        }
+    }
+}

@@ -9,6 +9,7 @@
 
 pub mod chains;
 pub mod payload;
+pub mod verify;
 
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
@@ -22,6 +23,7 @@ pub use chains::{FILTER_CHAINS, JUMPS, NAT_CHAINS, owned_chains};
 pub use payload::{
     Backend, Jump, OwnedChains, PayloadError, SavedTable, check_payload, choose_backend, parse_save,
 };
+pub use verify::{iptables_in_sync, normalize_rule};
 
 /// How long restore waits for the xtables lock (legacy; nft needs no lock).
 pub const DEFAULT_WAIT_SECS: u32 = 5;

@@ -6,6 +6,7 @@ pub mod endpoints;
 pub mod input;
 pub mod iptables;
 pub mod node;
+pub mod sysctls;
 
 pub use config::{Cidr, NodePortAddresses, ProxyConfig};
 pub use contribution::{Contribution, HealthCheck, Refusal, VirtualServer, contribution};

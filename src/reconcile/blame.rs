@@ -32,6 +32,20 @@ impl FailureReason {
     }
 }
 
+/// A Service whose last attempt the kernel refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Failing {
+    pub(super) reason: FailureReason,
+    /// What the kernel said, for the warning (and its Event).
+    pub(super) message: String,
+    /// Consecutive refused attempts.
+    pub(super) attempts: u32,
+    /// When to try again (seconds, the `now` clock).
+    pub(super) due: u64,
+    /// Planned again since it was refused (a due retry or any change).
+    pub(super) retrying: bool,
+}
+
 /// Who answers for an operation that did not go through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Blame {

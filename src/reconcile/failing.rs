@@ -4,25 +4,11 @@ use std::collections::HashSet;
 
 use ipvs_netlink::ipvs::Scheduler;
 
-use super::blame::{Blame, FailureReason, blame};
+use super::blame::{Blame, Failing, FailureReason, blame};
 use super::proxier::Proxier;
 use super::undo::Undo;
 use crate::model::input::SvcId;
 use crate::state::{IpvsOp, Op, Refusal};
-
-/// A Service whose last attempt the kernel refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Failing {
-    pub(super) reason: FailureReason,
-    /// What the kernel said, for the warning (and its Event).
-    pub(super) message: String,
-    /// Consecutive refused attempts.
-    attempts: u32,
-    /// When to try again (seconds, the `now` clock).
-    due: u64,
-    /// Planned again since it was refused (a due retry or any change).
-    pub(super) retrying: bool,
-}
 
 /// What `settle` found in the kernel's answer to a plan.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -13,8 +13,8 @@ use ipvs_netlink::ipvs::{Destination, Family, Protocol, ServiceKey, Timeouts};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
+use super::blame::Failing;
 use super::desired::{Aggregate, Touched};
-use super::failing::Failing;
 use super::plan::Plan;
 use super::undo::Undo;
 use crate::model::config::ProxyConfig;
@@ -25,35 +25,10 @@ use crate::model::input::{
 };
 use crate::model::iptables;
 use crate::model::node::NodeInfo;
+use crate::model::sysctls::desired_sysctls;
 use crate::state::{
     ConnCounts, ConntrackFilter, IpsetEntry, IpvsOp, KService, KernelState, Op, SetKind, SetName,
 };
-
-/// Sysctls IPVS mode needs (upstream proxier.go). `expire_quiescent_template`
-/// makes persistence templates pointing at a weight-0 real server expire, so
-/// ClientIP affinity never pins new connections to a draining server (#71809).
-/// `conn_reuse_mode` depends on the kernel version and is left to the apply layer.
-pub fn desired_sysctls(cfg: &ProxyConfig) -> BTreeMap<String, String> {
-    let mut m = BTreeMap::new();
-    let mut set = |k: &str, v: &str| {
-        m.insert(k.to_string(), v.to_string());
-    };
-    set("net.ipv4.vs.conntrack", "1");
-    set("net.ipv4.vs.expire_nodest_conn", "1");
-    set("net.ipv4.vs.expire_quiescent_template", "1");
-    if cfg.serves(Family::Inet) {
-        set("net.ipv4.ip_forward", "1");
-    }
-    if cfg.serves(Family::Inet6) {
-        set("net.ipv6.conf.all.forwarding", "1");
-    }
-    if cfg.strict_arp {
-        // Only the interface owning an address answers ARP for it (metallb #153).
-        set("net.ipv4.conf.all.arp_ignore", "1");
-        set("net.ipv4.conf.all.arp_announce", "2");
-    }
-    m
-}
 
 fn timeouts_wanted(t: &Timeouts) -> bool {
     t.tcp != 0 || t.tcp_fin != 0 || t.udp != 0

@@ -8,8 +8,7 @@ use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::Resource;
 
-use super::scanner::StampChanges;
-use super::stamp::{KnownStamps, Stamp, is_manifest, scan, stale, stamp};
+use super::stamp::{KnownStamps, Stamp, StampChanges, is_manifest, scan, stale, stamp};
 use crate::changes::{ObjKey, key_of};
 use crate::source::manifests::{self, ManifestError, Manifests};
 

@@ -14,8 +14,7 @@ pub mod watcher;
 
 pub use cache::{Changes, LOAD_CHUNK, ManifestFiles, load};
 pub use feed::{feed_changes, feed_manifests, load_and_feed};
-pub use scanner::StampChanges;
-pub use stamp::{KnownStamps, Scanned, Stamp, is_manifest, scan, stale};
+pub use stamp::{KnownStamps, Scanned, Stamp, StampChanges, is_manifest, scan, stale};
 pub use watcher::{POLL_WITH_INOTIFY, POLL_WITHOUT_INOTIFY, Wanted, watch};
 
 #[cfg(test)]

@@ -6,10 +6,7 @@ use std::sync::mpsc::{RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use super::cache::ManifestFiles;
-use super::stamp::{Stamp, scan, stale};
-
-/// Stamps the watcher learnt (`Some`) or forgot (`None`), for the scanner's copy.
-pub type StampChanges = Vec<(PathBuf, Option<Stamp>)>;
+use super::stamp::{Stamp, StampChanges, scan, stale};
 
 /// Starts the safety-net thread: every `poll` it re-scans the files,
 /// compares their stamps with its copy of the cache's (kept current by what

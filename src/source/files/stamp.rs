@@ -74,6 +74,9 @@ pub fn stale(
     Ok(out)
 }
 
+/// Stamps the watcher learnt (`Some`) or forgot (`None`), for the scanner's copy.
+pub type StampChanges = Vec<(PathBuf, Option<Stamp>)>;
+
 /// The stamp of every file known, loaded or failed: what [`stale`] compares
 /// a scan with. The scanner keeps a copy; the watcher looks in its cache.
 pub trait KnownStamps {
