@@ -36,11 +36,12 @@ pub enum Command {
     /// Inspect the kernel's ipsets, ipset-compatible.
     #[command(subcommand)]
     Ipset(IpsetCommand),
-    /// Print the desired kernel state for manifests, without touching the kernel.
+    /// Print the desired kernel state, without touching the kernel: for --manifests, or
+    /// for the live cluster (--kubeconfig, else in-cluster), which is only read.
     Plan(crate::commands::OneshotArgs),
-    /// One full sync from manifests: adopt, apply, verify; exit 0 only if converged.
+    /// One full sync (objects from --manifests or the API server): adopt, apply, verify; exit 0 only if converged.
     SyncOnce(crate::commands::OneshotArgs),
-    /// Show how the kernel differs from the desired state (reads only).
+    /// Show how the kernel differs from the desired state (reads only; objects as for `plan`).
     Diff(crate::commands::OneshotArgs),
     /// Remove everything kube-ipvs created (our IPVS services, kube-ipvs0, KUBE-* sets and chains).
     Cleanup(crate::commands::OneshotArgs),
@@ -195,6 +196,7 @@ pub fn run(cli: Cli) -> Result<()> {
             if oneshot.sync_once || oneshot.cleanup {
                 let a = crate::commands::OneshotArgs {
                     manifests: oneshot.manifests,
+                    kubeconfig: settings.kubeconfig.clone(),
                     node: settings.hostname_override.clone(),
                 };
                 if oneshot.cleanup {
@@ -234,6 +236,7 @@ fn oneshot_config(
         eprintln!("kube-ipvs: warning: {w}");
     }
     args.manifests.clone_from(&top.manifests);
+    args.kubeconfig.clone_from(&settings.kubeconfig);
     if args.node.is_none() {
         args.node = settings.hostname_override;
     }
@@ -422,6 +425,7 @@ mod tests {
         .unwrap();
         let a = crate::commands::OneshotArgs {
             manifests: None,
+            kubeconfig: None,
             node: None,
         };
         let (a, cfg) = oneshot_config(&cli.daemon, &cli.oneshot, a).unwrap();

@@ -94,20 +94,7 @@ async fn input(
         }
         return Ok(Input::Files(Box::new(files), m));
     }
-    let config = match &settings.kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .with_context(|| format!("cannot use kubeconfig {}", path.display()))?
-        }
-        None => kube::Config::incluster().context(
-            "no --kubeconfig given and not running in a cluster (no service account); \
-             pass --kubeconfig FILE, or --manifests PATH to run from files",
-        )?,
-    };
-    let client = kube::Client::try_from(config).context("cannot build the API client")?;
+    let client = watch::client(settings.kubeconfig.as_deref()).await?;
     Ok(Input::Api(client))
 }
 

@@ -1,16 +1,20 @@
 //! API watches (Services, EndpointSlices, this Node) turned into changes for the trackers; errors re-list and never flush.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use anyhow::Context;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::ListParams;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
 use crate::changes::{CONFIRM_AFTER, Eligibility, Events, Hooks, Sources, feed, lock};
+use crate::source::manifests::Manifests;
 
 /// Objects with this label belong to another proxy (upstream informer filter).
 pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
@@ -24,6 +28,64 @@ pub const LABEL_SELECTOR: &str =
 /// Field selector watching only this node.
 pub fn node_selector(node_name: &str) -> String {
     format!("metadata.name={node_name}")
+}
+
+/// An API client from `kubeconfig`, else from the in-cluster service account.
+pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .with_context(|| format!("cannot use kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::incluster().context(
+            "no --kubeconfig given and not running in a cluster (no service account); \
+             pass --kubeconfig FILE, or --manifests PATH to run from files",
+        )?,
+    };
+    kube::Client::try_from(config).context("cannot build the API client")
+}
+
+/// Objects per list page: a 10,000-Service cluster lists in 20 requests,
+/// none of which holds the API server long (client-go's informers page too).
+const LIST_PAGE: u32 = 500;
+
+/// Everything the watches would see, listed once: Services and EndpointSlices
+/// with upstream's label selector, and this Node. Reads only; the one-shot
+/// commands' view of a live cluster.
+pub async fn list_once(client: &Client, node_name: &str) -> anyhow::Result<Manifests> {
+    let labels = ListParams::default().labels(LABEL_SELECTOR);
+    let node = ListParams::default().fields(&node_selector(node_name));
+    Ok(Manifests {
+        services: list_all(Api::<Service>::all(client.clone()), labels.clone())
+            .await
+            .context("cannot list Services")?,
+        slices: list_all(Api::<EndpointSlice>::all(client.clone()), labels)
+            .await
+            .context("cannot list EndpointSlices")?,
+        nodes: list_all(Api::<Node>::all(client.clone()), node)
+            .await
+            .with_context(|| format!("cannot read Node {node_name}"))?,
+        warnings: Vec::new(),
+    })
+}
+
+async fn list_all<K>(api: Api<K>, params: ListParams) -> Result<Vec<K>, kube::Error>
+where
+    K: Clone + Resource<DynamicType = ()> + DeserializeOwned + std::fmt::Debug,
+{
+    let mut out = Vec::new();
+    let mut params = params.limit(LIST_PAGE);
+    loop {
+        let page = api.list(&params).await?;
+        out.extend(page.items);
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(out),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 pub mod oneshot;
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -14,6 +14,7 @@ use crate::node;
 use crate::reconcile::Proxier;
 use crate::source::files;
 use crate::source::manifests::Manifests;
+use crate::watch;
 
 /// Where the objects come from and which node this is.
 #[derive(Debug, Clone, Args)]
@@ -21,6 +22,11 @@ pub struct OneshotArgs {
     /// The global `--manifests` (given before or after the subcommand), filled in by the CLI.
     #[arg(skip)]
     pub manifests: Option<PathBuf>,
+    /// Without manifests, the objects are listed from the API server this
+    /// kubeconfig names (`--kubeconfig` or `clientConnection.kubeconfig`),
+    /// else from the in-cluster service account; filled in by the CLI.
+    #[arg(skip)]
+    pub kubeconfig: Option<PathBuf>,
     /// This node's name (default: --hostname-override, else $NODE_NAME, else the hostname).
     #[arg(long = "node", value_name = "NAME")]
     pub node: Option<String>,
@@ -49,9 +55,22 @@ fn stdout(text: &str) -> Result<()> {
     }
 }
 
-fn load(args: &OneshotArgs) -> Result<Manifests> {
+/// Where a command's objects come from when no manifests are given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Without {
+    /// Listed once from the API server.
+    Api,
+    /// None (cleanup needs no objects).
+    Nothing,
+}
+
+/// The objects: from `--manifests`, else as `without` says.
+fn load(args: &OneshotArgs, node_name: &str, without: Without) -> Result<Manifests> {
     let Some(path) = &args.manifests else {
-        return Ok(Manifests::default());
+        return match without {
+            Without::Api => list_from_api(args.kubeconfig.as_deref(), node_name),
+            Without::Nothing => Ok(Manifests::default()),
+        };
     };
     let m = files::load(path)?;
     for w in &m.warnings {
@@ -61,24 +80,26 @@ fn load(args: &OneshotArgs) -> Result<Manifests> {
     Ok(m)
 }
 
-fn build(args: &OneshotArgs, cfg: ProxyConfig, use_local: bool) -> Result<Proxier> {
-    let m = load(args)?;
-    let name = node::node_name(args.node.as_deref()).unwrap_or_else(|| "localhost".to_string());
-    let node = node::node_info(&name, &m, || {
-        if use_local {
-            node::local_addresses()
-        } else {
-            Vec::new()
-        }
-    });
-    Ok(node::proxier(cfg, node, &m))
+/// Services and EndpointSlices (with upstream's label selector) and this
+/// Node, read once from the API server: what the daemon would program here.
+fn list_from_api(kubeconfig: Option<&Path>, node_name: &str) -> Result<Manifests> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let client = watch::client(kubeconfig).await.context(
+            "no objects: pass --manifests PATH (a YAML file or a directory of them), or --kubeconfig FILE to list them from the API server",
+        )?;
+        watch::list_once(&client, node_name).await
+    })
 }
 
-fn need_manifests(args: &OneshotArgs) -> Result<()> {
-    if args.manifests.is_none() {
-        bail!("--manifests PATH is required (a YAML file or a directory of them)");
-    }
-    Ok(())
+fn build(args: &OneshotArgs, cfg: ProxyConfig, without: Without) -> Result<Proxier> {
+    let name = node::node_name(args.node.as_deref()).unwrap_or_else(|| "localhost".to_string());
+    let m = load(args, &name, without)?;
+    let node = node::node_info(&name, &m, node::local_addresses);
+    Ok(node::proxier(cfg, node, &m))
 }
 
 fn now() -> u64 {
@@ -95,15 +116,13 @@ pub fn plan(args: &OneshotArgs, cfg: ProxyConfig) -> Result<()> {
 
 /// The text `kube-ipvs plan` prints.
 pub fn plan_text(args: &OneshotArgs, cfg: ProxyConfig) -> Result<String> {
-    need_manifests(args)?;
-    let mut p = build(args, cfg, true)?;
+    let mut p = build(args, cfg, Without::Api)?;
     Ok(oneshot::plan_text(&mut p))
 }
 
 /// `kube-ipvs sync-once`: adopt, apply, verify; fails unless the kernel converged.
 pub fn sync_once(args: &OneshotArgs, cfg: ProxyConfig) -> Result<()> {
-    need_manifests(args)?;
-    let mut p = build(args, cfg, true)?;
+    let mut p = build(args, cfg, Without::Api)?;
     let mut applier = Applier::new();
     let s = oneshot::sync_once(&mut applier, &mut p, now()).context("sync failed")?;
     stdout(&s.text())?;
@@ -119,8 +138,7 @@ pub fn sync_once(args: &OneshotArgs, cfg: ProxyConfig) -> Result<()> {
 
 /// `kube-ipvs diff`: kernel vs desired; reads only.
 pub fn diff(args: &OneshotArgs, cfg: ProxyConfig) -> Result<()> {
-    need_manifests(args)?;
-    let mut p = build(args, cfg, true)?;
+    let mut p = build(args, cfg, Without::Api)?;
     let lines = oneshot::diff_kernel(&mut Applier::new(), &mut p)?;
     if lines.is_empty() {
         return stdout("kernel state equals the desired state\n");
@@ -130,7 +148,7 @@ pub fn diff(args: &OneshotArgs, cfg: ProxyConfig) -> Result<()> {
 
 /// `kube-ipvs --cleanup`: removes what kube-ipvs created, nothing else.
 pub fn cleanup(args: &OneshotArgs, cfg: ProxyConfig) -> Result<()> {
-    let p = build(args, cfg, true)?;
+    let p = build(args, cfg, Without::Nothing)?;
     let (done, errors) = oneshot::cleanup(&mut Applier::new(), &p);
     let mut text: String = done.iter().map(|l| format!("removed: {l}\n")).collect();
     if done.is_empty() {

@@ -525,8 +525,22 @@ async fn conn(mut c: TcpStream, state: Arc<Mutex<State>>, tx: broadcast::Sender<
             .unwrap_or_default();
         (s.rv, items)
     };
+    // Pages as the API server does with `limit`: the continue token here is
+    // the offset of the next page (opaque to clients).
+    let from: usize = q.get("continue").and_then(|c| c.parse().ok()).unwrap_or(0);
+    let limit: usize = q
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .filter(|l| *l > 0)
+        .unwrap_or(usize::MAX);
+    let rest = items.len().saturating_sub(from);
+    let page: Vec<Value> = items.into_iter().skip(from).take(limit).collect();
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    if rest > page.len() {
+        metadata["continue"] = json!((from + page.len()).to_string());
+    }
     let list = json!({"kind": list_kind, "apiVersion": api_version,
-                      "metadata": {"resourceVersion": rv.to_string()}, "items": items});
+                      "metadata": metadata, "items": page});
     respond(&mut c, 200, &list).await;
 }
 
