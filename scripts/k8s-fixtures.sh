@@ -39,6 +39,11 @@ esac
 
 command -v go >/dev/null 2>&1 \
   || die "go is not installed: install Go >= 1.26 (https://go.dev/dl/) and put it on PATH; it builds the control-plane test fixtures only"
+gover=$(go env GOVERSION 2>/dev/null) || gover=unknown
+case "$gover" in
+  go1.2[6-9]*|go1.[3-9][0-9]*|go[2-9]*) ;;
+  *) die "$gover is too old: k8s.io/kubernetes $K8S_VERSION needs Go >= 1.26 (or set GOTOOLCHAIN=go1.26.8 to let go fetch it from the module proxy)" ;;
+esac
 
 # What the binaries depend on. The version strings baked in with -X are the
 # ones upstream's release build sets (hack/lib/version.sh), so `kubectl version`
