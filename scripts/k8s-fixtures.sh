@@ -42,7 +42,7 @@ command -v go >/dev/null 2>&1 \
 gover=$(go env GOVERSION 2>/dev/null) || gover=unknown
 case "$gover" in
   go1.2[6-9]*|go1.[3-9][0-9]*|go[2-9]*) ;;
-  *) die "$gover is too old: k8s.io/kubernetes $K8S_VERSION needs Go >= 1.26 (or set GOTOOLCHAIN=go1.26.8 to let go fetch it from the module proxy)" ;;
+  *) die "$gover is too old: k8s.io/kubernetes $K8S_VERSION needs Go >= 1.26 (from Go 1.21 on, GOTOOLCHAIN=go1.26.8 makes go fetch it from the module proxy)" ;;
 esac
 
 # What the binaries depend on. The version strings baked in with -X are the
