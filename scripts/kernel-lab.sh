@@ -2,7 +2,7 @@
 # Runs a command as root on a kernel that has IPVS, streaming its output and
 # exiting with its exit status.
 #
-#   scripts/kernel-lab.sh [--timeout S] [--cpus N] [--memory M] -- CMD [ARGS...]
+#   scripts/kernel-lab.sh [--timeout S] [--cpus N] [--memory M] [--net] -- CMD [ARGS...]
 #   scripts/kernel-lab.sh --prepare     install and cache the prerequisites only
 #
 # If IPVS is already available here (a real node), CMD runs directly. Otherwise
@@ -15,6 +15,12 @@
 # (default ~/.cache/kube-ipvs-lab): qemu and the test tools via apt, virtme-ng
 # in a venv, the kernel package unpacked. CMD sees KUBE_IPVS_LAB=host|vm.
 #
+# --net gives the guest qemu user networking (eth0, static 10.0.2.15): the guest
+# reaches the host's loopback as 10.0.2.2, which is how kube-ipvs in the guest
+# talks to scripts/control-plane.sh's apiserver (KUBECONFIG_KUBE_IPVS_GUEST).
+# It is in the guest's initial network namespace only. On a real node it is a
+# no-op: use 127.0.0.1 (KUBECONFIG_KUBE_IPVS) there.
+#
 # Exit status: CMD's own; 124 on timeout; 125 if the lab itself failed.
 set -euo pipefail
 
@@ -23,6 +29,7 @@ timeout_s=1800
 cpus=$(nproc 2>/dev/null || echo 2)
 memory=2G
 prepare_only=0
+net_args=()
 VIRTME_NG_VERSION=1.42
 # What the guest needs from the host root, besides qemu itself.
 GUEST_PACKAGES=(ipvsadm ipset iptables iproute2 kmod busybox-static strace conntrack)
@@ -36,9 +43,12 @@ while [ $# -gt 0 ]; do
     --cpus) cpus=${2:?--cpus needs a count}; shift 2 ;;
     --memory) memory=${2:?--memory needs a size like 2G}; shift 2 ;;
     --prepare) prepare_only=1; shift ;;
+    # No DHCP: virtme-ng's udhcpc hangs the boot on Debian's modular kernel
+    # (virtio_net is not in its initramfs); the guest sets a static address.
+    --net) net_args=(--network user --no-dhcp); shift ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown option '$1' (usage: kernel-lab.sh [--timeout S] [--cpus N] [--memory M] -- CMD [ARGS...])" ;;
+    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown option '$1' (usage: kernel-lab.sh [--timeout S] [--cpus N] [--memory M] [--net] -- CMD [ARGS...])" ;;
   esac
 done
 case "$timeout_s" in ''|*[!0-9]*) die "--timeout takes whole seconds, not '$timeout_s'" ;; esac
@@ -167,6 +177,12 @@ run=$(mktemp -d "$cache/runs/run.XXXXXX")
   printf 'if ! %q >%q 2>&1; then echo "kernel-lab: load-modules.sh failed in the guest:" >&2; cat %q >&2; echo 125 >%q; exit 0; fi\n' \
     "$here/load-modules.sh" "$run/modules.log" "$run/modules.log" "$run/status"
   echo "ip link set lo up"
+  if [ ${#net_args[@]} -gt 0 ]; then
+    # qemu user networking (slirp): any address in 10.0.2.0/24 works, the
+    # host is 10.0.2.2. Fixed, so the run needs no DHCP.
+    printf 'modprobe virtio_net 2>/dev/null; dev=$(ls /sys/class/net | grep -v "^lo$" | head -1)\n'
+    printf 'if [ -z "$dev" ] || ! { ip link set "$dev" up && ip addr add 10.0.2.15/24 dev "$dev" && ip route add default via 10.0.2.2; }; then echo "kernel-lab: --net: no network device in the guest" >&2; echo 125 >%q; exit 0; fi\n' "$run/status"
+  fi
   printf '%q ' "$@"; printf '>>%q 2>>%q </dev/null\n' "$run/stdout" "$run/stderr"
   printf 'echo $? >%q\n' "$run/status"
 } >"$run/guest.sh"
@@ -184,7 +200,7 @@ trap 'cleanup; exit 130' INT TERM
 # whole group: vng and the qemu it starts go together, and nothing else is
 # left running to watch the clock.
 timeout -k 5 "$timeout_s" "$vng" -r "$vmlinuz" --disable-kvm --cpus "$cpus" --memory "$memory" \
-  --rwdir="$run" --exec "/bin/bash $run/guest.sh" -v >"$run/boot.log" 2>&1 </dev/null &
+  "${net_args[@]}" --rwdir="$run" --exec "/bin/bash $run/guest.sh" -v >"$run/boot.log" 2>&1 </dev/null &
 vpid=$!
 # Stream what the guest writes through the shared folder as it arrives.
 tail -s 0.2 -n +1 -f --pid="$vpid" "$run/stdout" &

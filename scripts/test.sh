@@ -4,7 +4,9 @@
 #   2. cargo clippy --workspace --all-targets -- -D warnings
 #   3. native cargo test --workspace (kernel tests show as ignored here)
 #   4. a fuzz smoke: every fuzz target for KUBE_IPVS_FUZZ_SECONDS (default 10) s (scripts/fuzz.sh)
-#   5. the kernel suite, in the lab (scripts/kernel-lab.sh), in one VM boot
+#   5. the real control plane's selftest (scripts/control-plane.sh selftest, about 10 s
+#      once scripts/k8s-fixtures.sh has built the binaries)
+#   6. the kernel suite, in the lab (scripts/kernel-lab.sh), in one VM boot
 # It fails if the kernel suite did not run or executed zero tests.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -24,6 +26,12 @@ cargo test --workspace --locked
 step "fuzz smoke: every target for ${KUBE_IPVS_FUZZ_SECONDS:-10} s (scripts/fuzz.sh)"
 # Builds the fuzz workspace (installing cargo-fuzz if needed); fails on any crash.
 scripts/fuzz.sh "${KUBE_IPVS_FUZZ_SECONDS:-10}"
+
+step "real control plane: scripts/control-plane.sh selftest"
+# etcd, kube-apiserver and the EndpointSlice controller from upstream (built by
+# scripts/k8s-fixtures.sh if not cached); fails if the controller writes no
+# slice or kube-ipvs's ServiceAccount can do more or less than deploy/rbac.yaml says.
+scripts/control-plane.sh selftest
 
 step "building the kernel test binaries"
 # Kernel tests live in test targets named kernel_*; collect their executables.
