@@ -45,6 +45,13 @@ pub enum Command {
     Diff(crate::commands::OneshotArgs),
     /// Remove everything kube-ipvs created (our IPVS services, kube-ipvs0, KUBE-* sets and chains).
     Cleanup(crate::commands::OneshotArgs),
+    /// Apply the node settings the proxy needs (sysctls, conntrack limits) and exit: for a
+    /// privileged init container, so the proxy itself runs without write access to /proc/sys.
+    #[command(
+        after_help = "Example (the DaemonSet's init container, with the proxy's own flags):
+  kube-ipvs --config=/etc/kube-ipvs/config.yaml --hostname-override=$(NODE_NAME) setup-host"
+    )]
+    SetupHost,
 }
 
 #[derive(Debug, Subcommand)]
@@ -182,6 +189,22 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Diff(a)) => {
             let (a, cfg) = oneshot_config(&daemon, &oneshot, a)?;
             crate::commands::diff(&a, cfg)
+        }
+        Some(Command::SetupHost) => {
+            daemon.init_logging();
+            let (settings, warnings) = daemon.load()?;
+            for w in &warnings {
+                tracing::warn!("{w}");
+            }
+            let changed = crate::node::setup_host(&settings)?;
+            let mut out = std::io::stdout().lock();
+            if changed.is_empty() {
+                writeln!(out, "every node setting already holds")?;
+            }
+            for c in changed {
+                writeln!(out, "set: {c}")?;
+            }
+            Ok(())
         }
         Some(Command::Cleanup(a)) => {
             let (a, cfg) = oneshot_config(&daemon, &oneshot, a)?;

@@ -98,22 +98,6 @@ async fn input(
     Ok(Input::Api(client))
 }
 
-/// The kernel settings every sync relies on; a failure stops the start-up.
-fn host_setup(settings: &Settings) -> Result<()> {
-    crate::sysctl::Sysctl::new()
-        .apply_proxy_settings(settings.proxy.strict_arp)
-        .context("cannot set the sysctls IPVS mode needs")?;
-    let ct = crate::config::conntrack::apply_host(&settings.conntrack)
-        .context("cannot apply the conntrack settings (--conntrack-* / conntrack.*)")?;
-    for (k, v) in &ct.changed {
-        tracing::info!(key = k, value = %v, "conntrack setting written");
-    }
-    for w in &ct.warnings {
-        tracing::warn!("{w}");
-    }
-    Ok(())
-}
-
 async fn run_async(settings: Settings, manifests: Option<PathBuf>) -> Result<()> {
     let node_name = node::node_name(settings.hostname_override.as_deref()).ok_or_else(|| {
         anyhow!("cannot determine the node name: set --hostname-override or NODE_NAME")
@@ -134,7 +118,9 @@ async fn run_async(settings: Settings, manifests: Option<PathBuf>) -> Result<()>
     let input = input(&settings, manifests, &sources, &hooks, &node_name).await?;
     // The objects of the first load are parsed and gone: return their pages.
     crate::heap::release_free_memory();
-    host_setup(&settings)?;
+    for c in node::host_setup(&settings)? {
+        tracing::debug!("host setting changed: {c}");
+    }
 
     let _metrics_srv = health::metrics_server(
         settings.metrics_bind_address,

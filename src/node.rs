@@ -4,11 +4,15 @@ use std::net::IpAddr;
 
 use ipvs_netlink::ipvs::Family;
 
+use anyhow::{Context, Result};
+
 use crate::apply::DUMMY_LINK;
+use crate::config::Settings;
 use crate::model::config::ProxyConfig;
 use crate::model::node::NodeInfo;
 use crate::reconcile::Proxier;
 use crate::source::manifests::Manifests;
+use crate::sysctl::Sysctl;
 
 /// The node name: --hostname-override, else $NODE_NAME, else the hostname;
 /// trimmed and lowercased as upstream's `nodeutil.GetHostname`.
@@ -78,6 +82,53 @@ pub fn proxier(cfg: ProxyConfig, node: NodeInfo, m: &Manifests) -> Proxier {
         p.upsert_slice(s);
     }
     p
+}
+
+/// Where a failed host setup points: what an unprivileged container cannot do.
+const SETUP_HINT: &str = "an unprivileged container cannot write /proc/sys: run `kube-ipvs setup-host` with the same flags in a privileged init container first (deploy/daemonset.yaml does)";
+
+/// The kernel settings every sync relies on, applied by the daemon at start:
+/// the sysctls IPVS mode needs (for this kernel and configuration) and the
+/// conntrack limits. Settings that already hold are not written, so after
+/// [`setup_host`] ran in a privileged init container the proxy itself needs
+/// no write access to `/proc/sys`. Returns one line per setting changed.
+pub fn host_setup(settings: &Settings) -> Result<Vec<String>> {
+    let sysctl = Sysctl::new();
+    let mut changed: Vec<String> = sysctl
+        .apply_proxy_settings(settings.proxy.strict_arp)
+        .with_context(|| format!("cannot set the sysctls IPVS mode needs ({SETUP_HINT})"))?
+        .into_iter()
+        .map(|c| format!("{} = {} (was {})", c.key, c.new, c.old))
+        .collect();
+    let ct = crate::config::conntrack::apply_host(&settings.conntrack).with_context(|| {
+        format!("cannot apply the conntrack settings (--conntrack-* / conntrack.*; {SETUP_HINT})")
+    })?;
+    for (k, v) in &ct.changed {
+        tracing::info!(key = k, value = %v, "conntrack setting written");
+        changed.push(format!("{k} = {v}"));
+    }
+    for w in &ct.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(changed)
+}
+
+/// `kube-ipvs setup-host`: [`host_setup`], plus the sysctls the planner
+/// keeps (and its periodic verification repairs), so a proxy that cannot
+/// write `/proc/sys` finds every one of them already set.
+pub fn setup_host(settings: &Settings) -> Result<Vec<String>> {
+    let mut changed = host_setup(settings)?;
+    let sysctl = Sysctl::new();
+    for (key, value) in crate::model::sysctls::desired_sysctls(&settings.proxy) {
+        let old = sysctl
+            .set(&key, &value)
+            .with_context(|| format!("cannot set {key} ({SETUP_HINT})"))?;
+        if let Some(old) = old {
+            tracing::info!(key, old, new = value, "sysctl set");
+            changed.push(format!("{key} = {value} (was {old})"));
+        }
+    }
+    Ok(changed)
 }
 
 #[cfg(test)]

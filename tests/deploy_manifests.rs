@@ -184,11 +184,50 @@ fn daemonset_main_container() {
         .expect("NODE_NAME from the downward API");
     assert_eq!(field.field_path, "spec.nodeName");
 
-    // Privileged for the sysctls (deploy/README.md "Privileges"), but with
-    // a read-only root filesystem.
+    // Not privileged (deploy/README.md "Privileges"): NET_ADMIN and NET_RAW
+    // only, seccomp RuntimeDefault, a read-only root filesystem.
     let sc = c.security_context.as_ref().unwrap();
-    assert_eq!(sc.privileged, Some(true));
+    assert_ne!(sc.privileged, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
     assert_eq!(sc.read_only_root_filesystem, Some(true));
+    let caps = sc.capabilities.as_ref().expect("capabilities");
+    assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]));
+    assert_eq!(
+        caps.add.as_deref(),
+        Some(&["NET_ADMIN".to_string(), "NET_RAW".to_string()][..])
+    );
+    assert_eq!(
+        sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+        Some("RuntimeDefault")
+    );
+
+    // The sysctls are written before it starts, by the same binary with the
+    // same flags, in the only privileged container, which then exits.
+    let pod = ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+    let inits = pod.init_containers.as_ref().expect("init containers");
+    let setup = inits
+        .iter()
+        .find(|i| argv(i).last().map(String::as_str) == Some("setup-host"))
+        .expect("an init container running `kube-ipvs setup-host`");
+    let setup_args = argv(setup);
+    assert_eq!(setup_args[..setup_args.len() - 1], args[..]);
+    use clap::Parser;
+    let parsed = kube_ipvs::cli::Cli::try_parse_from(&setup_args)
+        .unwrap_or_else(|e| panic!("kube-ipvs rejects {setup_args:?}: {e}"));
+    assert!(matches!(
+        parsed.command,
+        Some(kube_ipvs::cli::Command::SetupHost)
+    ));
+    assert_eq!(setup.env, c.env);
+    assert_eq!(
+        setup.security_context.as_ref().and_then(|s| s.privileged),
+        Some(true)
+    );
+    let loads = inits
+        .iter()
+        .position(|i| argv(i).iter().any(|a| a.ends_with("load-modules.sh")));
+    let sets = inits.iter().position(|i| i.name == setup.name);
+    assert!(loads < sets, "the IPVS sysctls exist once ip_vs is loaded");
 
     let live = c
         .liveness_probe

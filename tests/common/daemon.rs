@@ -34,8 +34,30 @@ impl Daemon {
         log: PathBuf,
         sync_period: &str,
     ) -> Self {
+        Self::start_wrapped(&[], source, metrics, healthz, log, sync_period)
+    }
+
+    /// As [`Daemon::start_with_sync_period`], run through `wrapper` (a
+    /// command line that ends by executing the command appended to it, e.g.
+    /// one that takes capabilities away); empty runs kube-ipvs directly.
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        source: &[&str],
+        metrics: &str,
+        healthz: &str,
+        log: PathBuf,
+        sync_period: &str,
+    ) -> Self {
         let err = std::fs::File::create(&log).expect("create the daemon's log");
-        let child = Command::new(super::KUBE_IPVS)
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(super::KUBE_IPVS);
+                c
+            }
+            None => Command::new(super::KUBE_IPVS),
+        };
+        let child = cmd
             .args(source)
             .args(["--hostname-override", "lab-node"])
             .args(["--metrics-bind-address", metrics])
@@ -85,6 +107,28 @@ impl Daemon {
         if let Some(mut c) = self.child.take() {
             sh(&format!("kill -KILL {}", c.id()));
             let _ = c.wait();
+        }
+    }
+
+    /// The process id (after any wrapper's `exec`, the daemon's own).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Waits up to PATIENCE for the daemon to exit by itself; its status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if let Some(st) = child.try_wait().expect("wait for kube-ipvs") {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("kube-ipvs did not exit; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
