@@ -79,13 +79,18 @@ fn setup_host_then_an_unprivileged_proxy_programs_everything() {
         logs.path().join("after.log"),
         "2s",
     );
-    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    // The wrappers exec in turn; read the process once it is kube-ipvs.
+    let pid = d.pid();
+    d.wait_for("the wrappers to exec kube-ipvs", || {
+        std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "kube-ipvs")
+    });
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let cap_eff = status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
         .map(str::trim);
     assert_eq!(cap_eff, Some(NET_ADMIN_AND_RAW), "{status}");
-    let mounts = std::fs::read_to_string(format!("/proc/{}/mounts", d.pid())).unwrap();
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mounts")).unwrap();
     assert!(
         mounts
             .lines()
