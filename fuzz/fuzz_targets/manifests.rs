@@ -7,8 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use kube_ipvs::commands::oneshot::plan_text;
-use kube_ipvs::node::{node_info, proxier};
 use kube_ipvs::model::{ProxyConfig, parse_service, parse_slice};
+use kube_ipvs::node::{node_info, proxier};
 use kube_ipvs::source::manifests::{Manifests, load_str};
 use libfuzzer_sys::fuzz_target;
 
