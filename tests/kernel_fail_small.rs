@@ -115,17 +115,21 @@ fn one_refused_service_disturbs_nothing_else() {
         logs.path().join("fail-small.log"),
     );
     let expected = [
-        "-A -t 10.96.0.10:80 -s rr".to_string(),
-        "-a -t 10.96.0.10:80 -r 10.244.1.1:8080 -m -w 1".into(),
-        "-A -t 203.0.113.7:80 -s rr".into(),
-        "-A -t 10.96.0.77:80 -s rr".into(),
-        "-a -t 10.96.0.77:80 -r 10.244.1.7:8080 -m -w 1".into(),
-        "-A -t 10.96.0.78:80 -s rr".into(),
-        "-a -t 10.96.0.78:80 -r 10.244.1.8:8080 -m -w 1".into(),
+        "-A -t 10.96.0.10:80 -s rr",
+        "-a -t 10.96.0.10:80 -r 10.244.1.1:8080 -m -w 1",
+        "-A -t 203.0.113.7:80 -s rr",
+        "-A -t 10.96.0.77:80 -s rr",
+        "-a -t 10.96.0.77:80 -r 10.244.1.7:8080 -m -w 1",
+        "-A -t 10.96.0.78:80 -s rr",
+        "-a -t 10.96.0.78:80 -r 10.244.1.8:8080 -m -w 1",
     ];
-    let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+    // Addresses are bound after the IPVS batch of the same sync (plan
+    // phases), so wait for them too rather than race the daemon.
     d.wait_for("every Service programmed, the refused parts aside", || {
         ipvs_has(&try_sh("ipvsadm -Sn").1, &expected)
+            && try_sh("ip -o addr show dev kube-ipvs0")
+                .1
+                .contains("10.96.0.78/32")
     });
     assert!(!sh("ipvsadm -Sn").contains("224.0.0.5"));
     // The fallback as operators look at it.
@@ -135,11 +139,6 @@ fn one_refused_service_disturbs_nothing_else() {
             .lines()
             .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["TCP", "10.96.0.77:80", "rr"]),
         "{listing}"
-    );
-    assert!(
-        try_sh("ip -o addr show dev kube-ipvs0")
-            .1
-            .contains("10.96.0.78/32")
     );
     assert!(
         try_sh("ipset save")
