@@ -45,7 +45,7 @@ while [ $# -gt 0 ]; do
     --prepare) prepare_only=1; shift ;;
     --kernel) IFS=', ' read -ra ks <<<"${2:?--kernel needs stock, a line like 6.12, or a version}"; kernels+=("${ks[@]}"); shift 2 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) die "unknown option '$1' (usage: kernel-lab.sh [--kernel K] [--timeout S] [--cpus N] [--memory M] -- CMD [ARGS...])" ;;
   esac
 done
