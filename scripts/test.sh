@@ -53,7 +53,7 @@ for k in "${kernels[@]}"; do
   step "kernel suite in the lab on kernel $k"
   t0=$(date +%s)
   set +e
-  scripts/kernel-lab.sh --kernel "$k" --timeout "${KUBE_IPVS_LAB_TIMEOUT:-1500}" -- scripts/kernel-suite.sh "${bins[@]}" 2>&1 | tee "$log"
+  scripts/kernel-lab.sh --kernel "$k" --timeout "${KUBE_IPVS_LAB_TIMEOUT:-1800}" -- scripts/kernel-suite.sh "${bins[@]}" 2>&1 | tee "$log"
   lab_rc=${PIPESTATUS[0]}
   set -e
   secs=$(( $(date +%s) - t0 ))
