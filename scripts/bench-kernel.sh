@@ -3,16 +3,26 @@
 # measured in the same boot (TCG timings are slow and noisy; ratios and message
 # and syscall counts are what carry over).
 #
-#   scripts/bench-kernel.sh
+#   scripts/bench-kernel.sh [--kernel K]
 #
 # Builds the release examples bench_ipvs (IPVS vs ipvsadm), bench_ipset (ipset
 # vs `ipset restore` and one process per entry) and bench_addr (kube-ipvs0
 # addresses vs `ip -batch`), runs them all inside one scripts/kernel-lab.sh
-# boot, and prints their tables; a copy goes to target/bench-kernel.md.
+# boot, and prints their tables; a copy goes to target/bench-kernel.md, or
+# target/bench-kernel-K.md for --kernel K (stock, a line such as 6.12, or a
+# version: see kernel-lab.sh --kernel; KUBE_IPVS_LAB_KERNEL works too).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 if [ "${1:-}" != "--in-lab" ]; then
+  out=target/bench-kernel.md
+  case "${1:-}" in
+    --kernel)
+      export KUBE_IPVS_LAB_KERNEL=${2:?--kernel needs stock, a line like 6.12, or a version}
+      out=target/bench-kernel-$KUBE_IPVS_LAB_KERNEL.md ;;
+    "") ;;
+    *) echo "bench-kernel.sh: unknown argument '$1' (usage: bench-kernel.sh [--kernel K])" >&2; exit 2 ;;
+  esac
   benches=()
   for b in bench_ipvs bench_ipset bench_addr; do
     [ -f "examples/$b.rs" ] && benches+=("$b")
@@ -21,7 +31,7 @@ if [ "${1:-}" != "--in-lab" ]; then
   cargo build --release --locked $(printf -- '--example %s ' "${benches[@]}")
   mkdir -p target
   scripts/kernel-lab.sh --memory 4G --timeout 5400 -- \
-    scripts/bench-kernel.sh --in-lab "${benches[@]}" | tee target/bench-kernel.md
+    scripts/bench-kernel.sh --in-lab "${benches[@]}" | tee "$out"
   exit "${PIPESTATUS[0]}"
 fi
 

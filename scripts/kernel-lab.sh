@@ -2,14 +2,20 @@
 # Runs a command as root on a kernel that has IPVS, streaming its output and
 # exiting with its exit status.
 #
-#   scripts/kernel-lab.sh [--timeout S] [--cpus N] [--memory M] [--net] -- CMD [ARGS...]
-#   scripts/kernel-lab.sh --prepare     install and cache the prerequisites only
+#   scripts/kernel-lab.sh [--kernel K] [--timeout S] [--cpus N] [--memory M] [--net] -- CMD [ARGS...]
+#   scripts/kernel-lab.sh --prepare [--kernel K]...   install and cache the prerequisites only
 #
-# If IPVS is already available here (a real node), CMD runs directly. Otherwise
-# the lab boots Debian's stock kernel (the version behind linux-image-amd64)
-# under qemu with virtme-ng, sharing the host filesystem read-only, so CMD sees
-# the same binaries and files. The guest loads the modules with
+# If IPVS is already available here (a real node) and no other kernel is asked
+# for, CMD runs directly. Otherwise the lab boots a Debian kernel under qemu
+# with virtme-ng, sharing the host filesystem read-only, so CMD sees the same
+# binaries and files. The guest loads the modules with
 # scripts/load-modules.sh and brings lo up before CMD runs.
+#
+# --kernel K (or KUBE_IPVS_LAB_KERNEL=K) picks the kernel: `stock` (the
+# default: the version behind linux-image-amd64), a line such as `6.1` or
+# `6.12` (the newest linux-image-<line>.*-amd64 apt knows), or an exact
+# version such as `6.12.57+deb12-amd64`. --prepare takes --kernel several
+# times (or "K1,K2") to cache several kernels.
 #
 # Prerequisites are installed on first use and cached in $KUBE_IPVS_LAB_CACHE
 # (default ~/.cache/kube-ipvs-lab): qemu and the test tools via apt, virtme-ng
@@ -30,6 +36,7 @@ cpus=$(nproc 2>/dev/null || echo 2)
 memory=2G
 prepare_only=0
 net_args=()
+kernels=()
 VIRTME_NG_VERSION=1.42
 # What the guest needs from the host root, besides qemu itself.
 GUEST_PACKAGES=(ipvsadm ipset iptables iproute2 kmod busybox-static strace conntrack)
@@ -43,17 +50,32 @@ while [ $# -gt 0 ]; do
     --cpus) cpus=${2:?--cpus needs a count}; shift 2 ;;
     --memory) memory=${2:?--memory needs a size like 2G}; shift 2 ;;
     --prepare) prepare_only=1; shift ;;
+    --kernel) IFS=', ' read -ra ks <<<"${2:?--kernel needs stock, a line like 6.12, or a version}"; kernels+=("${ks[@]}"); shift 2 ;;
     # No DHCP: virtme-ng's udhcpc hangs the boot on Debian's modular kernel
     # (virtio_net is not in its initramfs); the guest sets a static address.
     --net) net_args=(--network user --no-dhcp); shift ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown option '$1' (usage: kernel-lab.sh [--timeout S] [--cpus N] [--memory M] [--net] -- CMD [ARGS...])" ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+    *) die "unknown option '$1' (usage: kernel-lab.sh [--kernel K] [--timeout S] [--cpus N] [--memory M] [--net] -- CMD [ARGS...])" ;;
   esac
 done
 case "$timeout_s" in ''|*[!0-9]*) die "--timeout takes whole seconds, not '$timeout_s'" ;; esac
 if [ "$prepare_only" = 0 ] && [ $# -eq 0 ]; then
   die "no command given (usage: kernel-lab.sh [options] -- CMD [ARGS...])"
+fi
+if [ ${#kernels[@]} -eq 0 ]; then
+  IFS=', ' read -ra kernels <<<"${KUBE_IPVS_LAB_KERNEL:-stock}"
+  [ ${#kernels[@]} -gt 0 ] || kernels=(stock)
+fi
+for k in "${kernels[@]}"; do
+  # Names go into apt and grep patterns: accept only what a version can hold.
+  case "$k" in
+    stock) ;;
+    ''|*[!0-9A-Za-z.+~-]*) die "--kernel '$k' is not stock, a line like 6.12, or a version like 6.12.57+deb12-amd64" ;;
+  esac
+done
+if [ "$prepare_only" = 0 ] && [ ${#kernels[@]} -ne 1 ]; then
+  die "one kernel per run (got ${kernels[*]}); several are for --prepare only"
 fi
 
 cache=${KUBE_IPVS_LAB_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kube-ipvs-lab}
@@ -105,19 +127,50 @@ prepare_vng() {
     || { tail -20 "$cache/pip.log" >&2; die "pip could not install virtme-ng (see $cache/pip.log)"; }
 }
 
-# Sets kver and vmlinuz: the newest kernel behind linux-image-amd64, unpacked.
+# Prints the package of kernel spec $1 that apt knows, or nothing.
+#   stock           what linux-image-amd64 depends on
+#   6.1, 6.12 ...   the newest linux-image-<line>.*-amd64 (signed, generic
+#                   flavour: not -rt, -cloud, -dbg or -unsigned)
+#   anything else   an exact version: linux-image-<version>
+resolve_kernel_apt() {
+  case "$1" in
+    stock)
+      apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -1 ;;
+    *.*.*|*-*)
+      apt-cache show "linux-image-$1" >/dev/null 2>&1 && echo "linux-image-$1" ;;
+    *)
+      # 6.1 names its packages 6.1.0-N-amd64, 6.12 names them 6.12.N+deb12-amd64;
+      # "6.1" must not match 6.12, hence the [.-] right after the line.
+      apt-cache pkgnames "linux-image-$1" 2>/dev/null \
+        | grep -E "^linux-image-${1//./\\.}[.-][0-9][0-9.]*(-[0-9]+)?(\+deb[0-9.u]+)?-amd64\$" \
+        | sort -V | tail -1 ;;
+  esac
+}
+
+# The same among the kernels already cached (offline use).
+resolve_kernel_cached() {
+  local all
+  all=$(ls -1 "$cache/kernels" 2>/dev/null | sort -V)
+  case "$1" in
+    stock) tail -1 <<<"$all" ;;
+    *.*.*|*-*) grep -Fx "linux-image-$1" <<<"$all" ;;
+    *) grep -E "^linux-image-${1//./\\.}[.-]" <<<"$all" | tail -1 ;;
+  esac
+}
+
+# Sets kver and vmlinuz for kernel spec $1 (see resolve_kernel_apt), unpacked.
 prepare_kernel() {
-  local pkg=""
-  pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -1) || true
+  local spec=$1 pkg=""
+  pkg=$(resolve_kernel_apt "$spec") || true
   if [ -z "$pkg" ]; then
     apt-get update >>"$cache/apt.log" 2>&1 || true
-    pkg=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -1) || true
+    pkg=$(resolve_kernel_apt "$spec") || true
   fi
   if [ -z "$pkg" ]; then
-    # Offline: use the newest kernel already cached.
-    pkg=$(ls -1 "$cache/kernels" 2>/dev/null | sort -V | tail -1)
-    [ -n "$pkg" ] || die "cannot resolve linux-image-amd64 with apt and no kernel is cached in $cache/kernels"
-    say "apt cannot resolve linux-image-amd64; using cached $pkg"
+    # Offline: use the newest matching kernel already cached.
+    pkg=$(resolve_kernel_cached "$spec") || true
+    [ -n "$pkg" ] || die "apt knows no kernel for '$spec' (try apt-cache search linux-image-$spec) and none is cached in $cache/kernels"
+    say "apt cannot resolve kernel '$spec'; using cached $pkg"
   fi
   kver=${pkg#linux-image-}
   local root="$cache/kernels/$pkg"
@@ -147,12 +200,26 @@ prepare_kernel() {
 
 mkdir -p "$cache"
 if [ "$prepare_only" = 1 ]; then
-  prepare_tools; prepare_vng; prepare_kernel
-  say "ready: kernel $kver, $("$vng" --version 2>/dev/null | head -1)"
+  prepare_tools; prepare_vng
+  ready=()
+  for k in "${kernels[@]}"; do prepare_kernel "$k"; ready+=("$kver"); done
+  say "ready: kernel ${ready[*]}, $("$vng" --version 2>/dev/null | head -1)"
   exit 0
 fi
 
-if ipvs_here; then
+# Whether the running kernel is the one asked for: any is, unless a line or
+# version was named.
+host_kernel_fits() {
+  local r
+  r=$(uname -r)
+  case "${kernels[0]}" in
+    stock) return 0 ;;
+    *.*.*|*-*) [ "$r" = "${kernels[0]}" ] ;;
+    *) case "$r" in "${kernels[0]}".*|"${kernels[0]}"-*) return 0 ;; *) return 1 ;; esac ;;
+  esac
+}
+
+if host_kernel_fits && ipvs_here; then
   # A real node, or a kernel that loaded ip_vs: no VM needed.
   [ "$(id -u)" = 0 ] || die "the lab runs commands as root; rerun with sudo"
   "$here/load-modules.sh" >&2 || die "required modules are missing on this kernel"
@@ -160,7 +227,8 @@ if ipvs_here; then
   exec "$@"
 fi
 
-prepare_tools; prepare_vng; prepare_kernel
+prepare_tools; prepare_vng; prepare_kernel "${kernels[0]}"
+say "booting $kver"
 
 mkdir -p "$cache/runs"
 run=$(mktemp -d "$cache/runs/run.XXXXXX")

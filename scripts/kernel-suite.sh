@@ -10,6 +10,7 @@ set -u
 export KUBE_IPVS_KERNEL_TESTS=1
 threads=${KUBE_IPVS_KERNEL_TEST_THREADS:-2}
 passed=0; failed=0; broken=0
+echo "kernel suite on $(uname -r)"
 [ $# -gt 0 ] || { echo "kernel-suite: no test binaries given" >&2; echo "kernel suite: 0 passed, 0 failed"; exit 1; }
 for bin in "$@"; do
   echo "== $(basename "$bin")"

@@ -6,8 +6,11 @@
 #   4. a fuzz smoke: every fuzz target for KUBE_IPVS_FUZZ_SECONDS (default 10) s (scripts/fuzz.sh)
 #   5. the real control plane's selftest (scripts/control-plane.sh selftest, about 10 s
 #      once scripts/k8s-fixtures.sh has built the binaries)
-#   6. the kernel suite, in the lab (scripts/kernel-lab.sh), in one VM boot
-# It fails if the kernel suite did not run or executed zero tests.
+#   6. the kernel suite, in the lab (scripts/kernel-lab.sh), one VM boot per
+#      kernel of the matrix: KUBE_IPVS_TEST_KERNELS (default "6.1 6.12", the
+#      newest Debian kernel of each line; see kernel-lab.sh --kernel)
+# It fails if the kernel suite did not run, failed or executed zero tests on
+# any kernel of the matrix.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -49,23 +52,38 @@ for line in sys.stdin:
 [ ${#bins[@]} -gt 0 ] || { echo "test.sh: no kernel test targets (tests/kernel_*.rs) were built" >&2; exit 1; }
 printf '  %s\n' "${bins[@]}"
 
-step "kernel suite in the lab"
+IFS=", " read -ra kernels <<<"${KUBE_IPVS_TEST_KERNELS:-6.1 6.12}"
+[ ${#kernels[@]} -gt 0 ] || { echo "test.sh: KUBE_IPVS_TEST_KERNELS names no kernel" >&2; exit 1; }
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-set +e
-scripts/kernel-lab.sh --timeout "${KUBE_IPVS_LAB_TIMEOUT:-1500}" -- scripts/kernel-suite.sh "${bins[@]}" 2>&1 | tee "$log"
-lab_rc=${PIPESTATUS[0]}
-set -e
-summary=$(grep -E '^kernel suite: [0-9]+ passed, [0-9]+ failed$' "$log" | tail -1 || true)
-if [ -z "$summary" ]; then
-  echo "test.sh: the kernel suite did not run (lab exit status $lab_rc): this is a failure, not a skip" >&2
-  exit 1
-fi
-executed=$(sed -E 's/kernel suite: ([0-9]+) passed, ([0-9]+) failed/\1+\2/' <<<"$summary")
-executed=$((executed))
-echo "kernel tests executed inside the lab: $executed"
-if [ "$lab_rc" != 0 ] || [ "$executed" = 0 ]; then
-  echo "test.sh: kernel suite failed (lab exit status $lab_rc, $executed tests executed)" >&2
-  exit 1
-fi
-echo "${summary#kernel suite: }" | sed 's/^/kernel: /'
+summaries=(); bad=0
+for k in "${kernels[@]}"; do
+  step "kernel suite in the lab on kernel $k"
+  t0=$(date +%s)
+  set +e
+  scripts/kernel-lab.sh --kernel "$k" --timeout "${KUBE_IPVS_LAB_TIMEOUT:-1800}" -- scripts/kernel-suite.sh "${bins[@]}" 2>&1 | tee "$log"
+  lab_rc=${PIPESTATUS[0]}
+  set -e
+  secs=$(( $(date +%s) - t0 ))
+  took="$((secs / 60)) min $((secs % 60)) s"
+  # kernel-suite.sh names the kernel it ran on; a lab that never booted did not.
+  kver=$(sed -n 's/^kernel suite on \(.*\)$/\1/p' "$log" | head -1)
+  summary=$(grep -E '^kernel suite: [0-9]+ passed, [0-9]+ failed$' "$log" | tail -1 || true)
+  if [ -z "$summary" ]; then
+    echo "test.sh: the kernel suite did not run on kernel $k (lab exit status $lab_rc): this is a failure, not a skip" >&2
+    summaries+=("kernel $k: did not run (lab exit status $lab_rc, $took)"); bad=1
+    continue
+  fi
+  executed=$(sed -E 's/kernel suite: ([0-9]+) passed, ([0-9]+) failed/\1+\2/' <<<"$summary")
+  executed=$((executed))
+  echo "kernel tests executed inside the lab on ${kver:-$k}: $executed"
+  if [ "$lab_rc" != 0 ] || [ "$executed" = 0 ]; then
+    echo "test.sh: kernel suite failed on ${kver:-$k} (lab exit status $lab_rc, $executed tests executed)" >&2
+    summaries+=("kernel ${kver:-$k}: FAILED, ${summary#kernel suite: }, lab exit status $lab_rc, $took"); bad=1
+  else
+    summaries+=("kernel ${kver:-$k}: ${summary#kernel suite: }, $took")
+  fi
+done
+step "kernel matrix"
+printf '%s\n' "${summaries[@]}"
+exit "$bad"

@@ -53,3 +53,25 @@ fn settings_are_per_namespace() {
     netns();
     assert_eq!(Sysctl::new().get(sysctl::VS_CONNTRACK).unwrap(), "0");
 }
+
+#[test]
+#[ignore = "kernel test: runs in the lab via scripts/test.sh"]
+fn estimator_sysctls_only_from_6_2_and_left_alone() {
+    netns();
+    let s = Sysctl::new();
+    let kernel = s.kernel_version().unwrap();
+    // 6.2 moved IPVS rate estimation to kthreads and added est_cpulist and
+    // est_nice (Documentation/networking/ipvs-sysctl.rst); 6.1 has neither.
+    // kube-ipvs, like upstream, leaves them at the node's choice.
+    let keys = ["net.ipv4.vs.est_cpulist", "net.ipv4.vs.est_nice"];
+    let before: Vec<Option<String>> = keys.iter().map(|k| s.get(k).ok()).collect();
+    let has = kernel >= sysctl::KernelVersion::new(6, 2, 0);
+    for (k, v) in keys.iter().zip(&before) {
+        assert_eq!(v.is_some(), has, "{k} on {kernel}: {v:?}");
+    }
+    s.apply_proxy_settings(true).unwrap();
+    let after: Vec<Option<String>> = keys.iter().map(|k| s.get(k).ok()).collect();
+    assert_eq!(before, after, "estimator settings changed on {kernel}");
+    // run_estimation (5.16) is on both kernels and stays on.
+    assert_eq!(s.get("net.ipv4.vs.run_estimation").unwrap(), "1");
+}
