@@ -196,15 +196,7 @@ pub fn run(cli: Cli) -> Result<()> {
             for w in &warnings {
                 tracing::warn!("{w}");
             }
-            let changed = crate::node::setup_host(&settings)?;
-            let mut out = std::io::stdout().lock();
-            if changed.is_empty() {
-                writeln!(out, "every node setting already holds")?;
-            }
-            for c in changed {
-                writeln!(out, "set: {c}")?;
-            }
-            Ok(())
+            crate::commands::setup_host(&settings)
         }
         Some(Command::Cleanup(a)) => {
             let (a, cfg) = oneshot_config(&daemon, &oneshot, a)?;

@@ -118,9 +118,8 @@ async fn run_async(settings: Settings, manifests: Option<PathBuf>) -> Result<()>
     let input = input(&settings, manifests, &sources, &hooks, &node_name).await?;
     // The objects of the first load are parsed and gone: return their pages.
     crate::heap::release_free_memory();
-    for c in node::host_setup(&settings)? {
-        tracing::debug!("host setting changed: {c}");
-    }
+    // Each setting written is logged where it is written.
+    node::host_setup(&settings)?;
 
     let _metrics_srv = health::metrics_server(
         settings.metrics_bind_address,

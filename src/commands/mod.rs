@@ -9,6 +9,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::apply::Applier;
+use crate::config::Settings;
 use crate::model::config::ProxyConfig;
 use crate::node;
 use crate::reconcile::Proxier;
@@ -159,4 +160,19 @@ pub fn cleanup(args: &OneshotArgs, cfg: ProxyConfig) -> Result<()> {
         bail!("cleanup incomplete: {}", errors.join("; "));
     }
     Ok(())
+}
+
+/// `kube-ipvs setup-host`: writes the node settings the proxy needs and
+/// prints each one changed (see [`node::setup_host`]).
+pub fn setup_host(settings: &Settings) -> Result<()> {
+    let changed = node::setup_host(settings)?;
+    if changed.is_empty() {
+        return stdout("every node setting already holds\n");
+    }
+    stdout(
+        &changed
+            .iter()
+            .map(|c| format!("set: {c}\n"))
+            .collect::<String>(),
+    )
 }
