@@ -186,10 +186,7 @@ pub async fn watch_all(
             hooks.clone(),
             node_name.clone(),
             Kind::Services,
-            |e| Events {
-                services: vec![e],
-                ..Default::default()
-            },
+            |e| Events::services(vec![e]),
         ),
         run_watch(
             Api::<EndpointSlice>::all(client.clone()),
@@ -198,10 +195,7 @@ pub async fn watch_all(
             hooks.clone(),
             node_name.clone(),
             Kind::Slices,
-            |e| Events {
-                slices: vec![e],
-                ..Default::default()
-            },
+            |e| Events::slices(vec![e]),
         ),
         run_watch(
             Api::<Node>::all(client),
@@ -210,10 +204,7 @@ pub async fn watch_all(
             hooks,
             node_name.clone(),
             Kind::Node,
-            |e| Events {
-                nodes: vec![e],
-                ..Default::default()
-            },
+            |e| Events::nodes(vec![e]),
         ),
     );
 }

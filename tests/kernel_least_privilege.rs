@@ -40,15 +40,19 @@ fn setup_host_then_an_unprivileged_proxy_programs_everything() {
     // A setting the proxy needs and does not find.
     sh("sysctl -qw net.ipv4.vs.expire_nodest_conn=0");
 
+    let unprivileged = |log: &str| {
+        Daemon::start_wrapped(
+            UNPRIVILEGED,
+            &manifests,
+            METRICS,
+            HEALTHZ,
+            logs.path().join(log),
+            "2s",
+        )
+    };
+
     // Unprivileged before setup-host: it cannot write, and says what to do.
-    let mut d = Daemon::start_wrapped(
-        UNPRIVILEGED,
-        &manifests,
-        METRICS,
-        HEALTHZ,
-        logs.path().join("before.log"),
-        "2s",
-    );
+    let mut d = unprivileged("before.log");
     let st = d.wait_exit();
     let log = d.log();
     assert!(!st.success(), "{log}");
@@ -71,14 +75,7 @@ fn setup_host_then_an_unprivileged_proxy_programs_everything() {
     assert_eq!(again, "every node setting already holds\n");
 
     // Now the unprivileged proxy programs the examples and is healthy.
-    let mut d = Daemon::start_wrapped(
-        UNPRIVILEGED,
-        &manifests,
-        METRICS,
-        HEALTHZ,
-        logs.path().join("after.log"),
-        "2s",
-    );
+    let mut d = unprivileged("after.log");
     // The wrappers exec in turn; read the process once it is kube-ipvs.
     let pid = d.pid();
     d.wait_for("the wrappers to exec kube-ipvs", || {

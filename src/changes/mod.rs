@@ -186,6 +186,29 @@ pub struct Events {
     pub nodes: Vec<Event<Node>>,
 }
 
+impl Events {
+    pub fn services(services: Vec<Event<Service>>) -> Self {
+        Events {
+            services,
+            ..Default::default()
+        }
+    }
+
+    pub fn slices(slices: Vec<Event<EndpointSlice>>) -> Self {
+        Events {
+            slices,
+            ..Default::default()
+        }
+    }
+
+    pub fn nodes(nodes: Vec<Event<Node>>) -> Self {
+        Events {
+            nodes,
+            ..Default::default()
+        }
+    }
+}
+
 /// Where /healthz's node eligibility comes from after a feed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Eligibility<'a> {
@@ -305,47 +328,25 @@ mod tests {
     }
 
     // One event at a time, as the API watch feeds them.
-    fn feed_services(s: &Mutex<Sources>, h: &Hooks, evs: Vec<Event<Service>>) {
+    fn feed_one<K>(
+        s: &Mutex<Sources>,
+        h: &Hooks,
+        evs: Vec<Event<K>>,
+        wrap: fn(Vec<Event<K>>) -> Events,
+        eligibility: Eligibility,
+    ) {
         for e in evs {
-            let services = vec![e];
-            feed(
-                s,
-                h,
-                Events {
-                    services,
-                    ..Default::default()
-                },
-                Eligibility::Keep,
-            );
+            feed(s, h, wrap(vec![e]), eligibility);
         }
+    }
+    fn feed_services(s: &Mutex<Sources>, h: &Hooks, evs: Vec<Event<Service>>) {
+        feed_one(s, h, evs, Events::services, Eligibility::Keep);
     }
     fn feed_slices(s: &Mutex<Sources>, h: &Hooks, evs: Vec<Event<EndpointSlice>>) {
-        for e in evs {
-            let slices = vec![e];
-            feed(
-                s,
-                h,
-                Events {
-                    slices,
-                    ..Default::default()
-                },
-                Eligibility::Keep,
-            );
-        }
+        feed_one(s, h, evs, Events::slices, Eligibility::Keep);
     }
     fn feed_node(s: &Mutex<Sources>, h: &Hooks, evs: Vec<Event<Node>>) {
-        for e in evs {
-            let nodes = vec![e];
-            feed(
-                s,
-                h,
-                Events {
-                    nodes,
-                    ..Default::default()
-                },
-                Eligibility::Tracked("node-a"),
-            );
-        }
+        feed_one(s, h, evs, Events::nodes, Eligibility::Tracked("node-a"));
     }
 
     #[test]
