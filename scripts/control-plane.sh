@@ -3,11 +3,18 @@
 #
 #   eval "$(scripts/control-plane.sh up)"   start it (or find it running); prints only
 #                                           export lines: KUBECTL, KUBECONFIG_ADMIN,
-#                                           KUBECONFIG_KUBE_IPVS, KUBECONFIG_KUBE_IPVS_GUEST
+#                                           KUBECONFIG_KUBE_IPVS, and the _GUEST twins
+#                                           of the last two for the lab (10.0.2.2)
 #   scripts/control-plane.sh down           stop what `up` started (idempotent)
 #   scripts/control-plane.sh status         exit 0 if it is up and ready
 #   scripts/control-plane.sh selftest       up, prove the EndpointSlice controller and
 #                                           kube-ipvs's RBAC work, then down
+#   scripts/control-plane.sh outage SECONDS compact etcd's history, stop the apiserver
+#                                           and etcd for SECONDS, start them again on
+#                                           the same data
+#   scripts/control-plane.sh agent          serve `outage` to the lab guest over HTTP on
+#                                           127.0.0.1:$KUBE_IPVS_CP_AGENT_PORT (16480);
+#                                           see control-plane-agent.py
 #
 # etcd, kube-apiserver and kube-controller-manager from scripts/k8s-fixtures.sh,
 # all over TLS with a CA made here by openssl, Node,RBAC authorization,
@@ -28,7 +35,8 @@
 # files; default $KUBE_IPVS_K8S_CACHE/control-plane), KUBE_IPVS_CP_PORT (apiserver,
 # 16443), KUBE_IPVS_CP_ETCD_PORT (12379; the peer port is the next one),
 # KUBE_IPVS_CP_NODE (the Node made, lab-node), KUBE_IPVS_CP_ADVERTISE (the
-# address in the `kubernetes` Service's endpoints; default this host's).
+# address in the `kubernetes` Service's endpoints; default this host's),
+# KUBE_IPVS_CP_AGENT_PORT (the agent, 16480).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -56,6 +64,8 @@ admin_kc=$state/admin.kubeconfig
 kcm_kc=$state/controller-manager.kubeconfig
 ipvs_kc=$state/kube-ipvs.kubeconfig
 ipvs_guest_kc=$state/kube-ipvs-guest.kubeconfig
+admin_guest_kc=$state/admin-guest.kubeconfig
+agent_port=${KUBE_IPVS_CP_AGENT_PORT:-16480}
 
 bin_dir() { "$here/k8s-fixtures.sh" --print-dir; }
 
@@ -74,15 +84,16 @@ alive() {
 # caller's terminal does not take it down), logging to logs/NAME.log.
 start() {
   local name=$1; shift
-  setsid "$bin/$name" "$@" </dev/null >"$logs/$name.log" 2>&1 &
+  setsid "$bin/$name" "$@" </dev/null >>"$logs/$name.log" 2>&1 &
   echo $! >"$state/$name.pid"
 }
 
+# stop NAME [SIGNAL]: SIGTERM (or SIGNAL), then SIGKILL after 10 s.
 stop() {
-  local name=$1 pid i
+  local name=$1 sig=${2:-TERM} pid i
   if alive "$name"; then
     pid=$(cat "$state/$name.pid")
-    kill -TERM "$pid" 2>/dev/null || true
+    kill -"$sig" "$pid" 2>/dev/null || true
     for i in $(seq 100); do alive "$name" || break; sleep 0.1; done
     if alive "$name"; then say "$name ($pid) ignored SIGTERM for 10 s; killing it"; kill -KILL "$pid" 2>/dev/null || true; fi
   fi
@@ -202,6 +213,33 @@ wait_for() {
   die "no $what after ${secs} s (logs in $logs)"
 }
 
+# start_etcd: etcd on $etcd_port over client-cert TLS, data in $state/etcd-data.
+start_etcd() {
+  start etcd --name=kube-ipvs-test --data-dir="$state/etcd-data" \
+    --listen-client-urls="https://127.0.0.1:$etcd_port" --advertise-client-urls="https://127.0.0.1:$etcd_port" \
+    --listen-peer-urls="http://127.0.0.1:$((etcd_port + 1))" \
+    --initial-advertise-peer-urls="http://127.0.0.1:$((etcd_port + 1))" \
+    --initial-cluster="kube-ipvs-test=http://127.0.0.1:$((etcd_port + 1))" \
+    --cert-file="$pki/etcd.crt" --key-file="$pki/etcd.key" \
+    --client-cert-auth --trusted-ca-file="$pki/ca.crt" --log-level=warn
+}
+
+# start_apiserver ADVERTISE_IP
+start_apiserver() {
+  local adv=$1
+  start kube-apiserver \
+    --etcd-servers="https://127.0.0.1:$etcd_port" --etcd-cafile="$pki/ca.crt" \
+    --etcd-certfile="$pki/apiserver-etcd-client.crt" --etcd-keyfile="$pki/apiserver-etcd-client.key" \
+    --bind-address=127.0.0.1 --secure-port="$port" --advertise-address="$adv" \
+    --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
+    --client-ca-file="$pki/ca.crt" \
+    --authorization-mode=Node,RBAC \
+    --service-cluster-ip-range="$SERVICE_CIDRS" \
+    --service-account-issuer=https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
+    --profiling=false
+}
+
 up() {
   command -v openssl >/dev/null 2>&1 || die "openssl is missing (apt-get install openssl): it makes the test CA"
   bin=$(bin_dir) || die "the control-plane binaries are not built: run scripts/k8s-fixtures.sh"
@@ -214,27 +252,12 @@ up() {
     adv=$(advertise_ip)
     make_pki "$adv"
     kubeconfig "$admin_kc" "https://127.0.0.1:$port" "$(cert_user admin)"
+    echo "$adv" >"$state/advertise"
     kubeconfig "$kcm_kc" "https://127.0.0.1:$port" "$(cert_user controller-manager)"
     say "starting etcd, kube-apiserver (https://127.0.0.1:$port) and kube-controller-manager; logs in $logs"
-    rm -rf "$state/etcd-data"
-    start etcd --name=kube-ipvs-test --data-dir="$state/etcd-data" \
-      --listen-client-urls="https://127.0.0.1:$etcd_port" --advertise-client-urls="https://127.0.0.1:$etcd_port" \
-      --listen-peer-urls="http://127.0.0.1:$((etcd_port + 1))" \
-      --initial-advertise-peer-urls="http://127.0.0.1:$((etcd_port + 1))" \
-      --initial-cluster="kube-ipvs-test=http://127.0.0.1:$((etcd_port + 1))" \
-      --cert-file="$pki/etcd.crt" --key-file="$pki/etcd.key" \
-      --client-cert-auth --trusted-ca-file="$pki/ca.crt" --log-level=warn
-    start kube-apiserver \
-      --etcd-servers="https://127.0.0.1:$etcd_port" --etcd-cafile="$pki/ca.crt" \
-      --etcd-certfile="$pki/apiserver-etcd-client.crt" --etcd-keyfile="$pki/apiserver-etcd-client.key" \
-      --bind-address=127.0.0.1 --secure-port="$port" --advertise-address="$adv" \
-      --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
-      --client-ca-file="$pki/ca.crt" \
-      --authorization-mode=Node,RBAC \
-      --service-cluster-ip-range="$SERVICE_CIDRS" \
-      --service-account-issuer=https://kubernetes.default.svc.cluster.local \
-      --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
-      --profiling=false
+    rm -rf "$state/etcd-data" "$logs"/*.log
+    start_etcd
+    start_apiserver "$adv"
     wait_for "apiserver /readyz" 90 ready
     say "apiserver ready after $((SECONDS - t0)) s"
     start kube-controller-manager --kubeconfig="$kcm_kc" \
@@ -257,10 +280,37 @@ up() {
     || die "kubectl create token failed for kube-system/kube-ipvs"
   kubeconfig "$ipvs_kc" "https://127.0.0.1:$port" "    token: $token"
   kubeconfig "$ipvs_guest_kc" "https://$GUEST_HOST_IP:$port" "    token: $token"
+  # For the lab's tests, which create what a user would (never given to kube-ipvs).
+  kubeconfig "$admin_guest_kc" "https://$GUEST_HOST_IP:$port" "$(cert_user admin)"
   printf 'export KUBECTL=%q\n' "$bin/kubectl"
   printf 'export KUBECONFIG_ADMIN=%q\n' "$admin_kc"
   printf 'export KUBECONFIG_KUBE_IPVS=%q\n' "$ipvs_kc"
   printf 'export KUBECONFIG_KUBE_IPVS_GUEST=%q\n' "$ipvs_guest_kc"
+  printf 'export KUBECONFIG_ADMIN_GUEST=%q\n' "$admin_guest_kc"
+}
+
+# outage SECONDS: what a control-plane failure looks like to a node. etcd's
+# history is compacted first, so every watch resumed afterwards from an old
+# resourceVersion gets 410 Gone and must re-list; then kube-apiserver and etcd
+# stop (connections refused) for SECONDS and start again on the same data.
+# The controller manager stays up and reconnects, as on a real control plane.
+outage() {
+  local secs=${1:?outage needs SECONDS} rev t0
+  case "$secs" in ''|*[!0-9]*) die "outage: SECONDS must be a number, not '$secs'" ;; esac
+  bin=$(bin_dir) || die "the control-plane binaries are not built: run scripts/k8s-fixtures.sh"
+  alive etcd && alive kube-apiserver && ready || die "outage: the control plane is not up"
+  rev=$(python3 "$here/control-plane-agent.py" compact "$state" "$etcd_port") || die "outage: compacting etcd failed"
+  say "outage: etcd compacted at revision $rev; kube-apiserver and etcd stop for $secs s"
+  # Killed, not terminated: the apiserver drains for over 10 s on SIGTERM,
+  # and a crashed control plane is the harder case for clients anyway.
+  stop kube-apiserver KILL
+  stop etcd KILL
+  sleep "$secs"
+  t0=$SECONDS
+  start_etcd
+  start_apiserver "$(cat "$state/advertise")"
+  wait_for "apiserver /readyz after the outage" 90 ready
+  say "outage: over; apiserver ready $((SECONDS - t0)) s after the restart"
 }
 
 # The Node the lab's kube-ipvs runs as (tests/fakeapi's lab_node): the
@@ -347,6 +397,8 @@ case "${1:-}" in
     bin=$(cd "$cache/bin" 2>/dev/null && pwd) || exit 1
     alive etcd && alive kube-apiserver && alive kube-controller-manager && ready ;;
   selftest) selftest ;;
-  -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//' ;;
-  *) die "usage: control-plane.sh up|down|status|selftest" ;;
+  outage) outage "${2:-}" ;;
+  agent) exec python3 "$here/control-plane-agent.py" serve "$agent_port" "$here/control-plane.sh" ;;
+  -h|--help) sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//' ;;
+  *) die "usage: control-plane.sh up|down|status|selftest|outage SECONDS|agent" ;;
 esac

@@ -4,13 +4,17 @@
 #   2. cargo clippy --workspace --all-targets -- -D warnings
 #   3. native cargo test --workspace (kernel tests show as ignored here)
 #   4. a fuzz smoke: every fuzz target for KUBE_IPVS_FUZZ_SECONDS (default 10) s (scripts/fuzz.sh)
-#   5. the real control plane's selftest (scripts/control-plane.sh selftest, about 10 s
-#      once scripts/k8s-fixtures.sh has built the binaries)
-#   6. the kernel suite, in the lab (scripts/kernel-lab.sh), one VM boot per
-#      kernel of the matrix: KUBE_IPVS_TEST_KERNELS (default "6.1 6.12", the
-#      newest Debian kernel of each line; see kernel-lab.sh --kernel)
+#   5. a real control plane (scripts/control-plane.sh up, built by
+#      scripts/k8s-fixtures.sh if not cached) and its selftest; it stays up,
+#      with its agent, for the kernel suite's control-plane tests, and goes
+#      down at the end (unless it was up before)
+#   6. the kernel suite, in the lab (scripts/kernel-lab.sh --net, so the guest
+#      reaches the control plane as 10.0.2.2), one VM boot per kernel of the
+#      matrix: KUBE_IPVS_TEST_KERNELS (default "6.1 6.12", the newest Debian
+#      kernel of each line; see kernel-lab.sh --kernel)
 # It fails if the kernel suite did not run, failed or executed zero tests on
-# any kernel of the matrix.
+# any kernel of the matrix; tests/kernel_control_plane.rs fails, never skips,
+# without the control plane.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -30,11 +34,27 @@ step "fuzz smoke: every target for ${KUBE_IPVS_FUZZ_SECONDS:-10} s (scripts/fuzz
 # Builds the fuzz workspace (installing cargo-fuzz if needed); fails on any crash.
 scripts/fuzz.sh "${KUBE_IPVS_FUZZ_SECONDS:-10}"
 
-step "real control plane: scripts/control-plane.sh selftest"
-# etcd, kube-apiserver and the EndpointSlice controller from upstream (built by
-# scripts/k8s-fixtures.sh if not cached); fails if the controller writes no
-# slice or kube-ipvs's ServiceAccount can do more or less than deploy/rbac.yaml says.
+step "real control plane: scripts/control-plane.sh up and selftest"
+# etcd, kube-apiserver and the EndpointSlice controller from upstream; the
+# selftest fails if the controller writes no slice or kube-ipvs's
+# ServiceAccount can do more or less than deploy/rbac.yaml says.
+log=$(mktemp)
+cp_was_up=0; agent_pid=
+scripts/control-plane.sh status && cp_was_up=1
+finish() {
+  rm -f "$log"
+  [ -z "$agent_pid" ] || kill "$agent_pid" 2>/dev/null || true
+  [ "$cp_was_up" = 1 ] || scripts/control-plane.sh down || true
+}
+trap finish EXIT
+eval "$(scripts/control-plane.sh up)"
 scripts/control-plane.sh selftest
+# The guest asks the host for control-plane outages through the agent.
+scripts/control-plane.sh agent 2>"$(dirname "$KUBECONFIG_ADMIN")/logs/agent.log" &
+agent_pid=$!
+export KUBE_IPVS_CP_KUBECONFIG=$KUBECONFIG_KUBE_IPVS_GUEST
+export KUBE_IPVS_CP_ADMIN_KUBECONFIG=$KUBECONFIG_ADMIN_GUEST
+export KUBE_IPVS_CP_AGENT=10.0.2.2:${KUBE_IPVS_CP_AGENT_PORT:-16480}
 
 step "building the kernel test binaries"
 # Kernel tests live in test targets named kernel_*; collect their executables.
@@ -54,14 +74,12 @@ printf '  %s\n' "${bins[@]}"
 
 IFS=", " read -ra kernels <<<"${KUBE_IPVS_TEST_KERNELS:-6.1 6.12}"
 [ ${#kernels[@]} -gt 0 ] || { echo "test.sh: KUBE_IPVS_TEST_KERNELS names no kernel" >&2; exit 1; }
-log=$(mktemp)
-trap 'rm -f "$log"' EXIT
 summaries=(); bad=0
 for k in "${kernels[@]}"; do
   step "kernel suite in the lab on kernel $k"
   t0=$(date +%s)
   set +e
-  scripts/kernel-lab.sh --kernel "$k" --timeout "${KUBE_IPVS_LAB_TIMEOUT:-1800}" -- scripts/kernel-suite.sh "${bins[@]}" 2>&1 | tee "$log"
+  scripts/kernel-lab.sh --net --kernel "$k" --timeout "${KUBE_IPVS_LAB_TIMEOUT:-1800}" -- scripts/kernel-suite.sh "${bins[@]}" 2>&1 | tee "$log"
   lab_rc=${PIPESTATUS[0]}
   set -e
   secs=$(( $(date +%s) - t0 ))

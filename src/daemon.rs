@@ -94,7 +94,7 @@ async fn input(
         }
         return Ok(Input::Files(Box::new(files), m));
     }
-    let client = watch::client(settings.kubeconfig.as_deref()).await?;
+    let client = watch::client(settings.kubeconfig.as_deref(), Some(hooks.metrics.clone())).await?;
     Ok(Input::Api(client))
 }
 

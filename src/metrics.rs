@@ -39,6 +39,19 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// `resource` of the watch metrics: services, endpointslices or nodes.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResourceLabel {
+    pub resource: &'static str,
+}
+
+/// `resource` and `reason` of `kube_ipvs_watch_errors_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchErrorLabel {
+    pub resource: &'static str,
+    pub reason: &'static str,
+}
+
 type GaugeF64 = Gauge<f64, AtomicU64>;
 
 /// All metrics of the proxy. Cheap atomics; share it behind an `Arc`.
@@ -63,6 +76,8 @@ pub struct Metrics {
     pub service_failures_total: Family<ReasonLabel, Counter>,
     pub failing_services: Gauge,
     pub held_lists_total: Counter,
+    pub watch_bookmarks_total: Family<ResourceLabel, Counter>,
+    pub watch_errors_total: Family<WatchErrorLabel, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -110,6 +125,8 @@ impl Metrics {
             service_failures_total: Family::default(),
             failing_services: Gauge::default(),
             held_lists_total: Counter::default(),
+            watch_bookmarks_total: Family::default(),
+            watch_errors_total: Family::default(),
         };
         let r = &mut registry;
         r.register(
@@ -203,6 +220,16 @@ impl Metrics {
             "Complete Service lists held because they lacked default/kubernetes or would delete more than half of the Services",
             m.held_lists_total.clone(),
         );
+        r.register(
+            "kube_ipvs_watch_bookmarks",
+            "Bookmarks received on the API watches, by resource (proof the API server's watch cache keeps them current)",
+            m.watch_bookmarks_total.clone(),
+        );
+        r.register(
+            "kube_ipvs_watch_errors",
+            "API watch and list failures, by resource and reason (expired is 410 Gone, followed by a re-list)",
+            m.watch_errors_total.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -236,6 +263,20 @@ impl Metrics {
     }
 
     /// A change was queued (upstream sets this when a run is requested).
+    /// `n` bookmarks arrived on the watch of `resource`.
+    pub fn watch_bookmark(&self, resource: &'static str, n: u64) {
+        self.watch_bookmarks_total
+            .get_or_create(&ResourceLabel { resource })
+            .inc_by(n);
+    }
+
+    /// A watch of `resource` failed for `reason` (`watch::observe::error_reason`).
+    pub fn watch_error(&self, resource: &'static str, reason: &'static str) {
+        self.watch_errors_total
+            .get_or_create(&WatchErrorLabel { resource, reason })
+            .inc();
+    }
+
     pub fn queued(&self, now: SystemTime) {
         self.last_queued_timestamp.set(unix_seconds(now));
     }

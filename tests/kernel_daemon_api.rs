@@ -4,10 +4,11 @@ mod common;
 mod fakeapi;
 
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::daemon::{Daemon, http_get as get, metric_in as metric};
-use common::{sh, try_sh};
+use common::kernel::{Kernel, converge, unchanged_for};
+use common::sh;
 use fakeapi::{FakeApi, to_json};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -73,87 +74,11 @@ fn slice(ips: &[&str]) -> Value {
     slice_on(&eps)
 }
 
-/// What the node's kernel holds, as the standard tools print it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Kernel {
-    ipvs: String,
-    ipset: String,
-    /// iptables-save without comments and chain counters (traffic to the
-    /// fake API server moves the built-in chains' counters).
-    iptables: String,
-    addrs: String,
-}
-
-impl Kernel {
-    fn read() -> Kernel {
-        let iptables = try_sh("iptables-save")
-            .1
-            .lines()
-            .filter(|l| l.starts_with("-A ") || l.starts_with('*') || l.starts_with(":KUBE"))
-            .collect::<Vec<_>>()
-            .join("\n");
-        Kernel {
-            ipvs: try_sh("ipvsadm -Sn").1,
-            ipset: try_sh("ipset save").1,
-            iptables,
-            addrs: try_sh("ip -o addr show dev kube-ipvs0").1,
-        }
-    }
-
-    fn ipvs_has(&self, line: &str) -> bool {
-        self.ipvs.lines().any(|l| l.trim() == line)
-    }
-
-    fn ipset_has(&self, line: &str) -> bool {
-        self.ipset.lines().any(|l| l.trim() == line)
-    }
-
-    fn addr_has(&self, a: &str) -> bool {
-        self.addrs.contains(&format!(" {a} "))
-    }
-
-    /// The #119656 rule dropping the node's own traffic to the LB IP.
-    fn lb_out_filter(&self) -> bool {
-        self.iptables.lines().any(|l| {
-            l.starts_with("-A KUBE-IPVS-OUT-FILTER")
-                && l.contains("203.0.113.7")
-                && l.contains("DROP")
-        })
-    }
-}
-
-/// Waits until the kernel satisfies `check`, with the kernel in the panic message.
-fn converge(d: &mut Daemon, what: &str, check: impl Fn(&Kernel) -> bool) -> Kernel {
-    let mut last = None;
-    d.wait_for(what, || {
-        let k = Kernel::read();
-        let ok = check(&k);
-        last = Some(k);
-        ok
-    });
-    last.expect("read at least once")
-}
-
-/// Samples the kernel every `every` for `total`; each sample must equal `want`.
-fn unchanged_for(
-    d: &mut Daemon,
-    want: &Kernel,
-    total: Duration,
-    every: Duration,
-    what: &str,
-) -> usize {
-    let end = Instant::now() + total;
-    let mut samples = 0;
-    loop {
-        let k = Kernel::read();
-        samples += 1;
-        assert_eq!(&k, want, "kernel changed {what} (sample {samples})");
-        if Instant::now() >= end {
-            return samples;
-        }
-        d.assert_running();
-        std::thread::sleep(every);
-    }
+/// The #119656 rule dropping the node's own traffic to the LB IP.
+fn lb_out_filter(k: &Kernel) -> bool {
+    k.iptables.lines().any(|l| {
+        l.starts_with("-A KUBE-IPVS-OUT-FILTER") && l.contains("203.0.113.7") && l.contains("DROP")
+    })
 }
 
 fn no_local(policy: &str) -> Option<f64> {
@@ -255,7 +180,7 @@ fn daemon_programs_each_step_of_a_service_from_the_api() {
         "{}",
         created.iptables
     );
-    assert!(!created.lb_out_filter(), "{}", created.iptables);
+    assert!(!lb_out_filter(&created), "{}", created.iptables);
     assert!(!created.ipvs.contains("10.244.9."), "{}", created.ipvs);
     assert!(!created.ipset.contains("10.244.9."), "{}", created.ipset);
     assert!(!created.ipvs.contains(":30080"), "{}", created.ipvs);
@@ -293,7 +218,7 @@ fn daemon_programs_each_step_of_a_service_from_the_api() {
             && k.ipset_has(&format!(
                 "add KUBE-HEALTH-CHECK-NODE-PORT {HEALTH_CHECK_PORT}"
             ))
-            && k.lb_out_filter()
+            && lb_out_filter(k)
             && k.addr_has("203.0.113.7/32")
     });
     assert!(lb.addr_has("10.96.0.10/32"));
@@ -340,7 +265,7 @@ fn daemon_programs_each_step_of_a_service_from_the_api() {
             && !k.ipset.contains("203.0.113.7")
             && !k.ipset.contains("30080")
             && !k.ipset.contains(&HEALTH_CHECK_PORT.to_string())
-            && !k.lb_out_filter()
+            && !lb_out_filter(k)
             && !k.addr_has("10.96.0.10/32")
             && !k.addr_has("203.0.113.7/32")
     });

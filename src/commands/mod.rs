@@ -89,7 +89,7 @@ fn list_from_api(kubeconfig: Option<&Path>, node_name: &str) -> Result<Manifests
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async {
-        let client = watch::client(kubeconfig).await.context(
+        let client = watch::client(kubeconfig, None).await.context(
             "no objects: pass --manifests PATH (a YAML file or a directory of them), or --kubeconfig FILE to list them from the API server",
         )?;
         watch::list_once(&client, node_name).await

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod kernel;
 pub mod sched;
 pub mod traffic;
 

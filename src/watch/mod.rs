@@ -14,7 +14,10 @@ use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
 use crate::changes::{CONFIRM_AFTER, Eligibility, Events, Hooks, Sources, feed, lock};
+use crate::metrics::Metrics;
 use crate::source::manifests::Manifests;
+
+pub mod observe;
 
 /// Objects with this label belong to another proxy (upstream informer filter).
 pub const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
@@ -30,8 +33,12 @@ pub fn node_selector(node_name: &str) -> String {
     format!("metadata.name={node_name}")
 }
 
-/// An API client from `kubeconfig`, else from the in-cluster service account.
-pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
+/// An API client from `kubeconfig`, else from the in-cluster service account;
+/// with `metrics`, it counts the bookmarks its watches receive.
+pub async fn client(
+    kubeconfig: Option<&Path>,
+    metrics: Option<Arc<Metrics>>,
+) -> anyhow::Result<Client> {
     let config = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
@@ -45,7 +52,12 @@ pub async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<Client> {
              pass --kubeconfig FILE, or --manifests PATH to run from files",
         )?,
     };
-    kube::Client::try_from(config).context("cannot build the API client")
+    let builder =
+        kube::client::ClientBuilder::try_from(config).context("cannot build the API client")?;
+    Ok(match metrics {
+        Some(m) => builder.with_layer(&observe::BookmarkLayer::new(m)).build(),
+        None => builder.build(),
+    })
 }
 
 /// Objects per list page: a 10,000-Service cluster lists in 20 requests,
@@ -93,6 +105,17 @@ enum Kind {
     Services,
     Slices,
     Node,
+}
+
+impl Kind {
+    /// The `resource` label of the watch metrics.
+    fn resource(self) -> &'static str {
+        match self {
+            Kind::Services => "services",
+            Kind::Slices => "endpointslices",
+            Kind::Node => "nodes",
+        }
+    }
 }
 
 /// Feeds one event of `kind` (wrapped by `wrap`) and reports it; true when
@@ -156,7 +179,11 @@ async fn run_watch<K>(
                     relist_at = Some(tokio::time::Instant::now() + CONFIRM_AFTER);
                 }
             }
-            Err(e) => tracing::warn!(?kind, error = %e, "watch failed; re-listing with backoff"),
+            Err(e) => {
+                let reason = observe::error_reason(&e);
+                hooks.metrics.watch_error(kind.resource(), reason);
+                tracing::warn!(?kind, reason, error = %e, "watch failed; re-listing with backoff");
+            }
         }
     }
 }
