@@ -1,7 +1,15 @@
 //! Scale benchmark of the real daemon on generated manifests (N services × 10 endpoints), with `ipvsadm -R` as baseline, in one lab boot.
 //!
 //! Run as root on a kernel with IPVS (`scripts/bench-scale.sh` runs it in the
-//! lab): `bench_scale [--sizes 1000,5000,10000] [--changes 100] [--warmup 200] [--slowest 3] [--json PATH] [--png PATH]`.
+//! lab): `bench_scale [--api] [--sizes 1000,5000,10000] [--changes 100] [--warmup 200] [--slowest 3] [--json PATH] [--png PATH]`.
+//!
+//! With `--api` the same cluster lives in a real kube-apiserver
+//! (scripts/control-plane.sh, reached over the lab's `--net`): the Services
+//! and slices are created through it before the daemon starts (timed, not
+//! part of the first sync), kube-ipvs runs with `--kubeconfig` (its
+//! ServiceAccount token) as node lab-node, a change is one PATCH of a slice
+//! and an add is a Service and its slice created; the `kubernetes` Service is
+//! the one extra IPVS service.
 //! After each size it prints a `results: [...]` line (JSON, every size so far),
 //! since the lab cannot write to the host; `bench_scale plot JSON PNG` prints
 //! the table and draws the plot from such results.
@@ -28,6 +36,8 @@
 //! hash table is shared by all namespaces.
 
 mod lab;
+use lab::api::ApiCluster;
+use lab::uplink::uplink;
 use lab::{fresh_netns, sh};
 use std::fmt::Write as _;
 use std::io::{Read, Write};
@@ -57,6 +67,12 @@ const PATIENCE: Duration = Duration::from_secs(1200);
 /// One size's results.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Row {
+    /// "manifests" or "api" (older results have none: manifests).
+    #[serde(default)]
+    source: String,
+    /// API mode: creating the Services and slices through the apiserver, seconds.
+    #[serde(default)]
+    load_s: f64,
     services: usize,
     endpoints: usize,
     /// Process start to first successful sync, seconds.
@@ -110,6 +126,66 @@ fn daemon_binary() -> Result<PathBuf, String> {
     Ok(bin)
 }
 
+/// Where the daemon reads the cluster from.
+enum Src<'a> {
+    /// Generated manifests in this directory.
+    Files(&'a Path),
+    /// The real apiserver.
+    Api(&'a ApiCluster),
+}
+
+impl Src<'_> {
+    /// The node kube-ipvs runs as: the Node control-plane.sh made, in API mode.
+    fn node(&self) -> &'static str {
+        match self {
+            Src::Files(_) => NODE,
+            Src::Api(_) => "lab-node",
+        }
+    }
+
+    /// IPVS services besides the generated ones: `kubernetes` (one real server).
+    fn extra(&self) -> usize {
+        match self {
+            Src::Files(_) => 0,
+            Src::Api(_) => 1,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Src::Files(_) => "manifests",
+            Src::Api(_) => "api",
+        }
+    }
+
+    /// Writes service `i` with `endpoints`: its file, or one PATCH of its slice.
+    fn change(
+        &self,
+        cluster: &Cluster,
+        i: usize,
+        endpoints: &[std::net::Ipv4Addr],
+    ) -> Result<(), String> {
+        match self {
+            Src::Files(dir) => cluster
+                .write_service(dir, i, endpoints)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Src::Api(api) => api.write_slice(cluster, i, endpoints),
+        }
+    }
+
+    /// Adds service `i` with its initial endpoints.
+    fn add(&self, cluster: &Cluster, i: usize) -> Result<(), String> {
+        match self {
+            Src::Files(dir) => cluster
+                .write_service(dir, i, &cluster.initial_endpoints(i))
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Src::Api(api) => api.create(cluster, i),
+        }
+    }
+}
+
 /// The daemon child, killed on drop.
 struct Daemon {
     child: Child,
@@ -117,12 +193,15 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(bin: &Path, manifests: &Path, log: PathBuf) -> Result<Self, String> {
+    fn start(bin: &Path, src: &Src, log: PathBuf) -> Result<Self, String> {
         let err = std::fs::File::create(&log).map_err(|e| format!("create log: {e}"))?;
+        let source: Vec<&std::ffi::OsStr> = match src {
+            Src::Files(dir) => vec!["--manifests".as_ref(), dir.as_os_str()],
+            Src::Api(api) => vec!["--kubeconfig".as_ref(), api.kube_ipvs_kubeconfig.as_ref()],
+        };
         let child = Command::new(bin)
-            .arg("--manifests")
-            .arg(manifests)
-            .args(["--hostname-override", NODE])
+            .args(source)
+            .args(["--hostname-override", src.node()])
             .args(["--metrics-bind-address", METRICS])
             .args(["--healthz-bind-address", HEALTHZ])
             .arg(format!("--ipvs-sync-period={SYNC_PERIOD}"))
@@ -296,15 +375,16 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Checks the first sync programmed everything: IPVS, the ClusterIP ipset, addresses, iptables.
-fn check_kernel(c: &mut IpvsClient, n: usize) -> Result<(), String> {
+/// Checks the first sync programmed everything: IPVS, the ClusterIP ipset,
+/// addresses, iptables; `n` services of which `extra` have one real server.
+fn check_kernel(c: &mut IpvsClient, n: usize, extra: usize) -> Result<(), String> {
     let table = c.table().map_err(|e| format!("IPVS dump: {e}"))?;
     let dests: usize = table.iter().map(|(_, d)| d.len()).sum();
-    if table.len() != n || dests != n * ENDPOINTS {
+    let want = (n - extra) * ENDPOINTS + extra;
+    if table.len() != n || dests != want {
         return Err(format!(
-            "IPVS holds {} services and {dests} real servers, expected {n} and {}",
+            "IPVS holds {} services and {dests} real servers, expected {n} and {want}",
             table.len(),
-            n * ENDPOINTS
         ));
     }
     let set = sh("ipset list KUBE-CLUSTER-IP -t", None)?;
@@ -330,27 +410,29 @@ fn ours(
     bin: &Path,
     n: usize,
     (changes, slowest): (usize, usize),
-    dir: &Path,
+    src: &Src,
     logs: &Path,
 ) -> Result<Row, String> {
-    let cluster = Cluster::new(n, ENDPOINTS, NODE)
+    let cluster = Cluster::new(n, ENDPOINTS, src.node())
         .map_err(|e| e.to_string())?
         .with_format(FORMAT);
     let mut c = IpvsClient::new().map_err(|e| format!("IPVS client: {e}"))?;
     c.flush().map_err(|e| format!("IPVS flush: {e}"))?;
 
     let start = Instant::now();
-    let mut d = Daemon::start(bin, dir, logs.join(format!("kube-ipvs-{n}.log")))?;
+    let mut d = Daemon::start(bin, src, logs.join(format!("kube-ipvs-{n}.log")))?;
     let log_path = logs.join(format!("kube-ipvs-{n}.log"));
-    wait_for(
-        &mut d,
-        "the manifests load",
-        Duration::from_millis(20),
-        || {
-            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            log.contains("serving from manifests").then_some(())
-        },
-    )?;
+    if let Src::Files(_) = src {
+        wait_for(
+            &mut d,
+            "the manifests load",
+            Duration::from_millis(20),
+            || {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                log.contains("serving from manifests").then_some(())
+            },
+        )?;
+    }
     let load_peak = d.peak_rss_mb()?;
     let first = wait_for(&mut d, "the first sync", Duration::from_millis(50), || {
         counters().filter(|m| m.last_sync > 0.0)
@@ -366,7 +448,7 @@ fn ours(
         d.peak_rss_mb()?,
         d.rss_mb()?
     );
-    check_kernel(&mut c, n)?;
+    check_kernel(&mut c, n + src.extra(), src.extra())?;
 
     // A verification pass with nothing changed: it must write nothing.
     let log_before = d.log().len();
@@ -399,9 +481,7 @@ fn ours(
         let new_ip = eps[0];
         let t = Instant::now();
         let written = std::time::SystemTime::now();
-        cluster
-            .write_service(dir, i, &eps)
-            .map_err(|e| e.to_string())?;
+        src.change(&cluster, i, &eps)?;
         wait_for(
             &mut d,
             "an endpoint change in IPVS",
@@ -458,9 +538,7 @@ fn ours(
     for a in 0..ADDS {
         let i = n + a;
         let t = Instant::now();
-        cluster
-            .write_service(dir, i, &cluster.initial_endpoints(i))
-            .map_err(|e| e.to_string())?;
+        src.add(&cluster, i)?;
         wait_for(
             &mut d,
             "an added service in IPVS",
@@ -485,6 +563,8 @@ fn ours(
     drop(d);
     c.flush().map_err(|e| format!("IPVS flush: {e}"))?;
     Ok(Row {
+        source: src.name().to_string(),
+        load_s: 0.0,
         services: n,
         endpoints: ENDPOINTS,
         first_sync_s: first_sync.as_secs_f64(),
@@ -544,7 +624,7 @@ fn ipvsadm_restore(text: &str, n: usize) -> Result<Duration, String> {
 }
 
 /// Measures N services; `changes` endpoint changes, the `slowest` of them shown with the daemon's log.
-fn run(bin: &Path, n: usize, changes: (usize, usize)) -> Result<Row, String> {
+fn run(bin: &Path, n: usize, changes: (usize, usize), api: bool) -> Result<Row, String> {
     let work = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
     let dir = work.path().join("manifests");
     Cluster::new(n, ENDPOINTS, NODE)
@@ -555,7 +635,25 @@ fn run(bin: &Path, n: usize, changes: (usize, usize)) -> Result<Row, String> {
     let logs = std::env::var_os("BENCH_SCALE_LOGS")
         .map(PathBuf::from)
         .unwrap_or_else(|| work.path().to_path_buf());
-    let mut row = in_netns(|| ours(bin, n, changes, &dir, &logs))?;
+    let mut row = if api {
+        let cluster = ApiCluster::connect()?;
+        let cleared = cluster.clear()?;
+        let generated = Cluster::new(n, ENDPOINTS, "lab-node").map_err(|e| e.to_string())?;
+        let load = cluster.load(&generated, 0..n)?;
+        eprintln!(
+            "  kube-ipvs[{n}]: {n} Services and EndpointSlices created through the apiserver in {:.1} s (the previous ones deleted in {:.1} s)",
+            load.as_secs_f64(),
+            cleared.as_secs_f64()
+        );
+        let mut row = in_netns(|| {
+            uplink()?;
+            ours(bin, n, changes, &Src::Api(&cluster), &logs)
+        })?;
+        row.load_s = load.as_secs_f64();
+        row
+    } else {
+        in_netns(|| ours(bin, n, changes, &Src::Files(&dir), &logs))?
+    };
     row.ipvsadm_restore_s = in_netns(|| ipvsadm_restore(&text, n))?.as_secs_f64();
     Ok(row)
 }
@@ -763,6 +861,7 @@ fn plot(rows: &[Row], png: &Path) -> Result<(), String> {
 }
 
 struct Args {
+    api: bool,
     sizes: Vec<usize>,
     changes: usize,
     warmup: usize,
@@ -773,6 +872,7 @@ struct Args {
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut a = Args {
+        api: false,
         sizes: vec![1000, 5000, 10_000],
         changes: 100,
         warmup: 200,
@@ -798,6 +898,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--slowest" => {
                 a.slowest = value()?.parse().map_err(|e| format!("--slowest: {e}"))?;
             }
+            "--api" => a.api = true,
             "--json" => a.json = Some(value()?.into()),
             "--png" => a.png = Some(value()?.into()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -852,7 +953,7 @@ fn main() {
     // a node pays once, not per sync: a small unreported run takes them.
     if a.warmup > 0 {
         let t = Instant::now();
-        match run(&bin, a.warmup, (a.warmup.min(10), 0)) {
+        match run(&bin, a.warmup, (a.warmup.min(10), 0), false) {
             Ok(r) => eprintln!(
                 "bench_scale: warm-up with {} services in {:.0} s (first sync {:.1} s), not reported",
                 a.warmup,
@@ -866,7 +967,7 @@ fn main() {
     let mut failed = false;
     for &n in &a.sizes {
         let t = Instant::now();
-        match run(&bin, n, (a.changes, a.slowest)) {
+        match run(&bin, n, (a.changes, a.slowest), a.api) {
             Ok(r) => {
                 eprintln!(
                     "bench_scale: {n} services done in {:.0} s",
@@ -888,7 +989,18 @@ fn main() {
             }
         }
     }
-    println!("## Scale: kube-ipvs daemon on generated manifests vs ipvsadm -R\n");
+    if a.api {
+        println!("## Scale: kube-ipvs daemon from the real apiserver (v1.37.2) vs ipvsadm -R\n");
+        for r in &rows {
+            println!(
+                "- {} × {}: creating the Services and slices through the apiserver took {:.1} s (before the daemon started)",
+                r.services, r.endpoints, r.load_s
+            );
+        }
+        println!();
+    } else {
+        println!("## Scale: kube-ipvs daemon on generated manifests vs ipvsadm -R\n");
+    }
     print!("{}\n{}", table(&rows), goals(&rows));
     if let Some(png) = &a.png
         && !rows.is_empty()

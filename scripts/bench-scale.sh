@@ -2,7 +2,11 @@
 # Scale benchmark of the real daemon (issue #7), in one lab boot: N services ×
 # 10 endpoints from generated manifests, for N = 1,000, 5,000 and 10,000.
 #
-#   scripts/bench-scale.sh [--sizes 1000,5000,10000] [--changes 100] [--warmup 200] [--slowest 3]
+#   scripts/bench-scale.sh [--api] [--sizes 1000,5000,10000] [--changes 100] [--warmup 200] [--slowest 3]
+#
+# --api reads the cluster from a real kube-apiserver instead of manifests:
+# scripts/control-plane.sh up (left up if it was), the lab booted with --net,
+# results in target/bench-scale-api.{md,json} and docs/bench-scale-api.png.
 #
 # Builds the release kube-ipvs and examples/bench_scale.rs, runs the benchmark
 # inside scripts/kernel-lab.sh and prints its markdown table and goal checks
@@ -22,14 +26,23 @@ fi
 cargo build --release --locked --bin kube-ipvs --example bench_scale
 mkdir -p target docs
 status=0
-scripts/kernel-lab.sh --memory 4G --timeout 5400 -- \
-  scripts/bench-scale.sh --in-lab "$@" | tee target/bench-scale.md || status=$?
+name=bench-scale; lab_args=()
+if [[ " $* " == *" --api "* ]]; then
+  name=bench-scale-api; lab_args=(--net)
+  was_up=0
+  scripts/control-plane.sh status && was_up=1
+  eval "$(scripts/control-plane.sh up)"
+  [ "$was_up" = 1 ] || trap 'scripts/control-plane.sh down' EXIT
+  export KUBE_IPVS_CP_KUBECONFIG=$KUBECONFIG_KUBE_IPVS_GUEST KUBE_IPVS_CP_ADMIN_KUBECONFIG=$KUBECONFIG_ADMIN_GUEST
+fi
+scripts/kernel-lab.sh "${lab_args[@]}" --memory 4G --timeout 5400 -- \
+  scripts/bench-scale.sh --in-lab "$@" | tee "target/$name.md" || status=$?
 # The last results line holds every size measured, even if a later one failed.
-json=$(sed -n 's/^results: //p' target/bench-scale.md | tail -1)
+json=$(sed -n 's/^results: //p' "target/$name.md" | tail -1)
 if [ -n "$json" ]; then
-  printf '%s\n' "$json" >target/bench-scale.json
-  target/release/examples/bench_scale plot target/bench-scale.json docs/bench-scale.png >/dev/null
-  echo "plot: docs/bench-scale.png; results: target/bench-scale.json"
+  printf '%s\n' "$json" >"target/$name.json"
+  target/release/examples/bench_scale plot "target/$name.json" "docs/$name.png" >/dev/null
+  echo "plot: docs/$name.png; results: target/$name.json"
 else
   echo "bench-scale.sh: no results came back" >&2
   status=1

@@ -58,7 +58,15 @@ export KUBE_IPVS_CP_AGENT=10.0.2.2:${KUBE_IPVS_CP_AGENT_PORT:-16480}
 
 step "building the kernel test binaries"
 # Kernel tests live in test targets named kernel_*; collect their executables.
-mapfile -t bins < <(cargo test --workspace --locked --no-run --message-format=json 2>/dev/null | python3 -c '
+# Built into a file first: a build error must fail here, not shrink the list
+# (a process substitution would hide cargo's exit status).
+build_json=$(mktemp)
+if ! cargo test --workspace --locked --no-run --message-format=json >"$build_json" 2>"$build_json.err"; then
+  cat "$build_json.err" >&2
+  echo "test.sh: building the test binaries failed" >&2
+  exit 1
+fi
+mapfile -t bins < <(python3 -c '
 import json, sys
 for line in sys.stdin:
     try:
@@ -68,8 +76,14 @@ for line in sys.stdin:
     t = m.get("target") or {}
     if m.get("reason") == "compiler-artifact" and t.get("kind") == ["test"] and t.get("name", "").startswith("kernel") and m.get("executable"):
         print(m["executable"])
-')
+' <"$build_json")
+rm -f "$build_json" "$build_json.err"
 [ ${#bins[@]} -gt 0 ] || { echo "test.sh: no kernel test targets (tests/kernel_*.rs) were built" >&2; exit 1; }
+# Every kernel test file must have produced its binary.
+for f in tests/kernel_*.rs; do
+  t=$(basename "$f" .rs)
+  printf '%s\n' "${bins[@]}" | grep -q "/$t-[0-9a-f]*$" || { echo "test.sh: no test binary for $f" >&2; exit 1; }
+done
 printf '  %s\n' "${bins[@]}"
 
 IFS=", " read -ra kernels <<<"${KUBE_IPVS_TEST_KERNELS:-6.1 6.12}"

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, PATIENCE, http_get as get, metric_in as metric};
 use common::kernel::{Kernel, converge, unchanged_for};
-use common::sh;
 use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -29,8 +28,10 @@ const METRICS: &str = "127.0.0.1:19369";
 const HEALTHZ: &str = "127.0.0.1:19376";
 const NS: &str = "kube-ipvs-lab";
 const VIP: &str = "10.96.100.10";
-/// The lab Node's InternalIP (control-plane.sh), on this namespace's uplink.
-const NODE_IP: &str = "192.168.100.10";
+/// Shared with the benchmarks: one copy of the uplink's addressing.
+#[path = "../examples/lab/uplink.rs"]
+mod uplink;
+use uplink::{NODE_IP, uplink};
 
 /// A variable test.sh sets for the lab; its absence fails the test: a
 /// control-plane suite that did not run is a failure, never a skip.
@@ -41,22 +42,6 @@ fn env(name: &str) -> String {
              and agent on the host, kernel-lab.sh --net)"
         )
     })
-}
-
-/// Gives this test's namespace a way out to the host (10.0.2.2), as a node
-/// has an uplink: a veth to the guest's initial namespace, which forwards
-/// and masquerades onto qemu's user network. This end holds the Node's IP.
-fn uplink() {
-    sh("ip link add cp0 type veth peer name cp-host netns 1");
-    sh(&format!(
-        "ip addr add {NODE_IP}/24 dev cp0 && ip link set cp0 up && ip route add default via 192.168.100.1"
-    ));
-    sh(
-        "nsenter -t 1 -n sh -c 'ip addr add 192.168.100.1/24 dev cp-host && ip link set cp-host up \
-        && sysctl -qw net.ipv4.ip_forward=1 \
-        && { iptables -t nat -C POSTROUTING -s 192.168.100.0/24 -j MASQUERADE 2>/dev/null \
-             || iptables -t nat -A POSTROUTING -s 192.168.100.0/24 -j MASQUERADE; }'",
-    );
 }
 
 /// The cluster as its administrator sees it; blocking calls for a sync test.
@@ -379,7 +364,7 @@ fn web(ip: &str, port: &str) -> String {
 fn a_services_life_an_outage_and_rbac_against_the_real_control_plane() {
     let _serial = common::ipvs_serial();
     common::netns();
-    uplink();
+    uplink().expect("an uplink to the host");
     let cluster = Cluster::connect();
     cluster.reset();
     let dir = tempfile::tempdir().unwrap();
@@ -425,8 +410,9 @@ fn a_services_life_an_outage_and_rbac_against_the_real_control_plane() {
     });
 
     // A graceful delete: the controller marks the endpoint terminating (not
-    // ready, still serving); it takes no new connections, and with none open
-    // its real server goes.
+    // ready, still serving); its real server takes no new connections at
+    // once (weight 0, or gone: `web()` is the weight-1 line), and leaves
+    // IPVS when its connections are gone (the periodic verification).
     cluster.delete_pod("web-0", 30);
     let deadline = Instant::now() + PATIENCE;
     while !cluster
@@ -489,11 +475,20 @@ fn a_services_life_an_outage_and_rbac_against_the_real_control_plane() {
         .block_on(cluster.api::<Service>().get("headless"))
         .unwrap();
     assert_eq!(headless.spec.unwrap().cluster_ip.as_deref(), Some("None"));
+    // Ours only (the cluster may hold others' Services, such as the selftest's).
+    let ours: Vec<&str> = k
+        .ipvs
+        .lines()
+        .filter(|l| l.starts_with("-A ") && (l.contains(" 10.96.100.") || l.contains(NODE_IP)))
+        .collect();
     assert_eq!(
-        k.ipvs.lines().filter(|l| l.starts_with("-A ")).count(),
-        // web's ClusterIP and NodePort, bad, and the `kubernetes` Service.
-        4,
-        "only web, bad and kubernetes:\n{}",
+        ours,
+        [
+            format!("-A -t {NODE_IP}:30080 -s rr"),
+            format!("-A -t {VIP}:80 -s rr"),
+            "-A -t 10.96.100.30:81 -s rr".to_string(),
+        ],
+        "only web (ClusterIP and NodePort) and bad:\n{}",
         k.ipvs
     );
     let deadline = Instant::now() + PATIENCE;

@@ -1,6 +1,9 @@
 //! Shared by the lab benchmarks: shell commands and fresh network namespaces.
 #![allow(dead_code)]
 
+pub mod api;
+pub mod uplink;
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 

@@ -1,0 +1,44 @@
+//! A lab network namespace's way out to the host's control plane (10.0.2.2): a veth to the guest's initial namespace, forwarded and masqueraded onto qemu's user network.
+//!
+//! Shared by the benchmarks (`examples/lab`) and the kernel tests
+//! (`tests/common`, through `#[path]`): one copy of the addressing.
+
+use std::process::Command;
+
+/// This end's address: the lab Node's InternalIP (scripts/control-plane.sh).
+pub const NODE_IP: &str = "192.168.100.10";
+
+/// Gives the calling thread's network namespace a default route to the
+/// guest's initial namespace (which `kernel-lab.sh --net` connects to qemu's
+/// user network), as a node has an uplink. `NODE_IP` is this end's address.
+/// The veth goes with the namespace; the masquerade rule is added once.
+pub fn uplink() -> Result<(), String> {
+    let run = |cmd: String| -> Result<(), String> {
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(&cmd)
+            .output()
+            .map_err(|e| format!("spawn `{cmd}`: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{cmd}` failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    // A previous namespace's pair may outlive it briefly (namespaces are
+    // torn down asynchronously): deleting one end deletes both.
+    let _ = run("nsenter -t 1 -n ip link del cp-host 2>/dev/null".into());
+    // `netns 1`: the peer goes to PID 1's namespace, the guest's initial one.
+    run("ip link add cp0 type veth peer name cp-host netns 1".into())?;
+    run(format!(
+        "ip addr add {NODE_IP}/24 dev cp0 && ip link set cp0 up && ip route add default via 192.168.100.1"
+    ))?;
+    run("nsenter -t 1 -n sh -c 'ip addr add 192.168.100.1/24 dev cp-host && ip link set cp-host up \
+         && sysctl -qw net.ipv4.ip_forward=1 \
+         && { iptables -t nat -C POSTROUTING -s 192.168.100.0/24 -j MASQUERADE 2>/dev/null \
+              || iptables -t nat -A POSTROUTING -s 192.168.100.0/24 -j MASQUERADE; }'"
+        .into())
+}
