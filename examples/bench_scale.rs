@@ -433,7 +433,11 @@ fn ours(
             },
         )?;
     }
-    let load_peak = d.peak_rss_mb()?;
+    // API mode has no separate load to wait for: the lists are part of the first sync.
+    let load_peak = match src {
+        Src::Files(_) => format!("{:.1} MiB", d.peak_rss_mb()?),
+        Src::Api(_) => "(API lists: part of the sync)".to_string(),
+    };
     let first = wait_for(&mut d, "the first sync", Duration::from_millis(50), || {
         counters().filter(|m| m.last_sync > 0.0)
     })?;
@@ -444,7 +448,7 @@ fn ours(
     }
     // Where the peak is: by the end of the first sync, or later (a resync).
     eprintln!(
-        "  kube-ipvs[{n}]: peak RSS after the load {load_peak:.1} MiB; after the first sync: peak RSS {:.1} MiB, RSS {:.1} MiB",
+        "  kube-ipvs[{n}]: peak RSS after the load {load_peak}; after the first sync: peak RSS {:.1} MiB, RSS {:.1} MiB",
         d.peak_rss_mb()?,
         d.rss_mb()?
     );
