@@ -29,6 +29,18 @@ fn env(name: &str) -> Result<String, String> {
     })
 }
 
+/// Runs `requests` with `PARALLEL` in flight; the first error, if any.
+async fn in_flight<F>(requests: impl Iterator<Item = F>) -> Result<(), String>
+where
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    let results: Vec<Result<(), String>> = stream::iter(requests)
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
 fn err(what: &str) -> impl Fn(kube::Error) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
@@ -90,12 +102,7 @@ impl ApiCluster {
                 Err(kube::Error::Api(s)) if s.code == 409 => {}
                 Err(e) => return Err(format!("create namespace {NAMESPACE}: {e}")),
             }
-            let results: Vec<Result<(), String>> = stream::iter(range)
-                .map(|i| self.create_async(cluster, i))
-                .buffer_unordered(PARALLEL)
-                .collect()
-                .await;
-            results.into_iter().collect::<Result<(), String>>()
+            in_flight(range.map(|i| self.create_async(cluster, i))).await
         })?;
         Ok(t.elapsed())
     }
@@ -164,20 +171,16 @@ impl ApiCluster {
                 Err(kube::Error::Api(s)) if s.code == 404 => Vec::new(),
                 Err(e) => return Err(format!("list Services: {e}")),
             };
-            let results: Vec<Result<(), String>> = stream::iter(names)
-                .map(|n| {
-                    let svcs = svcs.clone();
-                    async move {
-                        svcs.delete(&n, &DeleteParams::default())
-                            .await
-                            .map(|_| ())
-                            .map_err(|e| format!("delete Service {n}: {e}"))
-                    }
-                })
-                .buffer_unordered(PARALLEL)
-                .collect()
-                .await;
-            results.into_iter().collect::<Result<(), String>>()
+            in_flight(names.into_iter().map(|n| {
+                let svcs = svcs.clone();
+                async move {
+                    svcs.delete(&n, &DeleteParams::default())
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| format!("delete Service {n}: {e}"))
+                }
+            }))
+            .await
         })?;
         Ok(t.elapsed())
     }
