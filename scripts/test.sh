@@ -55,6 +55,9 @@ agent_pid=$!
 export KUBE_IPVS_CP_KUBECONFIG=$KUBECONFIG_KUBE_IPVS_GUEST
 export KUBE_IPVS_CP_ADMIN_KUBECONFIG=$KUBECONFIG_ADMIN_GUEST
 export KUBE_IPVS_CP_AGENT=10.0.2.2:${KUBE_IPVS_CP_AGENT_PORT:-16480}
+# Upstream kube-proxy, for the differential tests (tests/kernel_upstream_parity.rs).
+KUBE_IPVS_CP_KUBE_PROXY="$(scripts/k8s-fixtures.sh --print-dir)/kube-proxy"
+export KUBE_IPVS_CP_KUBE_PROXY
 
 step "building the kernel test binaries"
 # Kernel tests live in test targets named kernel_*; collect their executables.

@@ -7,6 +7,9 @@ use std::process::Command;
 
 /// This end's address: the lab Node's InternalIP (scripts/control-plane.sh).
 pub const NODE_IP: &str = "192.168.100.10";
+/// This end's IPv6 address, for tests of a dual-stack node (the guest has no
+/// IPv6 route out; nothing reaches the host through it).
+pub const NODE_IP6: &str = "fd00:100::10";
 
 /// Gives the calling thread's network namespace a default route to the
 /// guest's initial namespace (which `kernel-lab.sh --net` connects to qemu's
@@ -32,9 +35,13 @@ pub fn uplink() -> Result<(), String> {
     // torn down asynchronously): deleting one end deletes both.
     let _ = run("nsenter -t 1 -n ip link del cp-host 2>/dev/null".into());
     // `netns 1`: the peer goes to PID 1's namespace, the guest's initial one.
-    run("ip link add cp0 type veth peer name cp-host netns 1".into())?;
+    // A fixed MAC gives a fixed IPv6 link-local address: every namespace
+    // made by this is the same node, address for address (the differential
+    // tests compare what two proxies do on "the same" node).
+    run("ip link add cp0 address 02:00:c0:a8:64:0a type veth peer name cp-host netns 1".into())?;
     run(format!(
-        "ip addr add {NODE_IP}/24 dev cp0 && ip link set cp0 up && ip route add default via 192.168.100.1"
+        "ip addr add {NODE_IP}/24 dev cp0 && ip addr add {NODE_IP6}/64 dev cp0 nodad \
+         && ip link set cp0 up && ip route add default via 192.168.100.1"
     ))?;
     run("nsenter -t 1 -n sh -c 'ip addr add 192.168.100.1/24 dev cp-host && ip link set cp-host up \
          && sysctl -qw net.ipv4.ip_forward=1 \

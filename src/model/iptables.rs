@@ -142,9 +142,13 @@ pub fn render<'a>(
     );
     // Clear the mark so a re-traversing packet is not masqueraded twice.
     let _ = writeln!(w, "-A KUBE-POSTROUTING -j MARK --xor-mark {mark:#x}");
+    // Fully random source ports, as kube-proxy does whenever iptables has the
+    // option (1.6.2+, every supported distribution; the image ships 1.8):
+    // without it, SNAT of many flows from one pod can collide on a port and
+    // drop the SYN (kubernetes #76699).
     let _ = writeln!(
         w,
-        "-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE"
+        "-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully"
     );
     let _ = writeln!(w, "-A KUBE-MARK-MASQ -j MARK --or-mark {mark:#x}");
     let _ = writeln!(w, "COMMIT");

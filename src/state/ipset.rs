@@ -208,7 +208,7 @@ impl SetName {
         })
     }
 
-    /// The `create` line of `ipset save` (defaults as upstream: hashsize 1024, maxelem 65536).
+    /// The `create` line of `ipset save` (as upstream: hashsize 1024, maxelem 65536, no comment extension).
     pub fn create_line(&self) -> String {
         let fam = match self.family {
             Family::Inet => "inet",
@@ -216,10 +216,10 @@ impl SetName {
         };
         match self.kind.set_type() {
             SetType::BitmapPort => {
-                format!("create {} bitmap:port range 0-65535 comment", self.name())
+                format!("create {} bitmap:port range 0-65535", self.name())
             }
             t => format!(
-                "create {} {} family {fam} hashsize 1024 maxelem 65536 comment",
+                "create {} {} family {fam} hashsize 1024 maxelem 65536",
                 self.name(),
                 t.name()
             ),
@@ -332,7 +332,7 @@ mod tests {
         assert!(IpsetEntry::Port(30000).fits(&SetName::new(SetKind::NodePortTcp, Family::Inet6)));
         assert_eq!(
             SetName::new(SetKind::NodePortTcp, Family::Inet).create_line(),
-            "create KUBE-NODE-PORT-TCP bitmap:port range 0-65535 comment"
+            "create KUBE-NODE-PORT-TCP bitmap:port range 0-65535"
         );
     }
 }

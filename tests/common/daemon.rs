@@ -79,6 +79,21 @@ impl Daemon {
         }
     }
 
+    /// Runs any long-lived process (`cmd`, fully set up but for its output)
+    /// under the same care: stdout discarded, stderr to `log`, killed on drop.
+    pub fn spawn(mut cmd: Command, log: PathBuf) -> Self {
+        let err = std::fs::File::create(&log).expect("create the process's log");
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(err))
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {:?}: {e}", cmd.get_program()));
+        Daemon {
+            child: Some(child),
+            log,
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -6,10 +6,13 @@
 //! `scripts/test.sh`) runs them with `--ignored` and `KUBE_IPVS_KERNEL_TESTS=1`.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod daemon;
+pub mod gen_cluster;
 pub mod kernel;
 pub mod sched;
 pub mod traffic;
+pub mod upstream;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -1,0 +1,385 @@
+//! Differential parity with upstream kube-proxy v1.37.2 in IPVS mode: the same objects in the real apiserver, the same node and KubeProxyConfiguration, each proxy in a fresh namespace; every difference in the kernel must be on the README's list of intended ones.
+//!
+//! Cases: the manifests in `KUBE_IPVS_COMPARE_MANIFESTS` (paths separated by
+//! `:`; default examples/manifests) and the seeded cluster states of
+//! `KUBE_IPVS_COMPARE_SEEDS` (default 1,2,3,4). `scripts/compare-upstream.sh`
+//! runs this test alone with its own manifests and seeds; `scripts/test.sh`
+//! runs it with the defaults on every kernel of the matrix.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use common::cluster::{client, env, load, unload};
+use common::gen_cluster::{NODE, ZONE, generate};
+use common::upstream::{
+    Which, differences, intended_from_readme, settled, start, unintended, write_config,
+};
+use serde_json::{Value, json};
+
+#[path = "../examples/lab/uplink.rs"]
+mod uplink;
+use uplink::{NODE_IP, NODE_IP6, uplink};
+
+/// Services per generated cluster state.
+const SERVICES_PER_SEED: usize = 40;
+
+struct Case {
+    name: String,
+    node: String,
+    scheduler: String,
+    objects: Vec<Value>,
+}
+
+/// The Node of generated states: this zone, both of the uplink's addresses.
+fn parity_node() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": NODE, "labels": {"topology.kubernetes.io/zone": ZONE,
+                                              "kubernetes.io/hostname": NODE}},
+        "status": {"addresses": [
+            {"type": "InternalIP", "address": NODE_IP},
+            {"type": "InternalIP", "address": NODE_IP6},
+            {"type": "Hostname", "address": NODE}]},
+    })
+}
+
+/// Every document of the YAML or JSON files at `path` (a file or a
+/// directory's `*.yaml`, `*.yml` and `*.json`, in name order); `List`s are
+/// flattened.
+fn manifest_objects(path: &Path) -> Vec<Value> {
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut f: Vec<PathBuf> = std::fs::read_dir(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.extension()
+                    .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
+            })
+            .collect();
+        f.sort();
+        f
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        kube_ipvs::yaml::for_each_document(&text, |_, v| {
+            let v = v.unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            match v.get("items").and_then(Value::as_array) {
+                Some(items) if v["kind"].as_str().is_some_and(|k| k.ends_with("List")) => {
+                    out.extend(items.iter().cloned())
+                }
+                _ if v.is_null() => {}
+                _ => out.push(v),
+            }
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+    }
+    out
+}
+
+fn cases() -> Vec<Case> {
+    let mut out = Vec::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifests = std::env::var("KUBE_IPVS_COMPARE_MANIFESTS")
+        .unwrap_or_else(|_| root.join("examples/manifests").display().to_string());
+    for m in manifests.split(':').filter(|m| !m.is_empty()) {
+        let objects = manifest_objects(Path::new(m));
+        let node = objects
+            .iter()
+            .find(|o| o["kind"] == "Node")
+            .and_then(|o| o.pointer("/metadata/name")?.as_str())
+            .unwrap_or(NODE)
+            .to_string();
+        let mut objects = objects;
+        if node == NODE {
+            objects.push(parity_node());
+        }
+        out.push(Case {
+            name: m.to_string(),
+            node,
+            scheduler: String::new(),
+            objects,
+        });
+    }
+    let seeds = std::env::var("KUBE_IPVS_COMPARE_SEEDS").unwrap_or_else(|_| "1,2,3,4".into());
+    for s in seeds.split(',').filter(|s| !s.trim().is_empty()) {
+        let seed: u64 = s.trim().parse().expect("KUBE_IPVS_COMPARE_SEEDS: numbers");
+        let g = generate(seed, SERVICES_PER_SEED);
+        let mut objects = g.objects;
+        objects.push(parity_node());
+        out.push(Case {
+            name: format!("seed {seed}"),
+            node: NODE.into(),
+            scheduler: g.scheduler.into(),
+            objects,
+        });
+    }
+    out
+}
+
+/// What a virtual server is for: `NS/NAME KIND policy=P local=N`, where
+/// KIND is how traffic reaches it (cluster, external, lb, nodeport), P the
+/// traffic policy that applies (internal for cluster, else external) and N
+/// the endpoints of its family on this node (ready, or serving while
+/// terminating): what a README pattern needs to tell an intended
+/// difference from a bug.
+#[derive(Default)]
+struct Index {
+    /// (protocol, address, port) → (Service, kind).
+    by_addr: HashMap<(String, String, u64), (String, &'static str)>,
+    /// (protocol, node port) → Service.
+    by_node_port: HashMap<(String, u64), String>,
+    /// Service → (internal, external) traffic policy.
+    policy: HashMap<String, (String, String)>,
+    /// (Service, IPv4|IPv6) → local usable endpoints.
+    local: HashMap<(String, &'static str), usize>,
+}
+
+fn strs(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x.as_str().map(str::to_string))
+        .collect()
+}
+
+fn family_of(ip: &str) -> &'static str {
+    if ip.contains(':') { "IPv6" } else { "IPv4" }
+}
+
+impl Index {
+    fn new(objects: &[Value], node: &str) -> Index {
+        let mut ix = Index::default();
+        let ns = |o: &Value| {
+            o.pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or("default")
+                .to_string()
+        };
+        for o in objects.iter().filter(|o| o["kind"] == "EndpointSlice") {
+            let svc = format!(
+                "{}/{}",
+                ns(o),
+                o.pointer("/metadata/labels/kubernetes.io~1service-name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+            );
+            let fam = if o["addressType"] == "IPv6" { "IPv6" } else { "IPv4" };
+            let n = o["endpoints"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|e| e["nodeName"] == node)
+                .filter(|e| {
+                    let c = &e["conditions"];
+                    c["ready"] != false || (c["serving"] == true && c["terminating"] == true)
+                })
+                .count();
+            *ix.local.entry((svc, fam)).or_default() += n;
+        }
+        for svc in objects.iter().filter(|o| o["kind"] == "Service") {
+            let name = format!(
+                "{}/{}",
+                ns(svc),
+                svc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("")
+            );
+            let spec = &svc["spec"];
+            let policy = |f: &str| spec[f].as_str().unwrap_or("Cluster").to_string();
+            ix.policy.insert(
+                name.clone(),
+                (policy("internalTrafficPolicy"), policy("externalTrafficPolicy")),
+            );
+            let mut cluster = strs(&spec["clusterIPs"]);
+            if cluster.is_empty() {
+                cluster.extend(spec["clusterIP"].as_str().map(str::to_string));
+            }
+            let lbs: Vec<String> = svc
+                .pointer("/status/loadBalancer/ingress")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i["ip"].as_str().map(str::to_string))
+                .collect();
+            let external = strs(&spec["externalIPs"]);
+            for port in spec["ports"].as_array().into_iter().flatten() {
+                let proto = port["protocol"].as_str().unwrap_or("TCP").to_lowercase();
+                let num = port["port"].as_u64().unwrap_or(0);
+                for (kind, ips) in [("cluster", &cluster), ("external", &external), ("lb", &lbs)] {
+                    for ip in ips {
+                        ix.by_addr
+                            .insert((proto.clone(), ip.clone(), num), (name.clone(), kind));
+                    }
+                }
+                if let Some(np) = port["nodePort"].as_u64() {
+                    ix.by_node_port.insert((proto.clone(), np), name.clone());
+                }
+            }
+        }
+        ix
+    }
+
+    /// `diff` with ` @ ` and what its virtual server is for, if it is an IPVS line.
+    fn annotate(&self, diff: &str) -> String {
+        let w: Vec<&str> = diff.split_whitespace().collect();
+        if w.first() != Some(&"ipvs") || w.len() < 5 {
+            return diff.to_string();
+        }
+        let proto = match w[3] {
+            "-t" => "tcp",
+            "-u" => "udp",
+            "--sctp-service" => "sctp",
+            _ => return diff.to_string(),
+        };
+        let Some((host, port)) = w[4].rsplit_once(':') else {
+            return diff.to_string();
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let Ok(port) = port.parse::<u64>() else {
+            return diff.to_string();
+        };
+        let found = match self.by_addr.get(&(proto.to_string(), host.to_string(), port)) {
+            Some((svc, kind)) => Some((svc, *kind)),
+            None => self
+                .by_node_port
+                .get(&(proto.to_string(), port))
+                .map(|svc| (svc, "nodeport")),
+        };
+        let Some((svc, kind)) = found else {
+            return diff.to_string();
+        };
+        let (itp, etp) = &self.policy[svc];
+        let policy = if kind == "cluster" { itp } else { etp };
+        let local = self
+            .local
+            .get(&(svc.clone(), family_of(host)))
+            .copied()
+            .unwrap_or(0);
+        format!("{diff} @ {svc} {kind} policy={policy} local={local}")
+    }
+}
+
+#[test]
+fn a_seed_gives_the_same_cluster_every_time_and_seeds_differ() {
+    let a = generate(7, 30);
+    let b = generate(7, 30);
+    assert_eq!(a.objects, b.objects);
+    assert_eq!(a.scheduler, b.scheduler);
+    assert_ne!(generate(8, 30).objects, a.objects);
+}
+
+#[test]
+fn the_readme_lists_intended_differences_and_they_match_whole_lines() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .unwrap();
+    let intended = intended_from_readme(&readme);
+    assert!(!intended.is_empty(), "no intended differences in the README");
+    for i in &intended {
+        assert!(!i.why.is_empty(), "`{}` has no reason", i.pattern);
+    }
+    let d = vec!["sysctl > net.ipv4.vs.conntrack = 0".to_string()];
+    assert_eq!(unintended(&d, &intended).len(), 1, "an unlisted line passed");
+}
+
+#[test]
+#[ignore = "kernel test: runs in the lab via scripts/test.sh"]
+fn kube_ipvs_programs_the_node_as_upstream_kube_proxy_does() {
+    let _serial = common::ipvs_serial();
+    assert_eq!(
+        std::env::var("KUBE_IPVS_KERNEL_TESTS").as_deref(),
+        Ok("1"),
+        "kernel test run outside the lab"
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let admin_kc = env("KUBE_IPVS_CP_ADMIN_KUBECONFIG");
+    let sa_kc = env("KUBE_IPVS_CP_KUBECONFIG");
+    let kube_proxy = env("KUBE_IPVS_CP_KUBE_PROXY");
+    let admin = rt.block_on(client(&admin_kc));
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .unwrap();
+    let intended = intended_from_readme(&readme);
+    let mut failures = Vec::new();
+    for case in cases() {
+        eprintln!(
+            "== {}: {} objects, node {}, scheduler {:?}",
+            case.name,
+            case.objects.len(),
+            case.node,
+            case.scheduler
+        );
+        rt.block_on(load(&admin, &case.objects));
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(dir.path(), &case.node, &admin_kc, &case.scheduler);
+        // Each proxy runs from a thread of its own, which moves to a fresh
+        // network namespace with the node's uplink; this thread stays in
+        // the guest's, where the API client's connections live.
+        let states = [Which::Upstream, Which::KubeIpvs].map(|which| {
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    common::netns();
+                    uplink().expect("an uplink to the host");
+                    let bin = match which {
+                        Which::Upstream => kube_proxy.as_str(),
+                        Which::KubeIpvs => common::KUBE_IPVS,
+                    };
+                    let log = dir.path().join(format!("{which:?}.log"));
+                    let t0 = std::time::Instant::now();
+                    let mut d = start(which, bin, &config, &sa_kc, log);
+                    let state = settled(&mut d, which);
+                    eprintln!("  {which:?}: settled {:.1} s after its start", t0.elapsed().as_secs_f64());
+                    // As a DaemonSet swap stops it: no cleanup.
+                    d.kill9();
+                    let log = d.log();
+                    (state, log)
+                })
+                .join()
+                .unwrap_or_else(|_| panic!("{}: running {which:?} failed", case.name))
+            })
+        });
+        let index = Index::new(&case.objects, &case.node);
+        let diffs: Vec<String> = differences(&states[0].0, &states[1].0)
+            .iter()
+            .map(|d| index.annotate(d))
+            .collect();
+        let bad = unintended(&diffs, &intended);
+        for d in &diffs {
+            match intended.iter().find(|i| i.pattern.is_match(d)) {
+                Some(i) => eprintln!("  intended   {d}   ({})", i.why),
+                None => eprintln!("  UNINTENDED {d}"),
+            }
+        }
+        eprintln!(
+            "  {}: {} differences, {} unintended; IPVS lines {} (upstream) / {} (kube-ipvs)",
+            case.name,
+            diffs.len(),
+            bad.len(),
+            states[0].0.sections["ipvs"].len(),
+            states[1].0.sections["ipvs"].len()
+        );
+        if !bad.is_empty() {
+            failures.push(format!(
+                "{}: {} unintended differences:\n{}\nupstream's log (tail):\n{}\nkube-ipvs's log (tail):\n{}",
+                case.name,
+                bad.len(),
+                bad.iter().map(|s| s.as_str()).collect::<Vec<_>>().join("\n"),
+                tail(&states[0].1, 30),
+                tail(&states[1].1, 30),
+            ));
+        }
+        rt.block_on(unload(&admin, &case.objects));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
