@@ -91,10 +91,15 @@ printf '  %s\n' "${bins[@]}"
 
 IFS=", " read -ra kernels <<<"${KUBE_IPVS_TEST_KERNELS:-6.1 6.12}"
 [ ${#kernels[@]} -gt 0 ] || { echo "test.sh: KUBE_IPVS_TEST_KERNELS names no kernel" >&2; exit 1; }
-summaries=(); bad=0
+summaries=(); bad=0; ki=0
 for k in "${kernels[@]}"; do
   step "kernel suite in the lab on kernel $k"
   t0=$(date +%s)
+  # The differential test against upstream kube-proxy: examples/manifests and
+  # two seeded cluster states per kernel, other seeds on each kernel
+  # (scripts/compare-upstream.sh --seeds runs any others).
+  export KUBE_IPVS_COMPARE_SEEDS=${KUBE_IPVS_TEST_SEEDS:-$((2 * ki + 1)),$((2 * ki + 2))}
+  ki=$((ki + 1))
   set +e
   scripts/kernel-lab.sh --net --kernel "$k" --timeout "${KUBE_IPVS_LAB_TIMEOUT:-1800}" -- scripts/kernel-suite.sh "${bins[@]}" 2>&1 | tee "$log"
   lab_rc=${PIPESTATUS[0]}

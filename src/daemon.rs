@@ -16,6 +16,7 @@ use crate::changes::{Batch, Hooks, ObjKey, Sources, lock};
 use crate::config::Settings;
 use crate::health::{self, ProxyHealth, ServiceHealthServer};
 use crate::metrics::{Metrics, ReasonLabel, unix_seconds};
+use crate::model::contribution::{FAMILY_NAMES, family_slot};
 use crate::model::input::SvcId;
 use crate::model::node::NodeInfo;
 use crate::node;
@@ -189,6 +190,18 @@ async fn run_async(settings: Settings, manifests: Option<PathBuf>) -> Result<()>
     let posts = Arc::new(tokio::sync::Semaphore::new(EVENT_POSTS_IN_FLIGHT));
     let mut warned = std::collections::BTreeSet::new();
     let mut d = Daemon::new(Proxier::new(settings.proxy.clone(), node), hooks);
+    // Upstream labels sync metrics and health status per family proxier.
+    let families: Vec<&'static str> = d
+        .proxier
+        .config()
+        .families
+        .iter()
+        .map(|&f| FAMILY_NAMES[family_slot(f)])
+        .collect();
+    metrics.set_families(families.clone());
+    health.set_families(families);
+    health.count_answers_in(metrics.clone());
+    health.loop_started();
     tokio::pin!(shutdown);
     loop {
         let reason = tokio::select! {
@@ -196,7 +209,13 @@ async fn run_async(settings: Settings, manifests: Option<PathBuf>) -> Result<()>
             () = &mut shutdown => break,
             r = runner.wait() => r,
         };
-        let Some(batch) = lock(&sources).take_batch() else {
+        let taken = lock(&sources).take_batch();
+        if taken.is_some() {
+            // The batch holds every pending change now (upstream's pending
+            // gauges fall to 0 when its proxier takes the changes).
+            metrics.set_pending(0, 0);
+        }
+        let Some(batch) = taken else {
             // Not every source has listed yet: programming now would delete
             // what the missing objects describe.
             runner.finished(true);
@@ -583,8 +602,19 @@ impl Daemon {
         m.iptables_restore_failures_total.inc_by(ipt as u64);
         m.draining_real_servers
             .set(self.proxier.drains().len() as i64);
-        let (internal, external) = self.proxier.no_local_endpoints();
-        m.set_no_local_endpoints(internal, external);
+        let by_family = self.proxier.no_local_endpoints_by_family();
+        let served: Vec<(&'static str, usize, usize)> = self
+            .proxier
+            .config()
+            .families
+            .iter()
+            .map(|&f| {
+                let slot = family_slot(f);
+                let (i, e) = by_family[slot];
+                (FAMILY_NAMES[slot], i, e)
+            })
+            .collect();
+        m.set_no_local_endpoints(&served);
     }
 }
 

@@ -35,6 +35,13 @@ struct HealthState {
     last_updated: Option<SystemTime>,
     oldest_queued: Option<SystemTime>,
     node_eligible: bool,
+    /// When the sync loop started: upstream's proxiers mark themselves
+    /// updated then, "in case Sync() never succeeds" (ipvs/proxier.go
+    /// SyncLoop), so `status` has their families from the start.
+    started: Option<SystemTime>,
+    /// The families served ("IPv4", "IPv6"): upstream's `status` has one
+    /// entry per family proxier that has synced.
+    families: Vec<&'static str>,
 }
 
 /// What the sync loop reports: changes queued, rules applied. Upstream
@@ -44,6 +51,9 @@ pub struct ProxyHealth {
     state: Mutex<HealthState>,
     timeout: Duration,
     clock: Clock,
+    /// Where /healthz and /livez answers are counted (upstream's
+    /// `kubeproxy_proxy_healthz_total` / `_livez_total`).
+    answers: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for ProxyHealth {
@@ -62,6 +72,8 @@ pub struct HealthStatus {
     pub last_updated: Option<SystemTime>,
     pub current_time: SystemTime,
     pub node_eligible: bool,
+    /// The sync loop's start (see `HealthState::started`).
+    pub started: Option<SystemTime>,
 }
 
 impl ProxyHealth {
@@ -77,6 +89,7 @@ impl ProxyHealth {
             }),
             timeout: sync_period.saturating_mul(2),
             clock,
+            answers: std::sync::OnceLock::new(),
         }
     }
 
@@ -97,6 +110,24 @@ impl ProxyHealth {
         let mut s = self.lock();
         s.last_updated = Some(now);
         s.oldest_queued = None;
+    }
+
+    /// The sync loop starts: the families count as updated now, as
+    /// upstream's do (the first sync has not succeeded, so not ready).
+    pub fn loop_started(&self) {
+        let now = (self.clock)();
+        self.lock().started = Some(now);
+    }
+
+    /// Counts every /healthz and /livez answer in `m`, by status code.
+    pub fn count_answers_in(&self, m: Arc<crate::metrics::Metrics>) {
+        let _ = self.answers.set(m);
+    }
+
+    /// The families this proxy serves, for the per-family `status` of the
+    /// health answers.
+    pub fn set_families(&self, families: Vec<&'static str>) {
+        self.lock().families = families;
     }
 
     /// /healthz fails (but /livez does not) while the node is being deleted,
@@ -125,6 +156,7 @@ impl ProxyHealth {
             last_updated: s.last_updated,
             current_time: now,
             node_eligible: s.node_eligible,
+            started: s.started,
         }
     }
 }
@@ -171,21 +203,46 @@ fn not_found() -> Resp {
     )
 }
 
+/// Upstream's ProxyHealth JSON (pkg/proxy/healthcheck/proxy_health.go):
+/// `lastUpdated` is the current time while healthy (kept from older
+/// releases, where it was the last sync loop run), `healthy` leaves node
+/// eligibility out, and `status` has an entry per family once it synced.
 fn health_response(health: &ProxyHealth, with_node: bool) -> Resp {
     let s = health.status();
     let ok = s.healthy && (!with_node || s.node_eligible);
+    let last = if ok { Some(s.current_time) } else { s.last_updated };
     let mut body = serde_json::json!({
-        "lastUpdated": rfc3339(s.last_updated),
+        "lastUpdated": rfc3339(last),
         "currentTime": rfc3339(Some(s.current_time)),
+        "healthy": s.healthy,
     });
     if with_node {
         body["nodeEligible"] = s.node_eligible.into();
+    }
+    let family_updated = s.last_updated.or(s.started);
+    if family_updated.is_some() {
+        let families = health.lock().families.clone();
+        let status: serde_json::Map<String, serde_json::Value> = families
+            .into_iter()
+            .map(|f| {
+                (
+                    f.to_string(),
+                    serde_json::json!({"lastUpdated": rfc3339(family_updated), "healthy": s.healthy}),
+                )
+            })
+            .collect();
+        if !status.is_empty() {
+            body["status"] = status.into();
+        }
     }
     let status = if ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    if let Some(m) = health.answers.get() {
+        m.health_answer(!with_node, status.as_u16());
+    }
     response(status, "application/json", body.to_string())
 }
 
@@ -513,13 +570,26 @@ mod tests {
                 .contains("content-type: application/json")
         );
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(v["lastUpdated"], "0001-01-01T00:00:00Z");
+        // Upstream's fields: lastUpdated is "now" while healthy, and there is
+        // no per-family status before a family has synced.
+        assert_eq!(v["lastUpdated"], "2023-11-14T22:13:20Z");
         assert_eq!(v["currentTime"], "2023-11-14T22:13:20Z");
         assert_eq!(v["nodeEligible"], true);
+        assert_eq!(v["healthy"], true);
+        assert!(v.get("status").is_none(), "{v}");
+        h.set_families(vec!["IPv4", "IPv6"]);
+        h.loop_started();
+        let v: serde_json::Value = serde_json::from_str(&get(a, "/livez").await.2).unwrap();
+        assert_eq!(v["status"]["IPv4"]["lastUpdated"], "2023-11-14T22:13:20Z", "{v}");
+        assert_eq!(get(a, "/readyz").await.0, 503, "started is not synced");
 
         h.queued_update();
         advance(&t, 61);
-        assert_eq!(get(a, "/healthz").await.0, 503);
+        let (code, _, body) = get(a, "/healthz").await;
+        assert_eq!(code, 503);
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["healthy"], false);
+        assert_eq!(v["lastUpdated"], "0001-01-01T00:00:00Z", "never synced");
         assert_eq!(get(a, "/livez").await.0, 503);
         assert_eq!(get(a, "/readyz").await.0, 503);
         h.updated();
@@ -529,6 +599,8 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(v["lastUpdated"], "2023-11-14T22:14:21Z");
         assert!(v.get("nodeEligible").is_none());
+        assert_eq!(v["status"]["IPv6"]["healthy"], true);
+        assert_eq!(v["status"]["IPv4"]["lastUpdated"], "2023-11-14T22:14:21Z");
 
         // A node being deleted fails /healthz only.
         h.set_node_eligible(false);
@@ -541,6 +613,8 @@ mod tests {
     async fn metrics_over_http() {
         let m = Arc::new(Metrics::new());
         m.drift_repairs_total.inc();
+        m.set_families(vec!["IPv4"]);
+        m.sync_done(Duration::from_millis(2), SystemTime::now());
         let h = Arc::new(ProxyHealth::new(Duration::from_secs(30)));
         let srv = metrics_server(local(), m, h).await.unwrap();
         let (code, raw, body) = get(srv.local_addr(), "/metrics").await;

@@ -28,9 +28,31 @@ pub enum TrafficPolicy {
     external,
 }
 
+/// `ip_family` and `traffic_policy` of the no-local-endpoints gauge, as upstream.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TrafficPolicyLabel {
+    pub ip_family: &'static str,
     pub traffic_policy: TrafficPolicy,
+}
+
+/// `ip_family` ("IPv4", "IPv6") of the per-family sync metrics: upstream
+/// runs one proxier per family and labels their metrics so (1.30+).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct IpFamilyLabel {
+    pub ip_family: &'static str,
+}
+
+/// `code` of the health endpoints' answer counters ("200", "503").
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: &'static str,
+}
+
+type SyncHistogram = Family<IpFamilyLabel, Histogram, fn() -> Histogram>;
+
+/// Upstream SyncProxyRulesLatency: ExponentialBuckets(0.001, 2, 15).
+fn sync_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 15))
 }
 
 /// `reason` of `kube_ipvs_service_failures_total` (see `FailureReason::label`).
@@ -58,9 +80,14 @@ type GaugeF64 = Gauge<f64, AtomicU64>;
 /// Counters are registered without `_total`: the encoder appends it.
 pub struct Metrics {
     registry: Registry,
-    pub sync_duration: Histogram,
-    pub last_sync_timestamp: GaugeF64,
-    pub last_queued_timestamp: GaugeF64,
+    /// The families served; the per-family metrics are set for each (one
+    /// sync programs them all, so they share its duration and times).
+    families: std::sync::RwLock<Vec<&'static str>>,
+    pub sync_duration: SyncHistogram,
+    pub last_sync_timestamp: Family<IpFamilyLabel, GaugeF64>,
+    pub last_queued_timestamp: Family<IpFamilyLabel, GaugeF64>,
+    pub proxy_healthz_total: Family<CodeLabel, Counter>,
+    pub proxy_livez_total: Family<CodeLabel, Counter>,
     pub network_programming_duration: Histogram,
     pub endpoint_changes_total: Counter,
     pub service_changes_total: Counter,
@@ -106,10 +133,12 @@ impl Metrics {
         let mut registry = Registry::default();
         let m = Metrics {
             registry: Registry::default(),
-            // Upstream SyncProxyRulesLatency: ExponentialBuckets(0.001, 2, 15).
-            sync_duration: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
-            last_sync_timestamp: GaugeF64::default(),
-            last_queued_timestamp: GaugeF64::default(),
+            families: std::sync::RwLock::new(Vec::new()),
+            sync_duration: Family::new_with_constructor(sync_histogram),
+            last_sync_timestamp: Family::default(),
+            last_queued_timestamp: Family::default(),
+            proxy_healthz_total: Family::default(),
+            proxy_livez_total: Family::default(),
             network_programming_duration: Histogram::new(network_programming_buckets()),
             endpoint_changes_total: Counter::default(),
             service_changes_total: Counter::default(),
@@ -143,6 +172,16 @@ impl Metrics {
             "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds",
             "The last time a sync of proxy rules was queued",
             m.last_queued_timestamp.clone(),
+        );
+        r.register(
+            "kubeproxy_proxy_healthz",
+            "Cumulative proxy healthz HTTP status",
+            m.proxy_healthz_total.clone(),
+        );
+        r.register(
+            "kubeproxy_proxy_livez",
+            "Cumulative proxy livez HTTP status",
+            m.proxy_livez_total.clone(),
         );
         r.register(
             "kubeproxy_network_programming_duration_seconds",
@@ -257,9 +296,28 @@ impl Metrics {
     }
 
     /// A sync finished successfully at `now` after `took`.
+    /// The families served ("IPv4", "IPv6"), before the first sync.
+    pub fn set_families(&self, families: Vec<&'static str>) {
+        *self.families.write().unwrap_or_else(|e| e.into_inner()) = families;
+    }
+
+    fn families(&self) -> Vec<&'static str> {
+        self.families
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     pub fn sync_done(&self, took: Duration, now: SystemTime) {
-        self.sync_duration.observe(took.as_secs_f64());
-        self.last_sync_timestamp.set(unix_seconds(now));
+        for ip_family in self.families() {
+            let l = IpFamilyLabel { ip_family };
+            self.sync_duration
+                .get_or_create(&l)
+                .observe(took.as_secs_f64());
+            self.last_sync_timestamp
+                .get_or_create(&l)
+                .set(unix_seconds(now));
+        }
     }
 
     /// A change was queued (upstream sets this when a run is requested).
@@ -278,7 +336,22 @@ impl Metrics {
     }
 
     pub fn queued(&self, now: SystemTime) {
-        self.last_queued_timestamp.set(unix_seconds(now));
+        for ip_family in self.families() {
+            self.last_queued_timestamp
+                .get_or_create(&IpFamilyLabel { ip_family })
+                .set(unix_seconds(now));
+        }
+    }
+
+    /// One answer of /healthz (`livez` false) or /livez, by status code.
+    pub fn health_answer(&self, livez: bool, code: u16) {
+        let code = if code == 200 { "200" } else { "503" };
+        let f = if livez {
+            &self.proxy_livez_total
+        } else {
+            &self.proxy_healthz_total
+        };
+        f.get_or_create(&CodeLabel { code }).inc();
     }
 
     pub fn set_pending(&self, services: usize, endpoints: usize) {
@@ -286,14 +359,21 @@ impl Metrics {
         self.endpoint_changes_pending.set(endpoints as i64);
     }
 
-    pub fn set_no_local_endpoints(&self, internal: usize, external: usize) {
-        for (p, n) in [
-            (TrafficPolicy::internal, internal),
-            (TrafficPolicy::external, external),
-        ] {
-            self.no_local_endpoints
-                .get_or_create(&TrafficPolicyLabel { traffic_policy: p })
-                .set(n as i64);
+    /// Services per family with a Local (internal, external) traffic policy
+    /// and no local endpoint.
+    pub fn set_no_local_endpoints(&self, by_family: &[(&'static str, usize, usize)]) {
+        for &(ip_family, internal, external) in by_family {
+            for (p, n) in [
+                (TrafficPolicy::internal, internal),
+                (TrafficPolicy::external, external),
+            ] {
+                self.no_local_endpoints
+                    .get_or_create(&TrafficPolicyLabel {
+                        ip_family,
+                        traffic_policy: p,
+                    })
+                    .set(n as i64);
+            }
         }
     }
 
@@ -404,6 +484,7 @@ mod tests {
     #[test]
     fn exposition_has_upstream_and_own_names() {
         let m = Metrics::new();
+        m.set_families(vec!["IPv4"]);
         m.sync_done(
             Duration::from_millis(3),
             UNIX_EPOCH + Duration::from_secs(1000),
@@ -412,22 +493,23 @@ mod tests {
         m.endpoint_changes_total.inc();
         m.service_changes_total.inc_by(2);
         m.set_pending(4, 5);
-        m.set_no_local_endpoints(1, 2);
+        m.set_no_local_endpoints(&[("IPv4", 1, 2)]);
         m.netlink_operations_total.inc_by(10);
         let text = m.encode_openmetrics();
         for name in [
-            "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.001\"} 0",
-            "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.004\"} 1",
-            "kubeproxy_sync_proxy_rules_duration_seconds_count 1",
-            "kubeproxy_sync_proxy_rules_last_timestamp_seconds 1000.0",
-            "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds 999.0",
+            // The client puts `le` first; label order means nothing to Prometheus.
+            "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.001\",ip_family=\"IPv4\"} 0",
+            "kubeproxy_sync_proxy_rules_duration_seconds_bucket{le=\"0.004\",ip_family=\"IPv4\"} 1",
+            "kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"} 1",
+            "kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family=\"IPv4\"} 1000.0",
+            "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds{ip_family=\"IPv4\"} 999.0",
             "kubeproxy_network_programming_duration_seconds_bucket{le=\"0.25\"} 0",
             "kubeproxy_sync_proxy_rules_endpoint_changes_total 1",
             "kubeproxy_sync_proxy_rules_service_changes_total 2",
             "kubeproxy_sync_proxy_rules_service_changes_pending 4",
             "kubeproxy_sync_proxy_rules_endpoint_changes_pending 5",
-            "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"internal\"} 1",
-            "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"external\"} 2",
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family=\"IPv4\",traffic_policy=\"internal\"} 1",
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family=\"IPv4\",traffic_policy=\"external\"} 2",
             "kubeproxy_sync_proxy_rules_iptables_restore_failures_total 0",
             "kube_ipvs_netlink_operations_total 10",
             "kube_ipvs_netlink_batches_total 0",
@@ -445,7 +527,8 @@ mod tests {
     fn prometheus_text_is_the_default_format() {
         let m = Metrics::new();
         m.endpoint_changes_total.inc();
-        m.set_no_local_endpoints(0, 3);
+        m.set_families(vec!["IPv4", "IPv6"]);
+        m.set_no_local_endpoints(&[("IPv6", 0, 3)]);
         m.sync_done(Duration::from_millis(3), UNIX_EPOCH);
         let text = m.encode();
         let om = m.encode_openmetrics();
@@ -456,7 +539,7 @@ mod tests {
             "# TYPE kubeproxy_sync_proxy_rules_last_timestamp_seconds gauge",
             "# TYPE kubeproxy_sync_proxy_rules_duration_seconds histogram",
             "# TYPE kubeproxy_sync_proxy_rules_no_local_endpoints_total gauge",
-            "kubeproxy_sync_proxy_rules_no_local_endpoints_total{traffic_policy=\"external\"} 3",
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total{ip_family=\"IPv6\",traffic_policy=\"external\"} 3",
             "kubeproxy_sync_proxy_rules_endpoint_changes_total 1",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");

@@ -12,11 +12,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use common::cluster::{client, env, load, unload};
-use common::gen_cluster::{NODE, ZONE, generate};
+use common::gen_cluster::{NODE, generate, node_object};
 use common::upstream::{
-    Which, differences, intended_from_readme, settled, start, unintended, write_config,
+    Which, differences, health_before_sync, health_shapes,
+    intended_from_readme, metric_shapes, scrape, settled, start, unintended, write_config,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 
 #[path = "../examples/lab/uplink.rs"]
 mod uplink;
@@ -34,15 +35,7 @@ struct Case {
 
 /// The Node of generated states: this zone, both of the uplink's addresses.
 fn parity_node() -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Node",
-        "metadata": {"name": NODE, "labels": {"topology.kubernetes.io/zone": ZONE,
-                                              "kubernetes.io/hostname": NODE}},
-        "status": {"addresses": [
-            {"type": "InternalIP", "address": NODE_IP},
-            {"type": "InternalIP", "address": NODE_IP6},
-            {"type": "Hostname", "address": NODE}]},
-    })
+    node_object(NODE_IP, NODE_IP6)
 }
 
 /// Every document of the YAML or JSON files at `path` (a file or a
@@ -273,6 +266,47 @@ fn a_seed_gives_the_same_cluster_every_time_and_seeds_differ() {
 }
 
 #[test]
+fn metric_shapes_keep_names_types_labels_and_buckets_not_values() {
+    let text = "# HELP kubeproxy_sync_proxy_rules_duration_seconds d\n\
+        # TYPE kubeproxy_sync_proxy_rules_duration_seconds histogram\n\
+        kubeproxy_sync_proxy_rules_duration_seconds_bucket{ip_family=\"IPv4\",le=\"0.001\"} 0\n\
+        kubeproxy_sync_proxy_rules_duration_seconds_bucket{ip_family=\"IPv4\",le=\"+Inf\"} 1\n\
+        kubeproxy_sync_proxy_rules_duration_seconds_sum{ip_family=\"IPv4\"} 0.5\n\
+        kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"} 1\n\
+        # TYPE kubeproxy_sync_proxy_rules_last_timestamp_seconds gauge\n\
+        kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family=\"IPv6\",x=\"a,b\"} 1.7e9\n\
+        # TYPE go_goroutines gauge\n\
+        go_goroutines 7\n";
+    assert_eq!(
+        metric_shapes(text),
+        vec![
+            "kubeproxy_sync_proxy_rules_duration_seconds histogram labels=ip_family buckets=0.001,inf",
+            "kubeproxy_sync_proxy_rules_last_timestamp_seconds gauge labels=ip_family,x",
+        ]
+    );
+}
+
+#[test]
+fn rules_that_need_an_empty_set_are_left_out_and_negated_ones_are_not() {
+    let save = "create A hash:ip family inet hashsize 1024 maxelem 65536 bucketsize 12 initval 0x1\n\
+                create B bitmap:port range 0-65535\nadd B 80\n";
+    let empty = common::upstream::empty_sets(save);
+    assert_eq!(empty.iter().collect::<Vec<_>>(), vec!["A"]);
+    let m = common::upstream::matches_only_empty_set;
+    assert!(m("nat -A KUBE-SERVICES -m set --match-set A dst,dst -j ACCEPT", &empty));
+    assert!(!m("nat -A KUBE-SERVICES -m set ! --match-set A dst,dst -j ACCEPT", &empty));
+    assert!(!m("nat -A KUBE-SERVICES -m set --match-set B dst -j ACCEPT", &empty));
+    assert_eq!(
+        common::upstream::normalise_ipset(save),
+        vec![
+            "add B 80",
+            "create A hash:ip family inet hashsize 1024 maxelem 65536",
+            "create B bitmap:port range 0-65535"
+        ]
+    );
+}
+
+#[test]
 fn the_readme_lists_intended_differences_and_they_match_whole_lines() {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
         .unwrap();
@@ -333,8 +367,13 @@ fn kube_ipvs_programs_the_node_as_upstream_kube_proxy_does() {
                     let log = dir.path().join(format!("{which:?}.log"));
                     let t0 = std::time::Instant::now();
                     let mut d = start(which, bin, &config, &sa_kc, log);
-                    let state = settled(&mut d, which);
+                    let before = health_before_sync(&mut d, which);
+                    let mut state = settled(&mut d, which);
                     eprintln!("  {which:?}: settled {:.1} s after its start", t0.elapsed().as_secs_f64());
+                    let mut health = before.unwrap_or_default();
+                    health.extend(health_shapes("synced"));
+                    state.sections.insert("health", health);
+                    state.sections.insert("metrics", metric_shapes(&scrape()));
                     // As a DaemonSet swap stops it: no cleanup.
                     d.kill9();
                     let log = d.log();
@@ -344,6 +383,20 @@ fn kube_ipvs_programs_the_node_as_upstream_kube_proxy_does() {
                 .unwrap_or_else(|_| panic!("{}: running {which:?} failed", case.name))
             })
         });
+        // A proxy that synced before its health endpoints answered leaves no
+        // before-sync sample; compare those only when both have one.
+        let mut states = states;
+        let sampled = |st: &common::upstream::NodeState| {
+            st.sections["health"].iter().any(|l| l.starts_with("before-sync"))
+        };
+        if !(sampled(&states[0].0) && sampled(&states[1].0)) {
+            eprintln!("  (no before-sync health sample from both; not compared)");
+            for (st, _) in states.iter_mut() {
+                if let Some(h) = st.sections.get_mut("health") {
+                    h.retain(|l| !l.starts_with("before-sync"));
+                }
+            }
+        }
         let index = Index::new(&case.objects, &case.node);
         let diffs: Vec<String> = differences(&states[0].0, &states[1].0)
             .iter()

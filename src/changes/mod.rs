@@ -138,9 +138,11 @@ impl Hooks {
     /// Fresh hooks with a 30 s sync period, for tests.
     #[cfg(test)]
     pub fn for_tests() -> Self {
+        let metrics = Arc::new(Metrics::new());
+        metrics.set_families(vec!["IPv4"]);
         Hooks {
             trigger: Trigger::new(),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
             health: Arc::new(ProxyHealth::new(std::time::Duration::from_secs(30))),
         }
     }
@@ -269,7 +271,13 @@ pub fn feed(
     match eligibility {
         Eligibility::Keep => {}
         Eligibility::Set(e) => hooks.health.set_node_eligible(e),
-        Eligibility::Tracked(name) => hooks.health.set_node_eligible(s.node_eligible(name)),
+        // Until the Node list is complete, its absence means nothing: stay
+        // eligible. kube-proxy reads its Node before it serves /healthz at
+        // all, so it never answers 503 for a Node it has not looked up.
+        Eligibility::Tracked(name) if s.node.synced() => {
+            hooks.health.set_node_eligible(s.node_eligible(name))
+        }
+        Eligibility::Tracked(_) => {}
     }
     if s.ready() && (fed.changed || fed.first_sync) {
         drop(s);
@@ -521,7 +529,9 @@ mod tests {
             SystemTime::UNIX_EPOCH,
         );
         let text = h.metrics.encode();
-        assert!(text.contains("kubeproxy_sync_proxy_rules_duration_seconds_count 1"));
+        assert!(text.contains(
+            "kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"} 1"
+        ));
         assert!(text.contains("kubeproxy_network_programming_duration_seconds_count 1"));
         assert!(h.health.status().last_updated.is_some());
         assert!(h.trigger.is_pending());

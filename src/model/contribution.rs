@@ -43,7 +43,8 @@ pub struct Contribution {
     pub health: Option<HealthCheck>,
     pub no_node_access: Vec<NoNodeAccess>,
     pub warnings: Vec<String>,
-    pub no_local_endpoints: NoLocalEndpoints,
+    /// Per family (IPv4, IPv6), as upstream's per-family proxiers count.
+    pub no_local_endpoints: [NoLocalEndpoints; 2],
     /// Why the Service contributes nothing at all, if it was refused.
     pub refused: Option<Refusal>,
     /// The Service's age, which decides conflicts over a virtual server.
@@ -77,6 +78,17 @@ impl fmt::Display for Refusal {
                  (reduce its ports or addresses, or raise the cap)"
             ),
         }
+    }
+}
+
+/// Upstream's name of each family, by [`family_slot`].
+pub const FAMILY_NAMES: [&str; 2] = ["IPv4", "IPv6"];
+
+/// A family's slot in per-family arrays: 0 IPv4, 1 IPv6.
+pub fn family_slot(f: Family) -> usize {
+    match f {
+        Family::Inet => 0,
+        Family::Inet6 => 1,
     }
 }
 
@@ -247,8 +259,9 @@ pub fn contribution(
             // Upstream counts only when some endpoint is usable somewhere
             // (`hasAnyEndpoints`): the cluster selection is then non-empty.
             if sel.local.is_empty() && !sel.cluster.is_empty() {
-                b.out.no_local_endpoints.internal |= svc.internal_local;
-                b.out.no_local_endpoints.external |= svc.external_local;
+                let n = &mut b.out.no_local_endpoints[family_slot(fam)];
+                n.internal |= svc.internal_local;
+                n.external |= svc.external_local;
             }
             per_port(&mut b, svc, port, cip, &node_ips, node, &eps, &sel);
         }

@@ -88,7 +88,7 @@ pub struct Proxier {
     pub(super) drains: HashMap<(ServiceKey, SocketAddr), u64>,
     /// Services counted in `no_local_endpoints` (internal, external), kept
     /// up to date as contributions change.
-    pub(super) no_local: (usize, usize),
+    pub(super) no_local: [(usize, usize); 2],
     /// What the last plan's edits and deletions replaced, by op index.
     pub(super) undo: Vec<(usize, Undo)>,
     /// Schedulers the kernel said it lacks (ENOENT): Services asking for
@@ -115,7 +115,7 @@ impl Proxier {
             globals_dirty: true,
             applied: KernelState::default(),
             drains: HashMap::new(),
-            no_local: (0, 0),
+            no_local: [(0, 0); 2],
             undo: Vec::new(),
             missing_schedulers: BTreeSet::new(),
             failing: HashMap::new(),
@@ -154,6 +154,12 @@ impl Proxier {
     /// Services with a Local (internal, external) traffic policy and no local
     /// endpoint while others exist, as of the last `sync`/`repair`.
     pub fn no_local_endpoints(&self) -> (usize, usize) {
+        let [a, b] = self.no_local;
+        (a.0 + b.0, a.1 + b.1)
+    }
+
+    /// [`Self::no_local_endpoints`] per family, by `family_slot`.
+    pub fn no_local_endpoints_by_family(&self) -> [(usize, usize); 2] {
         self.no_local
     }
 
@@ -163,8 +169,10 @@ impl Proxier {
                 *n = if add { *n + 1 } else { n.saturating_sub(1) };
             }
         };
-        step(&mut self.no_local.0, c.no_local_endpoints.internal);
-        step(&mut self.no_local.1, c.no_local_endpoints.external);
+        for (n, f) in self.no_local.iter_mut().zip(&c.no_local_endpoints) {
+            step(&mut n.0, f.internal);
+            step(&mut n.1, f.external);
+        }
     }
 
     /// Per-Service warnings: invalid fields, bad annotations, lost key conflicts.

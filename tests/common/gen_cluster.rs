@@ -14,6 +14,20 @@ pub const NODE: &str = "parity-node";
 /// The Node's zone, for topology hints.
 pub const ZONE: &str = "zone-a";
 
+/// The Node both proxies run as, in [`ZONE`], with the node addresses given
+/// (the lab uplink's: examples/lab/uplink.rs).
+pub fn node_object(ip4: &str, ip6: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": NODE, "labels": {"topology.kubernetes.io/zone": ZONE,
+                                              "kubernetes.io/hostname": NODE}},
+        "status": {"addresses": [
+            {"type": "InternalIP", "address": ip4},
+            {"type": "InternalIP", "address": ip6},
+            {"type": "Hostname", "address": NODE}]},
+    })
+}
+
 /// A cluster state: the KubeProxyConfiguration's scheduler and every object.
 pub struct Generated {
     pub seed: u64,

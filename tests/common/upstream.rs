@@ -63,17 +63,8 @@ pub fn start(which: Which, binary: &str, config: &Path, kubeconfig: &str, log: P
 /// Waits until `which` has synced and the node's state holds still for
 /// two reads 2 s apart; returns that state.
 pub fn settled(d: &mut Daemon, which: Which) -> NodeState {
-    d.wait_for("the first sync", || match which {
-        // Upstream's /healthz is 200 before any sync; its metric is not.
-        Which::Upstream => http_get(METRICS, "/metrics").is_some_and(|(_, m)| {
-            ["IPv4", "IPv6"].iter().all(|f| {
-                m.contains(&format!(
-                    "kubeproxy_sync_proxy_rules_last_timestamp_seconds{{ip_family=\"{f}\"}}"
-                ))
-            })
-        }),
-        Which::KubeIpvs => http_get(HEALTHZ, "/readyz").is_some_and(|(c, _)| c == 200),
-    });
+    // Upstream's /healthz is 200 before any sync; its metric is not.
+    d.wait_for("the first sync", || has_synced(which));
     let deadline = Instant::now() + PATIENCE;
     let mut last = NodeState::read();
     loop {
@@ -351,4 +342,173 @@ pub fn unintended<'a>(diffs: &'a [String], intended: &[Intended]) -> Vec<&'a Str
         .iter()
         .filter(|d| !intended.iter().any(|i| i.pattern.is_match(d)))
         .collect()
+}
+
+/// A proxy's /metrics text, through curl: upstream answers in chunks,
+/// which the tests' one-line HTTP client does not decode.
+pub fn scrape() -> String {
+    try_sh(&format!("curl -sf --max-time 10 http://{METRICS}/metrics")).1
+}
+
+/// Every `kubeproxy_*` metric family with a non-zero sample in an
+/// exposition text, as `NAME TYPE labels=L1,L2 buckets=B1,B2`: what a
+/// dashboard or alert written for kube-proxy depends on (values differ by
+/// nature). A family with nothing observed yet is left out: upstream's
+/// client prints a vector only once a label set is used, ours prints some
+/// empty ones.
+pub fn metric_shapes(text: &str) -> Vec<String> {
+    let mut types: BTreeMap<&str, &str> = BTreeMap::new();
+    // family → (label names, bucket bounds)
+    let mut seen: BTreeMap<String, (std::collections::BTreeSet<String>, Vec<String>)> =
+        BTreeMap::new();
+    let mut nonzero = std::collections::BTreeSet::new();
+    for l in text.lines() {
+        if let Some(rest) = l.strip_prefix("# TYPE ") {
+            let mut w = rest.split_whitespace();
+            if let (Some(n), Some(t)) = (w.next(), w.next()) {
+                types.insert(n, t);
+            }
+            continue;
+        }
+        if l.starts_with('#') || !l.starts_with("kubeproxy_") {
+            continue;
+        }
+        let (name, labels) = match l.split_once('{') {
+            Some((n, rest)) => (n, rest.rsplit_once('}').map_or("", |(ls, _)| ls)),
+            None => (l.split_whitespace().next().unwrap_or(""), ""),
+        };
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| types.get(f) == Some(&"histogram")))
+            .unwrap_or(name);
+        let value: f64 = l.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        if value != 0.0 {
+            nonzero.insert(family.to_string());
+        }
+        let entry = seen.entry(family.to_string()).or_default();
+        for pair in split_labels(labels) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            if k == "le" {
+                let v = v.trim_matches('"').to_string();
+                if !entry.1.contains(&v) {
+                    entry.1.push(v);
+                }
+            } else if !k.is_empty() {
+                entry.0.insert(k.to_string());
+            }
+        }
+    }
+    seen.into_iter()
+        .filter(|(f, _)| nonzero.contains(f))
+        .map(|(f, (labels, buckets))| {
+            let t = types.get(f.as_str()).copied().unwrap_or("untyped");
+            let labels: Vec<String> = labels.into_iter().collect();
+            let mut line = format!("{f} {t} labels={}", labels.join(","));
+            if t == "histogram" {
+                // Bounds as numbers: "1" and "1.0" are the same bucket.
+                let b: Vec<String> = buckets
+                    .iter()
+                    .map(|b| b.parse::<f64>().map_or(b.clone(), |x| format!("{x}")))
+                    .collect();
+                line.push_str(&format!(" buckets={}", b.join(",")));
+            }
+            line
+        })
+        .collect()
+}
+
+/// `a="x",b="y,z"` → [`a="x"`, `b="y,z"`] (commas inside quotes kept).
+fn split_labels(s: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut start, mut quoted, mut escaped) = (0, false, false);
+    for (i, c) in s.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                out.push(s[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if start < s.len() {
+        out.push(s[start..].trim());
+    }
+    out.into_iter().filter(|p| !p.is_empty()).collect()
+}
+
+/// `/healthz` and `/livez` as `PATH CODE keys=K1,K2` (every JSON key path;
+/// values are times and differ by nature), prefixed by `when`.
+pub fn health_shapes(when: &str) -> Vec<String> {
+    ["/healthz", "/livez"]
+        .iter()
+        .map(|p| match http_get(HEALTHZ, p) {
+            Some((code, body)) => {
+                let mut keys = Vec::new();
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&body) {
+                    key_paths(&v, "", &mut keys);
+                } else {
+                    keys.push("(not JSON)".into());
+                }
+                // Before the first sync, upstream's `status` appears once its
+                // sync loop starts, a moment that varies from run to run.
+                if when == "before-sync" {
+                    keys.retain(|k| !k.starts_with("status."));
+                }
+                keys.sort();
+                format!("{when} {p} {code} keys={}", keys.join(","))
+            }
+            None => format!("{when} {p} (no answer)"),
+        })
+        .collect()
+}
+
+fn key_paths(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+    if let Some(m) = v.as_object() {
+        for (k, v) in m {
+            let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            if v.is_object() {
+                key_paths(v, &path, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+}
+
+/// Whether `which` has completed a sync (upstream: its timestamp metric for
+/// both families; kube-ipvs: /readyz).
+pub fn has_synced(which: Which) -> bool {
+    match which {
+        Which::Upstream => {
+            let m = scrape();
+            ["IPv4", "IPv6"].iter().all(|f| {
+                m.contains(&format!(
+                    "kubeproxy_sync_proxy_rules_last_timestamp_seconds{{ip_family=\"{f}\"}}"
+                ))
+            })
+        }
+        Which::KubeIpvs => http_get(HEALTHZ, "/readyz").is_some_and(|(c, _)| c == 200),
+    }
+}
+
+/// The health endpoints' answers before the first sync: polled from the
+/// start until they answer; `None` if the proxy synced before they did.
+pub fn health_before_sync(d: &mut Daemon, which: Which) -> Option<Vec<String>> {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        d.assert_running();
+        if has_synced(which) {
+            return None;
+        }
+        let h = health_shapes("before-sync");
+        if h.iter().all(|l| !l.ends_with("(no answer)")) {
+            // Still not synced after answering: the answers were from before.
+            return (!has_synced(which)).then_some(h);
+        }
+        assert!(Instant::now() < deadline, "{which:?}: no health answer");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
