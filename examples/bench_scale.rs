@@ -285,7 +285,7 @@ fn scrape() -> Option<String> {
     body.contains(" 200 ").then_some(body)
 }
 
-/// The value of an unlabelled sample `name`.
+/// The value of the sample `name` (with its labels as printed, if any).
 fn metric(body: &str, name: &str) -> Option<f64> {
     body.lines().find_map(|l| {
         let rest = l.strip_prefix(name)?.strip_prefix(' ')?;
@@ -306,10 +306,19 @@ struct Counters {
 fn counters() -> Option<Counters> {
     let b = scrape()?;
     Some(Counters {
-        last_sync: metric(&b, "kubeproxy_sync_proxy_rules_last_timestamp_seconds")?,
+        last_sync: metric(
+            &b,
+            "kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family=\"IPv4\"}",
+        )?,
         last_verification: metric(&b, "kube_ipvs_last_verification_timestamp_seconds")?,
-        syncs: metric(&b, "kubeproxy_sync_proxy_rules_duration_seconds_count")?,
-        sync_seconds: metric(&b, "kubeproxy_sync_proxy_rules_duration_seconds_sum")?,
+        syncs: metric(
+            &b,
+            "kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"}",
+        )?,
+        sync_seconds: metric(
+            &b,
+            "kubeproxy_sync_proxy_rules_duration_seconds_sum{ip_family=\"IPv4\"}",
+        )?,
         netlink_ops: metric(&b, "kube_ipvs_netlink_operations_total")?,
     })
 }

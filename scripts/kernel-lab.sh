@@ -109,6 +109,8 @@ prepare_tools() {
   command -v busybox >/dev/null 2>&1 || missing+=(busybox-static)
   command -v strace >/dev/null 2>&1 || missing+=(strace)
   command -v conntrack >/dev/null 2>&1 || missing+=(conntrack)
+  # The differential tests scrape upstream kube-proxy's chunked /metrics with it.
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 }
 

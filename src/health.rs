@@ -210,7 +210,11 @@ fn not_found() -> Resp {
 fn health_response(health: &ProxyHealth, with_node: bool) -> Resp {
     let s = health.status();
     let ok = s.healthy && (!with_node || s.node_eligible);
-    let last = if ok { Some(s.current_time) } else { s.last_updated };
+    let last = if ok {
+        Some(s.current_time)
+    } else {
+        s.last_updated
+    };
     let mut body = serde_json::json!({
         "lastUpdated": rfc3339(last),
         "currentTime": rfc3339(Some(s.current_time)),
@@ -580,7 +584,10 @@ mod tests {
         h.set_families(vec!["IPv4", "IPv6"]);
         h.loop_started();
         let v: serde_json::Value = serde_json::from_str(&get(a, "/livez").await.2).unwrap();
-        assert_eq!(v["status"]["IPv4"]["lastUpdated"], "2023-11-14T22:13:20Z", "{v}");
+        assert_eq!(
+            v["status"]["IPv4"]["lastUpdated"], "2023-11-14T22:13:20Z",
+            "{v}"
+        );
         assert_eq!(get(a, "/readyz").await.0, 503, "started is not synced");
 
         h.queued_update();

@@ -508,7 +508,10 @@ fn dashboard_uses_only_exported_metrics() {
     let metrics = kube_ipvs::metrics::Metrics::new();
     metrics.set_families(vec!["IPv4"]);
     metrics.set_no_local_endpoints(&[("IPv4", 0, 0)]);
-    metrics.sync_done(std::time::Duration::from_millis(1), std::time::SystemTime::now());
+    metrics.sync_done(
+        std::time::Duration::from_millis(1),
+        std::time::SystemTime::now(),
+    );
     metrics.queued(std::time::SystemTime::now());
     let exposition = metrics.encode();
     let exposed = |name: &str| {

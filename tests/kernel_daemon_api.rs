@@ -86,7 +86,7 @@ fn no_local(policy: &str) -> Option<f64> {
     metric(
         &body,
         &format!(
-            "kubeproxy_sync_proxy_rules_no_local_endpoints_total{{traffic_policy=\"{policy}\"}}"
+            "kubeproxy_sync_proxy_rules_no_local_endpoints_total{{ip_family=\"IPv4\",traffic_policy=\"{policy}\"}}"
         ),
     )
 }

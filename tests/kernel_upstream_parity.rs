@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use common::cluster::{client, env, load, unload};
 use common::gen_cluster::{NODE, generate, node_object};
 use common::upstream::{
-    Which, differences, health_before_sync, health_shapes,
-    intended_from_readme, metric_shapes, scrape, settled, start, unintended, write_config,
+    Which, differences, health_before_sync, health_shapes, intended_from_readme, metric_shapes,
+    scrape, settled, start, unintended, write_config,
 };
 use serde_json::Value;
 
@@ -24,7 +24,7 @@ mod uplink;
 use uplink::{NODE_IP, NODE_IP6, uplink};
 
 /// Services per generated cluster state.
-const SERVICES_PER_SEED: usize = 40;
+const SERVICES_PER_SEED: usize = 30;
 
 struct Case {
     name: String,
@@ -162,7 +162,11 @@ impl Index {
                     .and_then(Value::as_str)
                     .unwrap_or("")
             );
-            let fam = if o["addressType"] == "IPv6" { "IPv6" } else { "IPv4" };
+            let fam = if o["addressType"] == "IPv6" {
+                "IPv6"
+            } else {
+                "IPv4"
+            };
             let n = o["endpoints"]
                 .as_array()
                 .into_iter()
@@ -179,13 +183,18 @@ impl Index {
             let name = format!(
                 "{}/{}",
                 ns(svc),
-                svc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("")
+                svc.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
             );
             let spec = &svc["spec"];
             let policy = |f: &str| spec[f].as_str().unwrap_or("Cluster").to_string();
             ix.policy.insert(
                 name.clone(),
-                (policy("internalTrafficPolicy"), policy("externalTrafficPolicy")),
+                (
+                    policy("internalTrafficPolicy"),
+                    policy("externalTrafficPolicy"),
+                ),
             );
             let mut cluster = strs(&spec["clusterIPs"]);
             if cluster.is_empty() {
@@ -235,7 +244,10 @@ impl Index {
         let Ok(port) = port.parse::<u64>() else {
             return diff.to_string();
         };
-        let found = match self.by_addr.get(&(proto.to_string(), host.to_string(), port)) {
+        let found = match self
+            .by_addr
+            .get(&(proto.to_string(), host.to_string(), port))
+        {
             Some((svc, kind)) => Some((svc, *kind)),
             None => self
                 .by_node_port
@@ -293,9 +305,18 @@ fn rules_that_need_an_empty_set_are_left_out_and_negated_ones_are_not() {
     let empty = common::upstream::empty_sets(save);
     assert_eq!(empty.iter().collect::<Vec<_>>(), vec!["A"]);
     let m = common::upstream::matches_only_empty_set;
-    assert!(m("nat -A KUBE-SERVICES -m set --match-set A dst,dst -j ACCEPT", &empty));
-    assert!(!m("nat -A KUBE-SERVICES -m set ! --match-set A dst,dst -j ACCEPT", &empty));
-    assert!(!m("nat -A KUBE-SERVICES -m set --match-set B dst -j ACCEPT", &empty));
+    assert!(m(
+        "nat -A KUBE-SERVICES -m set --match-set A dst,dst -j ACCEPT",
+        &empty
+    ));
+    assert!(!m(
+        "nat -A KUBE-SERVICES -m set ! --match-set A dst,dst -j ACCEPT",
+        &empty
+    ));
+    assert!(!m(
+        "nat -A KUBE-SERVICES -m set --match-set B dst -j ACCEPT",
+        &empty
+    ));
     assert_eq!(
         common::upstream::normalise_ipset(save),
         vec![
@@ -308,15 +329,22 @@ fn rules_that_need_an_empty_set_are_left_out_and_negated_ones_are_not() {
 
 #[test]
 fn the_readme_lists_intended_differences_and_they_match_whole_lines() {
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .unwrap();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let intended = intended_from_readme(&readme);
-    assert!(!intended.is_empty(), "no intended differences in the README");
+    assert!(
+        !intended.is_empty(),
+        "no intended differences in the README"
+    );
     for i in &intended {
         assert!(!i.why.is_empty(), "`{}` has no reason", i.pattern);
     }
     let d = vec!["sysctl > net.ipv4.vs.conntrack = 0".to_string()];
-    assert_eq!(unintended(&d, &intended).len(), 1, "an unlisted line passed");
+    assert_eq!(
+        unintended(&d, &intended).len(),
+        1,
+        "an unlisted line passed"
+    );
 }
 
 #[test]
@@ -337,8 +365,8 @@ fn kube_ipvs_programs_the_node_as_upstream_kube_proxy_does() {
     let sa_kc = env("KUBE_IPVS_CP_KUBECONFIG");
     let kube_proxy = env("KUBE_IPVS_CP_KUBE_PROXY");
     let admin = rt.block_on(client(&admin_kc));
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
-        .unwrap();
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let intended = intended_from_readme(&readme);
     let mut failures = Vec::new();
     for case in cases() {
@@ -369,7 +397,10 @@ fn kube_ipvs_programs_the_node_as_upstream_kube_proxy_does() {
                     let mut d = start(which, bin, &config, &sa_kc, log);
                     let before = health_before_sync(&mut d, which);
                     let mut state = settled(&mut d, which);
-                    eprintln!("  {which:?}: settled {:.1} s after its start", t0.elapsed().as_secs_f64());
+                    eprintln!(
+                        "  {which:?}: settled {:.1} s after its start",
+                        t0.elapsed().as_secs_f64()
+                    );
                     let mut health = before.unwrap_or_default();
                     health.extend(health_shapes("synced"));
                     state.sections.insert("health", health);
@@ -387,7 +418,9 @@ fn kube_ipvs_programs_the_node_as_upstream_kube_proxy_does() {
         // before-sync sample; compare those only when both have one.
         let mut states = states;
         let sampled = |st: &common::upstream::NodeState| {
-            st.sections["health"].iter().any(|l| l.starts_with("before-sync"))
+            st.sections["health"]
+                .iter()
+                .any(|l| l.starts_with("before-sync"))
         };
         if !(sampled(&states[0].0) && sampled(&states[1].0)) {
             eprintln!("  (no before-sync health sample from both; not compared)");

@@ -33,7 +33,9 @@ const NODE_PORT: u16 = 31990;
 fn objects() -> Vec<Value> {
     let endpoints: Vec<Value> = [1, 2]
         .iter()
-        .map(|&i| json!({"addresses": [pod_ip(i)], "nodeName": NODE, "conditions": {"ready": true}}))
+        .map(
+            |&i| json!({"addresses": [pod_ip(i)], "nodeName": NODE, "conditions": {"ready": true}}),
+        )
         .collect();
     let slice = |svc: &str, proto: &str, port: u16| {
         json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
@@ -91,7 +93,10 @@ impl Traffic {
                 match conn.exchange(&format!("m{n}")) {
                     Ok(_) => st.lock().unwrap().long_exchanges += 1,
                     Err(e) => {
-                        st.lock().unwrap().errors.push(format!("long-lived connection: {e}"));
+                        st.lock()
+                            .unwrap()
+                            .errors
+                            .push(format!("long-lived connection: {e}"));
                         return;
                     }
                 }
@@ -107,14 +112,19 @@ impl Traffic {
                 i += 1;
                 match ask(t) {
                     Ok(_) => st.lock().unwrap().new_ok += 1,
-                    Err(e) => st.lock().unwrap().errors.push(format!("new connection to {t}: {e:?}")),
+                    Err(e) => st
+                        .lock()
+                        .unwrap()
+                        .errors
+                        .push(format!("new connection to {t}: {e:?}")),
                 }
                 std::thread::sleep(Duration::from_millis(100));
             }
         }));
         let sock = UdpSocket::bind("0.0.0.0:0").expect("UDP client");
         sock.connect(format!("{UDP_VIP}:53")).expect("UDP connect");
-        sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         let rx = sock.try_clone().unwrap();
         let (s, st) = (stop.clone(), stats.clone());
         threads.push(std::thread::spawn(move || {
@@ -221,7 +231,13 @@ fn swapping_kube_proxy_and_kube_ipvs_under_traffic_disturbs_nothing() {
     let config = write_config(dir.path(), NODE, &admin_kc, "");
 
     // kube-proxy programs the node, and traffic starts.
-    let mut up = start(Which::Upstream, &kube_proxy, &config, &sa_kc, dir.path().join("kube-proxy.log"));
+    let mut up = start(
+        Which::Upstream,
+        &kube_proxy,
+        &config,
+        &sa_kc,
+        dir.path().join("kube-proxy.log"),
+    );
     wait(&mut up, Which::Upstream);
     up.wait_for("the test's virtual servers", || {
         let s = common::try_sh("ipvsadm -Sn").1;
@@ -230,13 +246,22 @@ fn swapping_kube_proxy_and_kube_ipvs_under_traffic_disturbs_nothing() {
     let traffic = Traffic::start();
     std::thread::sleep(Duration::from_secs(3));
     let (errors, summary) = traffic.check();
-    assert!(errors.is_empty(), "traffic failed under kube-proxy alone: {errors:?}");
+    assert!(
+        errors.is_empty(),
+        "traffic failed under kube-proxy alone: {errors:?}"
+    );
     eprintln!("under kube-proxy: {summary}");
 
     // What kube-ipvs would change, from its read-only diff.
     let (ok, diff, err) = common::run(
         common::KUBE_IPVS,
-        &["--config", config.to_str().unwrap(), "--kubeconfig", &sa_kc, "diff"],
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--kubeconfig",
+            &sa_kc,
+            "diff",
+        ],
         "",
     );
     assert!(ok, "kube-ipvs diff failed: {err}");
@@ -258,22 +283,41 @@ fn swapping_kube_proxy_and_kube_ipvs_under_traffic_disturbs_nothing() {
     // The swap: kube-proxy goes without cleanup, kube-ipvs takes over.
     up.kill9();
     let t0 = Instant::now();
-    let mut ours = start(Which::KubeIpvs, common::KUBE_IPVS, &config, &sa_kc, dir.path().join("kube-ipvs.log"));
+    let mut ours = start(
+        Which::KubeIpvs,
+        common::KUBE_IPVS,
+        &config,
+        &sa_kc,
+        dir.path().join("kube-ipvs.log"),
+    );
     wait(&mut ours, Which::KubeIpvs);
-    eprintln!("kube-ipvs ready {:.1} s after its start", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "kube-ipvs ready {:.1} s after its start",
+        t0.elapsed().as_secs_f64()
+    );
     std::thread::sleep(Duration::from_secs(3));
-    let metrics = http_get(METRICS, "/metrics").map(|(_, m)| m).unwrap_or_default();
+    let metrics = http_get(METRICS, "/metrics")
+        .map(|(_, m)| m)
+        .unwrap_or_default();
     let netlink_ops = metric_in(&metrics, "kube_ipvs_netlink_operations_total").unwrap_or(f64::NAN);
     assert_eq!(
-        netlink_ops, 0.0,
+        netlink_ops,
+        0.0,
         "kube-ipvs wrote to IPVS, ipsets or links at takeover; its diff was:\n{diff}\nlog:\n{}",
         ours.log()
     );
-    assert_eq!(common::try_sh("ipvsadm -Sn").1, ipvs_before, "IPVS changed at takeover");
+    assert_eq!(
+        common::try_sh("ipvsadm -Sn").1,
+        ipvs_before,
+        "IPVS changed at takeover"
+    );
     let conns2 = conns_per_service();
     assert_not_recreated(&conns, &conns2, "kube-proxy → kube-ipvs");
     let (errors, summary) = traffic.check();
-    assert!(errors.is_empty(), "traffic failed at the swap to kube-ipvs: {errors:?}");
+    assert!(
+        errors.is_empty(),
+        "traffic failed at the swap to kube-ipvs: {errors:?}"
+    );
     eprintln!("after the swap to kube-ipvs: {summary}");
     assert_eq!(
         http_get(HEALTHZ, "/healthz").map(|(c, _)| c),
@@ -283,17 +327,37 @@ fn swapping_kube_proxy_and_kube_ipvs_under_traffic_disturbs_nothing() {
 
     // And back: kube-ipvs stops (SIGTERM leaves the kernel), kube-proxy returns.
     ours.terminate();
-    let mut up = start(Which::Upstream, &kube_proxy, &config, &sa_kc, dir.path().join("kube-proxy-2.log"));
+    let mut up = start(
+        Which::Upstream,
+        &kube_proxy,
+        &config,
+        &sa_kc,
+        dir.path().join("kube-proxy-2.log"),
+    );
     wait(&mut up, Which::Upstream);
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(common::try_sh("ipvsadm -Sn").1, ipvs_before, "IPVS changed when kube-proxy returned");
+    assert_eq!(
+        common::try_sh("ipvsadm -Sn").1,
+        ipvs_before,
+        "IPVS changed when kube-proxy returned"
+    );
     assert_not_recreated(&conns2, &conns_per_service(), "kube-ipvs → kube-proxy");
     let stats = traffic.finish();
     eprintln!("final: {stats:?}");
-    assert!(stats.errors.is_empty(), "traffic failed at the swap back: {:?}", stats.errors);
-    assert!(stats.long_exchanges > 20 && stats.new_ok > 50, "too little traffic: {stats:?}");
+    assert!(
+        stats.errors.is_empty(),
+        "traffic failed at the swap back: {:?}",
+        stats.errors
+    );
+    assert!(
+        stats.long_exchanges > 20 && stats.new_ok > 50,
+        "too little traffic: {stats:?}"
+    );
     // Every datagram answered: the kernel forwarded throughout.
-    assert_eq!(stats.udp_sent, stats.udp_received, "UDP datagrams lost: {stats:?}");
+    assert_eq!(
+        stats.udp_sent, stats.udp_received,
+        "UDP datagrams lost: {stats:?}"
+    );
     up.kill9();
     rt.block_on(unload(&admin, &objs));
 }

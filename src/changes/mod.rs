@@ -529,9 +529,11 @@ mod tests {
             SystemTime::UNIX_EPOCH,
         );
         let text = h.metrics.encode();
-        assert!(text.contains(
-            "kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"} 1"
-        ));
+        assert!(
+            text.contains(
+                "kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"} 1"
+            )
+        );
         assert!(text.contains("kubeproxy_network_programming_duration_seconds_count 1"));
         assert!(h.health.status().last_updated.is_some());
         assert!(h.trigger.is_pending());

@@ -100,7 +100,13 @@ pub async fn load(client: &Client, objs: &[Value]) {
         let status = body.as_object_mut().and_then(|m| m.remove("status"));
         // Server-side apply refuses these; they are the server's to set.
         if let Some(m) = body.get_mut("metadata").and_then(Value::as_object_mut) {
-            for f in ["resourceVersion", "uid", "creationTimestamp", "managedFields", "generation"] {
+            for f in [
+                "resourceVersion",
+                "uid",
+                "creationTimestamp",
+                "managedFields",
+                "generation",
+            ] {
                 m.remove(f);
             }
         }

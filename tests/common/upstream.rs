@@ -74,7 +74,10 @@ pub fn settled(d: &mut Daemon, which: Which) -> NodeState {
         if now == last {
             return now;
         }
-        assert!(Instant::now() < deadline, "{which:?}: the node never held still");
+        assert!(
+            Instant::now() < deadline,
+            "{which:?}: the node never held still"
+        );
         last = now;
     }
 }
@@ -109,7 +112,10 @@ const ORDERED: &[&str] = &["iptables", "ip6tables"];
 impl NodeState {
     pub fn read() -> NodeState {
         let mut sections = BTreeMap::new();
-        sections.insert("ipvs", sorted(try_sh("ipvsadm -Sn").1.lines().map(str::to_string)));
+        sections.insert(
+            "ipvs",
+            sorted(try_sh("ipvsadm -Sn").1.lines().map(str::to_string)),
+        );
         sections.insert(
             "ipvs-timeouts",
             vec![try_sh("ipvsadm -L --timeout").1.trim().to_string()],
@@ -123,7 +129,13 @@ impl NodeState {
         v6.retain(|r| !matches_only_empty_set(r, &empty));
         sections.insert("iptables", v4);
         sections.insert("ip6tables", v6);
-        sections.insert("kube-ipvs0", normalise_dummy(&try_sh("ip -o addr show dev kube-ipvs0").1, &try_sh("ip -o link show dev kube-ipvs0").1));
+        sections.insert(
+            "kube-ipvs0",
+            normalise_dummy(
+                &try_sh("ip -o addr show dev kube-ipvs0").1,
+                &try_sh("ip -o link show dev kube-ipvs0").1,
+            ),
+        );
         // Read by this thread, so from its network namespace.
         let sys = SYSCTLS
             .iter()
@@ -167,10 +179,20 @@ pub fn normalise_ipset(text: &str) -> Vec<String> {
 pub fn empty_sets(save: &str) -> std::collections::BTreeSet<String> {
     let mut sets: std::collections::BTreeSet<String> = save
         .lines()
-        .filter_map(|l| Some(l.strip_prefix("create ")?.split_whitespace().next()?.to_string()))
+        .filter_map(|l| {
+            Some(
+                l.strip_prefix("create ")?
+                    .split_whitespace()
+                    .next()?
+                    .to_string(),
+            )
+        })
         .collect();
     for l in save.lines() {
-        if let Some(name) = l.strip_prefix("add ").and_then(|r| r.split_whitespace().next()) {
+        if let Some(name) = l
+            .strip_prefix("add ")
+            .and_then(|r| r.split_whitespace().next())
+        {
             sets.remove(name);
         }
     }
@@ -183,9 +205,9 @@ pub fn empty_sets(save: &str) -> std::collections::BTreeSet<String> {
 /// sets only. Comparing them rule for rule would report every empty set.
 pub fn matches_only_empty_set(rule: &str, empty: &std::collections::BTreeSet<String>) -> bool {
     let w: Vec<&str> = rule.split_whitespace().collect();
-    w.windows(2).enumerate().any(|(i, p)| {
-        p[0] == "--match-set" && empty.contains(p[1]) && (i == 0 || w[i - 1] != "!")
-    })
+    w.windows(2)
+        .enumerate()
+        .any(|(i, p)| p[0] == "--match-set" && empty.contains(p[1]) && (i == 0 || w[i - 1] != "!"))
 }
 
 /// iptables-save's KUBE-* chains and the rules that are in or jump to them,
@@ -211,7 +233,9 @@ pub fn normalise_iptables(text: &str) -> Vec<String> {
 /// kube-ipvs0's addresses, sorted, and its link flags.
 pub fn normalise_dummy(addrs: &str, link: &str) -> Vec<String> {
     let mut v = sorted(addrs.lines().filter_map(|l| {
-        let mut w = l.split_whitespace().skip_while(|w| *w != "inet" && *w != "inet6");
+        let mut w = l
+            .split_whitespace()
+            .skip_while(|w| *w != "inet" && *w != "inet6");
         Some(format!("{} {}", w.next()?, w.next()?))
     }));
     let flags = link
@@ -272,7 +296,12 @@ fn multiset_difference(a: &[String], b: &[String]) -> (Vec<String>, Vec<String>)
 }
 
 /// Chains ("table chain") whose rules common to both sides are in a different order.
-fn reordered_chains(a: &[String], b: &[String], only_a: &[String], only_b: &[String]) -> Vec<String> {
+fn reordered_chains(
+    a: &[String],
+    b: &[String],
+    only_a: &[String],
+    only_b: &[String],
+) -> Vec<String> {
     let chain_of = |l: &str| -> Option<String> {
         let mut w = l.split_whitespace();
         let table = w.next()?;
@@ -379,9 +408,16 @@ pub fn metric_shapes(text: &str) -> Vec<String> {
         };
         let family = ["_bucket", "_sum", "_count"]
             .iter()
-            .find_map(|s| name.strip_suffix(s).filter(|f| types.get(f) == Some(&"histogram")))
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| types.get(f) == Some(&"histogram"))
+            })
             .unwrap_or(name);
-        let value: f64 = l.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let value: f64 = l
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
         if value != 0.0 {
             nonzero.insert(family.to_string());
         }
@@ -468,7 +504,11 @@ pub fn health_shapes(when: &str) -> Vec<String> {
 fn key_paths(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
     if let Some(m) = v.as_object() {
         for (k, v) in m {
-            let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
             if v.is_object() {
                 key_paths(v, &path, out);
             } else {
