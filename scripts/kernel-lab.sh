@@ -111,6 +111,8 @@ prepare_tools() {
   command -v conntrack >/dev/null 2>&1 || missing+=(conntrack)
   # The differential tests scrape upstream kube-proxy's chunked /metrics with it.
   command -v curl >/dev/null 2>&1 || missing+=(curl)
+  # kube-proxy --proxy-mode=nftables (scripts/bench-upstream.sh) runs nft.
+  command -v nft >/dev/null 2>&1 || missing+=(nftables)
   [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 }
 

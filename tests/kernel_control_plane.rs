@@ -13,6 +13,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use common::cluster::{client, env};
 use common::daemon::{Daemon, PATIENCE, http_get as get, metric_in as metric};
 use common::kernel::{Kernel, converge, unchanged_for};
 use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
@@ -32,17 +33,6 @@ const VIP: &str = "10.96.100.10";
 #[path = "../examples/lab/uplink.rs"]
 mod uplink;
 use uplink::{NODE_IP, uplink};
-
-/// A variable test.sh sets for the lab; its absence fails the test: a
-/// control-plane suite that did not run is a failure, never a skip.
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set: the control-plane tests need scripts/test.sh (control-plane.sh up \
-             and agent on the host, kernel-lab.sh --net)"
-        )
-    })
-}
 
 /// The cluster as its administrator sees it; blocking calls for a sync test.
 struct Cluster {
@@ -307,14 +297,6 @@ impl Cluster {
                 .is_ok_and(|r| r.is_ok())
         })
     }
-}
-
-async fn client(path: &str) -> Client {
-    let kc = kube::config::Kubeconfig::read_from(path).expect("read kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .expect("use kubeconfig");
-    Client::try_from(cfg).expect("client")
 }
 
 /// One request to the host's control-plane agent: (status, body).

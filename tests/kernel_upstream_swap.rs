@@ -138,7 +138,8 @@ impl Traffic {
         let (s, st) = (stop.clone(), stats.clone());
         threads.push(std::thread::spawn(move || {
             let mut buf = [0u8; 256];
-            // Keeps reading for a second after the stop, for late answers.
+            // Keeps reading until 3 s pass without an answer after the stop:
+            // late answers under a loaded emulator still count.
             let mut quiet_since: Option<Instant> = None;
             loop {
                 if rx.recv(&mut buf).is_ok() {
@@ -146,7 +147,7 @@ impl Traffic {
                     quiet_since = None;
                 } else if s.load(Ordering::Relaxed) {
                     let q = *quiet_since.get_or_insert_with(Instant::now);
-                    if q.elapsed() > Duration::from_secs(1) {
+                    if q.elapsed() > Duration::from_secs(3) {
                         return;
                     }
                 }

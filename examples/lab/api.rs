@@ -11,6 +11,16 @@ use kube::{Api, Client};
 use kube_ipvs::source::synthetic::{Cluster, Format, NAMESPACE};
 use serde_json::{Value, json};
 
+/// The EndpointSlice controller's trigger-time annotation.
+const TRIGGER: &str = "endpoints.kubernetes.io/last-change-trigger-time";
+
+/// RFC 3339 with nanoseconds, as the controller writes it.
+fn rfc3339(t: std::time::SystemTime) -> String {
+    k8s_openapi::jiff::Timestamp::try_from(t)
+        .map(|ts| ts.to_string())
+        .unwrap_or_default()
+}
+
 /// Requests in flight while loading or clearing.
 const PARALLEL: usize = 32;
 
@@ -108,7 +118,26 @@ impl ApiCluster {
     }
 
     async fn create_async(&self, cluster: &Cluster, i: usize) -> Result<(), String> {
-        let (svc, slice) = Self::objects(cluster, i, &cluster.initial_endpoints(i))?;
+        self.create_at(cluster, i, None).await
+    }
+
+    /// Creates service `i`; its slice carries `trigger` as the EndpointSlice
+    /// controller's `last-change-trigger-time` annotation, from which both
+    /// kube-proxy and kube-ipvs observe network programming latency.
+    async fn create_at(
+        &self,
+        cluster: &Cluster,
+        i: usize,
+        trigger: Option<std::time::SystemTime>,
+    ) -> Result<(), String> {
+        let (svc, mut slice) = Self::objects(cluster, i, &cluster.initial_endpoints(i))?;
+        if let Some(t) = trigger {
+            slice
+                .metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(TRIGGER.into(), rfc3339(t));
+        }
         let pp = PostParams::default();
         Api::<Service>::namespaced(self.admin.clone(), NAMESPACE)
             .create(&pp, &svc)
@@ -124,6 +153,38 @@ impl ApiCluster {
     /// Adds service `i` (Service, then its slice).
     pub fn create(&self, cluster: &Cluster, i: usize) -> Result<(), String> {
         self.rt.block_on(self.create_async(cluster, i))
+    }
+
+    /// [`Self::create`] with the slice's trigger time set to now.
+    pub fn create_triggered(&self, cluster: &Cluster, i: usize) -> Result<(), String> {
+        self.rt
+            .block_on(self.create_at(cluster, i, Some(std::time::SystemTime::now())))
+    }
+
+    /// [`Self::write_slice`] with the trigger time set to now, as the
+    /// EndpointSlice controller stamps the change of a pod.
+    pub fn write_slice_triggered(
+        &self,
+        cluster: &Cluster,
+        i: usize,
+        endpoints: &[Ipv4Addr],
+    ) -> Result<(), String> {
+        let (_, slice) = Self::objects(cluster, i, endpoints)?;
+        let name = slice.metadata.name.clone().unwrap_or_default();
+        let patch = json!({
+            "metadata": {"annotations": {TRIGGER: rfc3339(std::time::SystemTime::now())}},
+            "endpoints": slice.endpoints,
+        });
+        self.rt
+            .block_on(
+                Api::<EndpointSlice>::namespaced(self.admin.clone(), NAMESPACE).patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(patch),
+                ),
+            )
+            .map(|_| ())
+            .map_err(err("patch EndpointSlice"))
     }
 
     /// Writes service `i`'s slice with `endpoints` (one PATCH, as the

@@ -22,8 +22,8 @@ fn set_family(f: Family) -> ipset::Family {
 
 /// How one of our sets is created (matches [`SetName::create_line`]): as
 /// kube-proxy v1.37 creates it, without the comment extension (its members
-/// carry no comments), so `ipset create -exist` over kube-proxy's own sets
-/// succeeds at takeover (the kernel refuses a set whose extensions differ).
+/// carry no comments), so `ipset save` is the same under either proxy
+/// (scripts/compare-upstream.sh).
 pub fn set_spec(name: &SetName) -> SetSpec {
     let t = match name.kind.set_type() {
         SetType::BitmapPort => {
