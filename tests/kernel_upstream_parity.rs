@@ -11,7 +11,7 @@ mod common;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use common::cluster::{client, env, load, unload};
+use common::cluster::{Lab, load, unload};
 use common::gen_cluster::{NODE, generate, node_object};
 use common::upstream::{
     Which, differences, health_before_sync, health_shapes, intended_from_readme, metric_shapes,
@@ -356,15 +356,13 @@ fn kube_ipvs_programs_the_node_as_upstream_kube_proxy_does() {
         Ok("1"),
         "kernel test run outside the lab"
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let admin_kc = env("KUBE_IPVS_CP_ADMIN_KUBECONFIG");
-    let sa_kc = env("KUBE_IPVS_CP_KUBECONFIG");
-    let kube_proxy = env("KUBE_IPVS_CP_KUBE_PROXY");
-    let admin = rt.block_on(client(&admin_kc));
+    let Lab {
+        rt,
+        admin,
+        admin_kubeconfig: admin_kc,
+        kube_ipvs_kubeconfig: sa_kc,
+        kube_proxy,
+    } = Lab::connect();
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let intended = intended_from_readme(&readme);

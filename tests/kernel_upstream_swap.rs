@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::cluster::{client, env, load, unload};
+use common::cluster::{Lab, load, unload};
 use common::daemon::{Daemon, http_get, metric_in};
 use common::gen_cluster::{NODE, node_object};
 use common::traffic::{Conn, TCP_PORT, UDP_PORT, ask, pod_ip, topology};
@@ -217,15 +217,13 @@ fn swapping_kube_proxy_and_kube_ipvs_under_traffic_disturbs_nothing() {
     common::netns();
     uplink().expect("an uplink to the host");
     let _pods = topology("sw", 2);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let admin_kc = env("KUBE_IPVS_CP_ADMIN_KUBECONFIG");
-    let sa_kc = env("KUBE_IPVS_CP_KUBECONFIG");
-    let kube_proxy = env("KUBE_IPVS_CP_KUBE_PROXY");
-    let admin = rt.block_on(client(&admin_kc));
+    let Lab {
+        rt,
+        admin,
+        admin_kubeconfig: admin_kc,
+        kube_ipvs_kubeconfig: sa_kc,
+        kube_proxy,
+    } = Lab::connect();
     let objs = objects();
     rt.block_on(load(&admin, &objs));
     let dir = tempfile::tempdir().unwrap();

@@ -169,22 +169,7 @@ impl ApiCluster {
         i: usize,
         endpoints: &[Ipv4Addr],
     ) -> Result<(), String> {
-        let (_, slice) = Self::objects(cluster, i, endpoints)?;
-        let name = slice.metadata.name.clone().unwrap_or_default();
-        let patch = json!({
-            "metadata": {"annotations": {TRIGGER: rfc3339(std::time::SystemTime::now())}},
-            "endpoints": slice.endpoints,
-        });
-        self.rt
-            .block_on(
-                Api::<EndpointSlice>::namespaced(self.admin.clone(), NAMESPACE).patch(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(patch),
-                ),
-            )
-            .map(|_| ())
-            .map_err(err("patch EndpointSlice"))
+        self.patch_slice(cluster, i, endpoints, Some(std::time::SystemTime::now()))
     }
 
     /// Writes service `i`'s slice with `endpoints` (one PATCH, as the
@@ -195,9 +180,24 @@ impl ApiCluster {
         i: usize,
         endpoints: &[Ipv4Addr],
     ) -> Result<(), String> {
+        self.patch_slice(cluster, i, endpoints, None)
+    }
+
+    /// One merge PATCH of service `i`'s slice: its endpoints, and the
+    /// trigger-time annotation when `trigger` is given.
+    fn patch_slice(
+        &self,
+        cluster: &Cluster,
+        i: usize,
+        endpoints: &[Ipv4Addr],
+        trigger: Option<std::time::SystemTime>,
+    ) -> Result<(), String> {
         let (_, slice) = Self::objects(cluster, i, endpoints)?;
         let name = slice.metadata.name.clone().unwrap_or_default();
-        let patch = json!({"endpoints": slice.endpoints});
+        let mut patch = json!({"endpoints": slice.endpoints});
+        if let Some(t) = trigger {
+            patch["metadata"] = json!({"annotations": {TRIGGER: rfc3339(t)}});
+        }
         self.rt
             .block_on(
                 Api::<EndpointSlice>::namespaced(self.admin.clone(), NAMESPACE).patch(

@@ -148,3 +148,34 @@ pub async fn unload(client: &Client, objs: &[Value]) {
         }
     }
 }
+
+/// What the differential tests need of the lab's control plane: a runtime,
+/// the administrator's client, both kubeconfigs and upstream's kube-proxy.
+pub struct Lab {
+    pub rt: tokio::runtime::Runtime,
+    pub admin: Client,
+    pub admin_kubeconfig: String,
+    pub kube_ipvs_kubeconfig: String,
+    pub kube_proxy: String,
+}
+
+impl Lab {
+    /// From the variables scripts/test.sh sets; connects the administrator
+    /// from the calling thread's network namespace.
+    pub fn connect() -> Lab {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let admin_kubeconfig = env("KUBE_IPVS_CP_ADMIN_KUBECONFIG");
+        let admin = rt.block_on(client(&admin_kubeconfig));
+        Lab {
+            rt,
+            admin,
+            admin_kubeconfig,
+            kube_ipvs_kubeconfig: env("KUBE_IPVS_CP_KUBECONFIG"),
+            kube_proxy: env("KUBE_IPVS_CP_KUBE_PROXY"),
+        }
+    }
+}
