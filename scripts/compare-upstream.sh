@@ -13,6 +13,8 @@
 # compares ipvsadm -Sn, ipset save, iptables-save, ip6tables-save, kube-ipvs0's
 # addresses and the sysctls each set, normalised, and prints every difference.
 # It exits 0 only if each one is on the README's list ("Intended differences").
+# Then it makes both proxies stale (the node's iptables refuse every write)
+# and compares /healthz and /livez.
 #
 # The work is tests/kernel_upstream_parity.rs; scripts/test.sh runs it too.
 set -euo pipefail
@@ -26,7 +28,7 @@ while [ $# -gt 0 ]; do
     --seeds=*) seeds=${1#--seeds=}; shift ;;
     --kernel) [ $# -ge 2 ] || die "--kernel needs a value (6.1, 6.12, stock)"; kernel=$2; shift 2 ;;
     --kernel=*) kernel=${1#--kernel=}; shift ;;
-    -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) die "unknown option $1 (see --help)" ;;
     *) [ -e "$1" ] || die "$1: no such file or directory"
        manifests+=("$(realpath "$1")"); shift ;;
@@ -65,4 +67,4 @@ export KUBE_IPVS_COMPARE_MANIFESTS KUBE_IPVS_COMPARE_SEEDS=$seeds
 # --nocapture: every difference is printed, not only those of a failure.
 scripts/kernel-lab.sh --net --kernel "$kernel" --timeout "${KUBE_IPVS_LAB_TIMEOUT:-2400}" -- \
   env KUBE_IPVS_KERNEL_TESTS=1 "$bin" --ignored --exact --nocapture --test-threads=1 \
-  kube_ipvs_programs_the_node_as_upstream_kube_proxy_does
+  kube_ipvs_programs_the_node_as_upstream_kube_proxy_does health_goes_stale_as_upstream_s_does

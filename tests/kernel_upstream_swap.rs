@@ -227,7 +227,7 @@ fn swapping_kube_proxy_and_kube_ipvs_under_traffic_disturbs_nothing() {
     let objs = objects();
     rt.block_on(load(&admin, &objs));
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), NODE, &admin_kc, "");
+    let config = write_config(dir.path(), NODE, &admin_kc, "", "30s");
 
     // kube-proxy programs the node, and traffic starts.
     let mut up = start(

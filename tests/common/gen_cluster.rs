@@ -121,8 +121,7 @@ fn service(r: &mut XorShiftRng, seed: u64, i: usize, ns: &str, out: &mut Vec<Val
             "targetPort": 8080 + p as u32,
         });
         if kind != "ClusterIP" {
-            // Unique in the cluster: services are numbered, ports are few.
-            port["nodePort"] = json!(30000 + (seed as u32 % 8) * 300 + n * 3 + p as u32);
+            port["nodePort"] = json!(node_port(seed, n, p as u32));
         }
         ports.push(port);
     }
@@ -147,6 +146,11 @@ fn service(r: &mut XorShiftRng, seed: u64, i: usize, ns: &str, out: &mut Vec<Val
     let external = kind != "ClusterIP" || spec.get("externalIPs").is_some();
     if external && chance(r, 40) {
         spec["externalTrafficPolicy"] = json!("Local");
+        if kind == "LoadBalancer" {
+            // Given, not allocated: the apiserver picks a free port at
+            // random, which may be one a later Service of the seed names.
+            spec["healthCheckNodePort"] = json!(node_port(seed, n, 3));
+        }
     }
     if !headless && chance(r, 20) {
         spec["internalTrafficPolicy"] = json!("Local");
@@ -216,6 +220,13 @@ fn service(r: &mut XorShiftRng, seed: u64, i: usize, ns: &str, out: &mut Vec<Val
             "endpoints": eps,
         }));
     }
+}
+
+/// Service `n`'s node port `slot` (0–2 its ports, 3 its health check):
+/// unique in the cluster, so seeds loaded together never collide, and
+/// every one is given, so the apiserver allocates none at random.
+fn node_port(seed: u64, n: u32, slot: u32) -> u32 {
+    30000 + (seed as u32 % 8) * 300 + n * 4 + slot
 }
 
 /// (name, protocol, targetPort) of a generated Service's ports.

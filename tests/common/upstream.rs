@@ -17,7 +17,15 @@ pub const HEALTHZ: &str = "127.0.0.1:19576";
 pub const CLUSTER_CIDR: &str = "10.244.0.0/16,fd00:10:244::/56";
 
 /// Writes the KubeProxyConfiguration both proxies read into `dir`.
-pub fn write_config(dir: &Path, node: &str, kubeconfig: &str, scheduler: &str) -> PathBuf {
+/// `sync_period` is upstream's duration syntax ("30s"); /healthz turns
+/// stale when a change has waited twice that long.
+pub fn write_config(
+    dir: &Path,
+    node: &str,
+    kubeconfig: &str,
+    scheduler: &str,
+    sync_period: &str,
+) -> PathBuf {
     let path = dir.join("kube-proxy-config.yaml");
     let text = format!(
         "apiVersion: kubeproxy.config.k8s.io/v1alpha1\n\
@@ -29,7 +37,7 @@ pub fn write_config(dir: &Path, node: &str, kubeconfig: &str, scheduler: &str) -
          healthzBindAddress: {HEALTHZ}\n\
          clusterCIDR: {CLUSTER_CIDR}\n\
          conntrack:\n  maxPerCore: 0\n\
-         ipvs:\n  scheduler: \"{scheduler}\"\n  syncPeriod: 30s\n"
+         ipvs:\n  scheduler: \"{scheduler}\"\n  syncPeriod: {sync_period}\n"
     );
     std::fs::write(&path, text).unwrap();
     path
@@ -45,6 +53,11 @@ pub enum Which {
 /// Starts upstream kube-proxy (`binary`) or kube-ipvs (with `kubeconfig`,
 /// its ServiceAccount's) on `config`, in the calling thread's namespace.
 pub fn start(which: Which, binary: &str, config: &Path, kubeconfig: &str, log: PathBuf) -> Daemon {
+    Daemon::spawn(command(which, binary, config, kubeconfig), log)
+}
+
+/// The command [`start`] runs, for a caller that changes its environment.
+pub fn command(which: Which, binary: &str, config: &Path, kubeconfig: &str) -> Command {
     let mut cmd = Command::new(binary);
     cmd.arg("--config").arg(config);
     match which {
@@ -57,7 +70,7 @@ pub fn start(which: Which, binary: &str, config: &Path, kubeconfig: &str, log: P
                 .env("NO_COLOR", "1");
         }
     }
-    Daemon::spawn(cmd, log)
+    cmd
 }
 
 /// Waits until `which` has synced and the node's state holds still for
@@ -475,8 +488,8 @@ fn split_labels(s: &str) -> Vec<&str> {
     out.into_iter().filter(|p| !p.is_empty()).collect()
 }
 
-/// `/healthz` and `/livez` as `PATH CODE keys=K1,K2` (every JSON key path;
-/// values are times and differ by nature), prefixed by `when`.
+/// `/healthz` and `/livez` as `PATH CODE keys=K1,K2` (every JSON key path,
+/// with its value if a flag), prefixed by `when`.
 pub fn health_shapes(when: &str) -> Vec<String> {
     ["/healthz", "/livez"]
         .iter()
@@ -509,10 +522,11 @@ fn key_paths(v: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
             } else {
                 format!("{prefix}.{k}")
             };
-            if v.is_object() {
-                key_paths(v, &path, out);
-            } else {
-                out.push(path);
+            match v {
+                serde_json::Value::Object(_) => key_paths(v, &path, out),
+                // A flag is compared with its value; times differ by nature.
+                serde_json::Value::Bool(b) => out.push(format!("{path}={b}")),
+                _ => out.push(path),
             }
         }
     }
