@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kube_ipvs::source::synthetic::Cluster;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 const ENDPOINTS: usize = 10;
 const NODE: &str = "lab-node";
@@ -50,23 +50,34 @@ impl Proxy {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// One proxy at one size. A proxy without a first sync within
+/// `--first-sync-limit` has `synced: false`, that limit as `first_sync_s`,
+/// and nothing else measured.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Row {
-    proxy: &'static str,
+    proxy: String,
     services: usize,
     first_sync_s: f64,
-    change_p50_ms: f64,
-    change_p99_ms: f64,
+    synced: bool,
+    change_p50_ms: Option<f64>,
+    change_p99_ms: Option<f64>,
+    /// Changes measured: `--changes`, or fewer if `--change-budget` ran out.
     changes: usize,
-    add_ms: f64,
+    add_ms: Option<f64>,
     idle_s: u64,
-    idle_cpu_s: f64,
+    idle_cpu_s: Option<f64>,
     peak_rss_mb: f64,
 }
 
 struct Args {
     sizes: Vec<usize>,
     changes: usize,
+    /// Seconds a proxy may spend on its endpoint changes (at least one is
+    /// made): upstream's IPVS mode rebuilds everything per sync, minutes
+    /// each at 10,000 Services under TCG.
+    change_budget: u64,
+    /// Seconds a proxy may take for its first sync.
+    first_sync_limit: u64,
     idle: u64,
     proxies: Vec<Proxy>,
 }
@@ -75,6 +86,8 @@ fn parse_args() -> Result<Args, String> {
     let mut a = Args {
         sizes: vec![1000, 5000, 10000],
         changes: 100,
+        change_budget: 1200,
+        first_sync_limit: 3600,
         idle: 300,
         proxies: vec![Proxy::KubeIpvs, Proxy::Ipvs, Proxy::Nftables],
     };
@@ -94,6 +107,14 @@ fn parse_args() -> Result<Args, String> {
             }
             "--changes" => a.changes = value()?.parse().map_err(|_| "--changes: a number")?,
             "--idle" => a.idle = value()?.parse().map_err(|_| "--idle: seconds")?,
+            "--change-budget" => {
+                a.change_budget = value()?.parse().map_err(|_| "--change-budget: seconds")?
+            }
+            "--first-sync-limit" => {
+                a.first_sync_limit = value()?
+                    .parse()
+                    .map_err(|_| "--first-sync-limit: seconds")?
+            }
             "--proxies" => {
                 a.proxies = value()?
                     .split(',')
@@ -107,7 +128,7 @@ fn parse_args() -> Result<Args, String> {
             }
             o => {
                 return Err(format!(
-                    "unknown argument {o} (--sizes, --changes, --idle, --proxies)"
+                    "unknown argument {o} (--sizes, --changes, --change-budget, --first-sync-limit, --idle, --proxies)"
                 ));
             }
         }
@@ -276,7 +297,7 @@ fn measure(
                 .map_err(|e| format!("start {}: {e}", p.name()))?;
             let pid = child.id();
             let result = (|| {
-                let deadline = Instant::now() + PATIENCE;
+                let deadline = t0 + Duration::from_secs(args.first_sync_limit);
                 loop {
                     alive(&mut child, &log)?;
                     if scrape().is_some_and(|b| {
@@ -289,14 +310,40 @@ fn measure(
                         break;
                     }
                     if Instant::now() > deadline {
-                        return Err("no first sync".to_string());
+                        eprintln!(
+                            "  {}[{n}]: no first sync within {} s; not measured further",
+                            p.name(),
+                            args.first_sync_limit
+                        );
+                        return Ok(Row {
+                            proxy: p.name().to_string(),
+                            services: n,
+                            first_sync_s: args.first_sync_limit as f64,
+                            synced: false,
+                            change_p50_ms: None,
+                            change_p99_ms: None,
+                            changes: 0,
+                            add_ms: None,
+                            idle_s: 0,
+                            idle_cpu_s: None,
+                            peak_rss_mb: peak_rss_mb(pid)?,
+                        });
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }
                 let first_sync_s = t0.elapsed().as_secs_f64();
                 eprintln!("  {}[{n}]: first sync {first_sync_s:.1} s", p.name());
                 let mut lat = Vec::with_capacity(args.changes);
+                let budget = Instant::now() + Duration::from_secs(args.change_budget);
                 for c in 0..args.changes {
+                    if c > 0 && Instant::now() > budget {
+                        eprintln!(
+                            "  {}[{n}]: change budget of {} s spent after {c} changes",
+                            p.name(),
+                            args.change_budget
+                        );
+                        break;
+                    }
                     let i = c * n / args.changes;
                     let eps = cluster
                         .replace_endpoint(i, 0, ENDPOINTS + k)
@@ -312,15 +359,16 @@ fn measure(
                 alive(&mut child, &log)?;
                 let idle_cpu_s = cpu_seconds(pid)? - cpu0;
                 Ok(Row {
-                    proxy: p.name(),
+                    proxy: p.name().to_string(),
                     services: n,
                     first_sync_s,
-                    change_p50_ms: percentile(&lat, 0.5),
-                    change_p99_ms: percentile(&lat, 0.99),
+                    synced: true,
+                    change_p50_ms: Some(percentile(&lat, 0.5)),
+                    change_p99_ms: Some(percentile(&lat, 0.99)),
                     changes: lat.len(),
-                    add_ms: add.as_secs_f64() * 1000.0,
+                    add_ms: Some(add.as_secs_f64() * 1000.0),
                     idle_s: args.idle,
-                    idle_cpu_s,
+                    idle_cpu_s: Some(idle_cpu_s),
                     peak_rss_mb: peak_rss_mb(pid)?,
                 })
             })();
@@ -333,52 +381,182 @@ fn measure(
     })
 }
 
-fn table(rows: &[Row]) -> String {
+/// `theirs` over `ours` as " (N×)" for an upstream row, "" for kube-ipvs's
+/// or without both figures.
+fn ratio(r: &Row, ours: Option<f64>, theirs: Option<f64>) -> String {
+    match (ours, theirs) {
+        (Some(o), Some(t)) if r.proxy != "kube-ipvs" && o > 0.0 => format!(" ({:.1}×)", t / o),
+        _ => String::new(),
+    }
+}
+
+fn table(rows: &[Row], requested_changes: usize) -> String {
     let mut s = String::from(
         "| Services | proxy | first sync | change p50 / p99 | add a Service | CPU idle | peak RSS |\n|---|---|---|---|---|---|---|\n",
     );
+    let or_dash = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map_or("–".to_string(), f);
     for r in rows {
         let base = rows
             .iter()
-            .find(|b| b.services == r.services && b.proxy == "kube-ipvs");
-        let ratio = |ours: f64, theirs: f64| {
-            if r.proxy == "kube-ipvs" || ours <= 0.0 {
-                String::new()
-            } else {
-                format!(" ({:.1}×)", theirs / ours)
-            }
+            .find(|b| b.services == r.services && b.proxy == "kube-ipvs" && b.synced);
+        let b = |f: fn(&Row) -> Option<f64>| base.and_then(f);
+        let first = if r.synced {
+            format!("{:.1} s", r.first_sync_s)
+        } else {
+            format!("> {:.0} s", r.first_sync_s)
         };
-        let (fs, p50, add, cpu, rss) = base.map_or((0.0, 0.0, 0.0, 0.0, 0.0), |b| {
-            (
-                b.first_sync_s,
-                b.change_p50_ms,
-                b.add_ms,
-                b.idle_cpu_s,
-                b.peak_rss_mb,
-            )
-        });
+        let n = if r.synced && r.changes < requested_changes {
+            format!(" (n={})", r.changes)
+        } else {
+            String::new()
+        };
         s.push_str(&format!(
-            "| {} | {} | {:.1} s{} | {:.0} / {:.0} ms{} | {:.0} ms{} | {:.1} s / {} s{} | {:.1} MiB{} |\n",
+            "| {} | {} | {first}{} | {}{n}{} | {}{} | {}{} | {:.1} MiB{} |\n",
             r.services,
             r.proxy,
-            r.first_sync_s,
-            ratio(fs, r.first_sync_s),
-            r.change_p50_ms,
-            r.change_p99_ms,
-            ratio(p50, r.change_p50_ms),
-            r.add_ms,
-            ratio(add, r.add_ms),
-            r.idle_cpu_s,
-            r.idle_s,
-            ratio(cpu, r.idle_cpu_s),
+            ratio(r, b(|b| Some(b.first_sync_s)), Some(r.first_sync_s)),
+            match (r.change_p50_ms, r.change_p99_ms) {
+                (Some(p50), Some(p99)) => format!("{p50:.0} / {p99:.0} ms"),
+                _ => "–".into(),
+            },
+            ratio(r, b(|b| b.change_p50_ms), r.change_p50_ms),
+            or_dash(r.add_ms, &|v| format!("{v:.0} ms")),
+            ratio(r, b(|b| b.add_ms), r.add_ms),
+            or_dash(r.idle_cpu_s, &|v| format!("{v:.1} s / {} s", r.idle_s)),
+            ratio(r, b(|b| b.idle_cpu_s), r.idle_cpu_s),
             r.peak_rss_mb,
-            ratio(rss, r.peak_rss_mb),
+            ratio(r, b(|b| Some(b.peak_rss_mb)), Some(r.peak_rss_mb)),
         ));
     }
     s
 }
 
+/// The README's plot: first sync and change p50 per size and proxy, bars
+/// on log scales, as SVG.
+fn plot(rows: &[Row]) -> String {
+    const PROXIES: [(&str, &str); 3] = [
+        ("kube-ipvs", "#2b8a3e"),
+        ("kube-proxy ipvs", "#c92a2a"),
+        ("kube-proxy nftables", "#1971c2"),
+    ];
+    let mut sizes: Vec<usize> = rows.iter().map(|r| r.services).collect();
+    sizes.sort();
+    sizes.dedup();
+    type Figure = fn(&Row) -> Option<f64>;
+    let panels: [(&str, Figure); 2] = [
+        ("first full sync (s)", |r| Some(r.first_sync_s)),
+        ("one endpoint change, p50 (ms)", |r| r.change_p50_ms),
+    ];
+    let (pw, ph, top, left) = (420.0, 260.0, 40.0, 50.0);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
+        2.0 * (pw + left) + 20.0,
+        ph + top + 70.0
+    );
+    for (k, (title, value)) in panels.iter().enumerate() {
+        let x0 = left + k as f64 * (pw + left);
+        let vals: Vec<f64> = rows.iter().filter_map(value).filter(|v| *v > 0.0).collect();
+        let lo = vals
+            .iter()
+            .cloned()
+            .fold(f64::MAX, f64::min)
+            .max(1e-3)
+            .log10()
+            .floor();
+        let hi = vals
+            .iter()
+            .cloned()
+            .fold(1.0, f64::max)
+            .log10()
+            .ceil()
+            .max(lo + 1.0);
+        let y = |v: f64| top + ph - (v.max(1e-9).log10() - lo) / (hi - lo) * ph;
+        svg.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\" font-size=\"13\">{title}, log scale</text>\n",
+            x0 + pw / 2.0,
+            top - 20.0
+        ));
+        for d in lo as i32..=hi as i32 {
+            let yy = y(10f64.powi(d));
+            svg.push_str(&format!(
+                "<line x1=\"{x0}\" x2=\"{}\" y1=\"{yy:.1}\" y2=\"{yy:.1}\" stroke=\"#ddd\"/><text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
+                x0 + pw,
+                x0 - 4.0,
+                yy + 4.0,
+                10f64.powi(d)
+            ));
+        }
+        let group = pw / sizes.len().max(1) as f64;
+        let bar = group / 4.0;
+        for (g, n) in sizes.iter().enumerate() {
+            let gx = x0 + g as f64 * group;
+            svg.push_str(&format!(
+                "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{n} Services</text>\n",
+                gx + group / 2.0,
+                top + ph + 16.0
+            ));
+            for (i, (proxy, colour)) in PROXIES.iter().enumerate() {
+                let Some(r) = rows.iter().find(|r| r.services == *n && r.proxy == *proxy) else {
+                    continue;
+                };
+                let bx = gx + bar * (0.5 + i as f64);
+                let label_x = bx + bar / 2.0;
+                match value(r) {
+                    Some(v) if v > 0.0 => {
+                        let yy = y(v);
+                        let unfinished = k == 0 && !r.synced;
+                        svg.push_str(&format!(
+                            "<rect x=\"{bx:.1}\" y=\"{yy:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{colour}\" fill-opacity=\"{}\"/><text x=\"{label_x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"9\">{}{}</text>\n",
+                            bar * 0.9,
+                            top + ph - yy,
+                            if unfinished { "0.35" } else { "1" },
+                            yy - 3.0,
+                            if unfinished { "&gt;" } else { "" },
+                            if v >= 100.0 { format!("{v:.0}") } else { format!("{v:.1}") }
+                        ));
+                    }
+                    _ => svg.push_str(&format!(
+                        "<text x=\"{label_x:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"9\">n/a</text>\n",
+                        top + ph - 4.0
+                    )),
+                }
+            }
+        }
+    }
+    for (i, (proxy, colour)) in PROXIES.iter().enumerate() {
+        let lx = left + i as f64 * 220.0;
+        svg.push_str(&format!(
+            "<rect x=\"{lx}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{colour}\"/><text x=\"{}\" y=\"{}\">{proxy}</text>\n",
+            top + ph + 34.0,
+            lx + 16.0,
+            top + ph + 44.0
+        ));
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
 fn main() {
+    // `--plot RESULTS.json`: the SVG of a finished run, on the host.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("--plot") {
+        let Some(path) = argv.get(2) else {
+            eprintln!("bench_upstream: --plot needs the results JSON (target/bench-upstream.json)");
+            std::process::exit(2);
+        };
+        let rows: Vec<Row> = match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+        {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("bench_upstream: {path}: {e}");
+                std::process::exit(2);
+            }
+        };
+        print!("{}", plot(&rows));
+        return;
+    }
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
@@ -418,7 +596,7 @@ fn main() {
             serde_json::to_string(&rows).unwrap_or_default()
         );
     }
-    println!("{}", table(&rows));
+    println!("{}", table(&rows, args.changes));
     if failed {
         std::process::exit(1);
     }

@@ -3,7 +3,8 @@
 # (issue #15 point 4), in one lab boot, on N Services × 10 endpoints created
 # through the real apiserver:
 #
-#   scripts/bench-upstream.sh [--sizes 1000,5000,10000] [--changes 100] [--idle 300] [--proxies kube-ipvs,ipvs,nftables]
+#   scripts/bench-upstream.sh [--sizes 1000,5000,10000] [--changes 100] [--change-budget 1200]
+#                             [--first-sync-limit 3600] [--idle 300] [--proxies kube-ipvs,ipvs,nftables]
 #
 # Measures per proxy: the first full sync (from the process start to its first
 # IPv4 sync), the latency of one endpoint change p50/p99 and of adding one
@@ -11,7 +12,10 @@
 # from the slice's trigger time), CPU seconds over --idle seconds with nothing
 # changing (periodic resyncs included) and peak RSS. Prints a markdown table
 # with each upstream figure's ratio to kube-ipvs's (target/bench-upstream.md,
-# the raw rows in target/bench-upstream.json).
+# the raw rows in target/bench-upstream.json, a plot in
+# target/bench-upstream.svg). A proxy stops its changes when --change-budget
+# seconds are spent (the table gives n then), and is not measured further
+# without a first sync within --first-sync-limit seconds.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -37,5 +41,9 @@ status=0
 scripts/kernel-lab.sh --net --memory 4G --timeout "${KUBE_IPVS_LAB_TIMEOUT:-14400}" -- \
   scripts/bench-upstream.sh --in-lab "$@" | tee target/bench-upstream.md || status=$?
 sed -n 's/^results: //p' target/bench-upstream.md | tail -1 >target/bench-upstream.json
-[ -s target/bench-upstream.json ] || { echo "bench-upstream.sh: no results came back" >&2; status=1; }
+if [ -s target/bench-upstream.json ]; then
+  target/release/examples/bench_upstream --plot target/bench-upstream.json >target/bench-upstream.svg
+else
+  echo "bench-upstream.sh: no results came back" >&2; status=1
+fi
 exit "$status"
