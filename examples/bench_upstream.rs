@@ -177,12 +177,22 @@ fn metric(body: &str, sample: &str) -> Option<f64> {
     })
 }
 
-/// (count, sum) of the network programming latency histogram.
+/// Every sample of `name`, whatever its labels, summed.
+fn metric_sum(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// (count, sum) of the network programming latency histogram, over both
+/// families (upstream labels it `ip_family` since 1.30, and so does
+/// kube-ipvs).
 fn programming() -> Option<(f64, f64)> {
     let b = scrape()?;
     Some((
-        metric(&b, "kubeproxy_network_programming_duration_seconds_count").unwrap_or(0.0),
-        metric(&b, "kubeproxy_network_programming_duration_seconds_sum").unwrap_or(0.0),
+        metric_sum(&b, "kubeproxy_network_programming_duration_seconds_count"),
+        metric_sum(&b, "kubeproxy_network_programming_duration_seconds_sum"),
     ))
 }
 

@@ -278,7 +278,7 @@ fn spawn_bounded(
 
 /// Appends `new` to `kept`, keeping at most `max` (the oldest); returns how
 /// many were dropped.
-fn keep_oldest(kept: &mut Vec<SystemTime>, new: Vec<SystemTime>, max: usize) -> usize {
+fn keep_oldest<T: Ord>(kept: &mut Vec<T>, new: Vec<T>, max: usize) -> usize {
     kept.extend(new);
     if kept.len() <= max {
         return 0;
@@ -383,7 +383,7 @@ struct Daemon {
     process_start: SystemTime,
     clock: Instant,
     /// Trigger times of slices not yet programmed by a successful sync.
-    trigger_times: Vec<SystemTime>,
+    trigger_times: Vec<(SystemTime, &'static str)>,
 }
 
 /// Kernel writes that failed, logged one per line.

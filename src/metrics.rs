@@ -88,7 +88,9 @@ pub struct Metrics {
     pub last_queued_timestamp: Family<IpFamilyLabel, GaugeF64>,
     pub proxy_healthz_total: Family<CodeLabel, Counter>,
     pub proxy_livez_total: Family<CodeLabel, Counter>,
-    pub network_programming_duration: Histogram,
+    /// Labelled by the family of the slice whose change it measures, as
+    /// each of upstream's family proxiers observes its own slices.
+    pub network_programming_duration: Family<IpFamilyLabel, Histogram, fn() -> Histogram>,
     pub endpoint_changes_total: Counter,
     pub service_changes_total: Counter,
     pub endpoint_changes_pending: Gauge,
@@ -139,7 +141,9 @@ impl Metrics {
             last_queued_timestamp: Family::default(),
             proxy_healthz_total: Family::default(),
             proxy_livez_total: Family::default(),
-            network_programming_duration: Histogram::new(network_programming_buckets()),
+            network_programming_duration: Family::new_with_constructor(|| {
+                Histogram::new(network_programming_buckets())
+            }),
             endpoint_changes_total: Counter::default(),
             service_changes_total: Counter::default(),
             endpoint_changes_pending: Gauge::default(),
@@ -383,6 +387,7 @@ impl Metrics {
     pub fn observe_network_programming(
         &self,
         trigger: SystemTime,
+        ip_family: &'static str,
         now: SystemTime,
         start: SystemTime,
     ) {
@@ -390,7 +395,9 @@ impl Metrics {
             return;
         }
         if let Ok(d) = now.duration_since(trigger) {
-            self.network_programming_duration.observe(d.as_secs_f64());
+            self.network_programming_duration
+                .get_or_create(&IpFamilyLabel { ip_family })
+                .observe(d.as_secs_f64());
         }
     }
 }
@@ -503,7 +510,6 @@ mod tests {
             "kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"} 1",
             "kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family=\"IPv4\"} 1000.0",
             "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds{ip_family=\"IPv4\"} 999.0",
-            "kubeproxy_network_programming_duration_seconds_bucket{le=\"0.25\"} 0",
             "kubeproxy_sync_proxy_rules_endpoint_changes_total 1",
             "kubeproxy_sync_proxy_rules_service_changes_total 2",
             "kubeproxy_sync_proxy_rules_service_changes_pending 4",
@@ -637,17 +643,20 @@ mod tests {
         let m = Metrics::new();
         let start = UNIX_EPOCH + Duration::from_secs(100);
         let now = UNIX_EPOCH + Duration::from_secs(200);
-        m.observe_network_programming(UNIX_EPOCH + Duration::from_secs(199), now, start);
-        m.observe_network_programming(UNIX_EPOCH + Duration::from_secs(50), now, start);
-        m.observe_network_programming(UNIX_EPOCH + Duration::from_secs(300), now, start);
+        let at = |s| UNIX_EPOCH + Duration::from_secs(s);
+        m.observe_network_programming(at(199), "IPv4", now, start);
+        m.observe_network_programming(at(197), "IPv6", now, start);
+        m.observe_network_programming(at(50), "IPv4", now, start);
+        m.observe_network_programming(at(300), "IPv4", now, start);
         let text = m.encode();
-        assert!(
-            text.contains("kubeproxy_network_programming_duration_seconds_count 1"),
-            "{text}"
-        );
-        assert!(
-            text.contains("kubeproxy_network_programming_duration_seconds_sum 1.0"),
-            "{text}"
-        );
+        // Labelled by family, as upstream's (1.30+).
+        for sample in [
+            "kubeproxy_network_programming_duration_seconds_count{ip_family=\"IPv4\"} 1",
+            "kubeproxy_network_programming_duration_seconds_sum{ip_family=\"IPv4\"} 1.0",
+            "kubeproxy_network_programming_duration_seconds_count{ip_family=\"IPv6\"} 1",
+            "kubeproxy_network_programming_duration_seconds_sum{ip_family=\"IPv6\"} 3.0",
+        ] {
+            assert!(text.contains(sample), "{sample} in\n{text}");
+        }
     }
 }

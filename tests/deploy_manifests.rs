@@ -513,6 +513,13 @@ fn dashboard_uses_only_exported_metrics() {
         std::time::SystemTime::now(),
     );
     metrics.queued(std::time::SystemTime::now());
+    let now = std::time::SystemTime::now();
+    metrics.observe_network_programming(
+        now - std::time::Duration::from_secs(1),
+        "IPv4",
+        now,
+        std::time::SystemTime::UNIX_EPOCH,
+    );
     let exposition = metrics.encode();
     let exposed = |name: &str| {
         exposition.lines().any(|l| {

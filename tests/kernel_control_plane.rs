@@ -637,10 +637,15 @@ fn a_services_life_an_outage_and_rbac_against_the_real_control_plane() {
     // controller's real last-change-trigger-time annotation (the new pod's
     // Ready transition; a terminating pod without a kubelet keeps its old
     // one, so earlier observations may be long).
+    // Every family's samples (labelled `ip_family`, as upstream's).
     let latency = |m: &str| {
         (
-            metric(m, "kubeproxy_network_programming_duration_seconds_count").unwrap_or(0.0),
-            metric(m, "kubeproxy_network_programming_duration_seconds_sum").unwrap_or(0.0),
+            metric_sum(
+                m,
+                "kubeproxy_network_programming_duration_seconds_count",
+                "",
+            ),
+            metric_sum(m, "kubeproxy_network_programming_duration_seconds_sum", ""),
         )
     };
     let (count0, sum0) = latency(&metrics());

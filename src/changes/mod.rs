@@ -19,6 +19,7 @@ use prometheus_client::metrics::counter::Counter;
 use crate::health::{ProxyHealth, node_eligible};
 use crate::metrics::Metrics;
 use crate::model::config::ProxyConfig;
+use crate::model::contribution::{FAMILY_NAMES, family_slot};
 use crate::model::node::NodeInfo;
 use crate::reconcile::Proxier;
 use crate::runner::Trigger;
@@ -50,12 +51,17 @@ impl Batch {
         self.services.is_empty() && self.slices.is_empty() && self.node.is_none()
     }
 
-    /// Trigger times of the changed slices, for the network programming
-    /// latency observed once the sync that applies them succeeds.
-    pub fn trigger_times(&self) -> Vec<SystemTime> {
+    /// Trigger times of the changed slices of this proxy, with their
+    /// family ("IPv4", "IPv6"), for the network programming latency
+    /// observed once the sync that applies them succeeds.
+    pub fn trigger_times(&self) -> Vec<(SystemTime, &'static str)> {
         self.slices
             .iter()
-            .filter_map(|(_, c)| c.current.as_ref().and_then(|s| s.trigger))
+            .filter_map(|(_, c)| {
+                let s = c.current.as_ref()?;
+                let family = s.input.as_ref()?.family;
+                Some((s.trigger?, FAMILY_NAMES[family_slot(family)]))
+            })
             .collect()
     }
 
@@ -163,14 +169,14 @@ impl Hooks {
     pub fn sync_succeeded(
         &self,
         took: std::time::Duration,
-        trigger_times: &[SystemTime],
+        trigger_times: &[(SystemTime, &'static str)],
         process_start: SystemTime,
     ) {
         let now = SystemTime::now();
         self.metrics.sync_done(took, now);
-        for t in trigger_times {
+        for (t, family) in trigger_times {
             self.metrics
-                .observe_network_programming(*t, now, process_start);
+                .observe_network_programming(*t, family, now, process_start);
         }
         self.health.updated();
         if self.trigger.is_pending() {
@@ -525,7 +531,7 @@ mod tests {
         h.queue(); // queued while the sync runs
         h.sync_succeeded(
             Duration::from_millis(5),
-            &[SystemTime::now()],
+            &[(SystemTime::now(), "IPv6")],
             SystemTime::UNIX_EPOCH,
         );
         let text = h.metrics.encode();
@@ -534,7 +540,9 @@ mod tests {
                 "kubeproxy_sync_proxy_rules_duration_seconds_count{ip_family=\"IPv4\"} 1"
             )
         );
-        assert!(text.contains("kubeproxy_network_programming_duration_seconds_count 1"));
+        assert!(text.contains(
+            "kubeproxy_network_programming_duration_seconds_count{ip_family=\"IPv6\"} 1"
+        ));
         assert!(h.health.status().last_updated.is_some());
         assert!(h.trigger.is_pending());
     }
@@ -574,6 +582,7 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(b.trigger_times().len(), 1);
+        assert_eq!(b.trigger_times()[0].1, "IPv4");
     }
 
     #[test]
