@@ -388,19 +388,14 @@ fn the_readme_lists_intended_differences_and_they_match_whole_lines() {
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn kube_ipvs_programs_the_node_as_upstream_kube_proxy_does() {
-    let _serial = common::ipvs_serial();
-    assert_eq!(
-        std::env::var("KUBE_IPVS_KERNEL_TESTS").as_deref(),
-        Ok("1"),
-        "kernel test run outside the lab"
-    );
+    let (_serial, lab) = connect();
     let Lab {
         rt,
         admin,
         admin_kubeconfig: admin_kc,
         kube_ipvs_kubeconfig: sa_kc,
         kube_proxy,
-    } = Lab::connect();
+    } = lab;
     let readme =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let intended = intended_from_readme(&readme);
@@ -416,39 +411,24 @@ fn kube_ipvs_programs_the_node_as_upstream_kube_proxy_does() {
         rt.block_on(load(&admin, &case.objects));
         let dir = tempfile::tempdir().unwrap();
         let config = write_config(dir.path(), &case.node, &admin_kc, &case.scheduler, "30s");
-        // Each proxy runs from a thread of its own, which moves to a fresh
-        // network namespace with the node's uplink; this thread stays in
-        // the guest's, where the API client's connections live.
-        let states = [Which::Upstream, Which::KubeIpvs].map(|which| {
-            std::thread::scope(|s| {
-                s.spawn(|| {
-                    common::netns();
-                    uplink().expect("an uplink to the host");
-                    let bin = match which {
-                        Which::Upstream => kube_proxy.as_str(),
-                        Which::KubeIpvs => common::KUBE_IPVS,
-                    };
-                    let log = dir.path().join(format!("{which:?}.log"));
-                    let t0 = std::time::Instant::now();
-                    let mut d = start(which, bin, &config, &sa_kc, log);
-                    let before = health_before_sync(&mut d, which);
-                    let mut state = settled(&mut d, which);
-                    eprintln!(
-                        "  {which:?}: settled {:.1} s after its start",
-                        t0.elapsed().as_secs_f64()
-                    );
-                    let mut health = before.unwrap_or_default();
-                    health.extend(health_shapes("synced"));
-                    state.sections.insert("health", health);
-                    state.sections.insert("metrics", metric_shapes(&scrape()));
-                    // As a DaemonSet swap stops it: no cleanup.
-                    d.kill9();
-                    let log = d.log();
-                    (state, log)
-                })
-                .join()
-                .unwrap_or_else(|_| panic!("{}: running {which:?} failed", case.name))
-            })
+        let states = each_proxy(&kube_proxy, &case.name, |which, bin| {
+            let log = dir.path().join(format!("{which:?}.log"));
+            let t0 = std::time::Instant::now();
+            let mut d = start(which, bin, &config, &sa_kc, log);
+            let before = health_before_sync(&mut d, which);
+            let mut state = settled(&mut d, which);
+            eprintln!(
+                "  {which:?}: settled {:.1} s after its start",
+                t0.elapsed().as_secs_f64()
+            );
+            let mut health = before.unwrap_or_default();
+            health.extend(health_shapes("synced"));
+            state.sections.insert("health", health);
+            state.sections.insert("metrics", metric_shapes(&scrape()));
+            // As a DaemonSet swap stops it: no cleanup.
+            d.kill9();
+            let log = d.log();
+            (state, log)
         });
         // A proxy that synced before its health endpoints answered leaves no
         // before-sync sample; compare those only when both have one.
@@ -521,19 +501,14 @@ const RESTORE_TOOLS: &[&str] = &[
 #[test]
 #[ignore = "kernel test: runs in the lab via scripts/test.sh"]
 fn health_goes_stale_as_upstream_s_does() {
-    let _serial = common::ipvs_serial();
-    assert_eq!(
-        std::env::var("KUBE_IPVS_KERNEL_TESTS").as_deref(),
-        Ok("1"),
-        "kernel test run outside the lab"
-    );
+    let (_serial, lab) = connect();
     let Lab {
         rt,
         admin,
         admin_kubeconfig: admin_kc,
         kube_ipvs_kubeconfig: sa_kc,
         kube_proxy,
-    } = Lab::connect();
+    } = lab;
     let case = manifest_case(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/manifests"));
     let objects = case.objects;
     rt.block_on(load(&admin, &objects));
@@ -564,44 +539,29 @@ fn health_goes_stale_as_upstream_s_does() {
     );
     // Stale after 2 × 5 s.
     let config = write_config(dir.path(), &case.node, &admin_kc, "", "5s");
-    let answers = [Which::Upstream, Which::KubeIpvs].map(|which| {
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                common::netns();
-                uplink().expect("an uplink to the host");
-                let bin = match which {
-                    Which::Upstream => kube_proxy.as_str(),
-                    Which::KubeIpvs => common::KUBE_IPVS,
-                };
-                std::fs::write(&refuse, "").unwrap();
-                let mut cmd = command(which, bin, &config, &sa_kc);
-                cmd.env("PATH", &path);
-                let mut d = common::daemon::Daemon::spawn(
-                    cmd,
-                    dir.path().join(format!("{which:?}-stale.log")),
-                );
-                d.wait_for("/healthz to turn 503", || {
-                    common::daemon::http_get(HEALTHZ, "/healthz").is_some_and(|(c, _)| c == 503)
-                });
-                let mut shapes = health_shapes("stale");
-                assert!(
-                    !has_synced(which),
-                    "{which:?} synced through a failing iptables-restore"
-                );
-                // The writes work again: the next sync (a retry) succeeds.
-                std::fs::remove_file(&refuse).unwrap();
-                d.wait_for("the first sync once iptables accepts writes", || {
-                    has_synced(which)
-                        && common::daemon::http_get(HEALTHZ, "/healthz")
-                            .is_some_and(|(c, _)| c == 200)
-                });
-                shapes.extend(health_shapes("recovered"));
-                d.kill9();
-                (shapes, d.log())
-            })
-            .join()
-            .unwrap_or_else(|_| panic!("running {which:?} with failing iptables writes failed"))
-        })
+    let answers = each_proxy(&kube_proxy, "failing iptables writes", |which, bin| {
+        std::fs::write(&refuse, "").unwrap();
+        let mut cmd = command(which, bin, &config, &sa_kc);
+        cmd.env("PATH", &path);
+        let mut d =
+            common::daemon::Daemon::spawn(cmd, dir.path().join(format!("{which:?}-stale.log")));
+        d.wait_for("/healthz to turn 503", || {
+            common::daemon::http_get(HEALTHZ, "/healthz").is_some_and(|(c, _)| c == 503)
+        });
+        let mut shapes = health_shapes("stale");
+        assert!(
+            !has_synced(which),
+            "{which:?} synced through a failing iptables-restore"
+        );
+        // The writes work again: the next sync (a retry) succeeds.
+        std::fs::remove_file(&refuse).unwrap();
+        d.wait_for("the first sync once iptables accepts writes", || {
+            has_synced(which)
+                && common::daemon::http_get(HEALTHZ, "/healthz").is_some_and(|(c, _)| c == 200)
+        });
+        shapes.extend(health_shapes("recovered"));
+        d.kill9();
+        (shapes, d.log())
     });
     rt.block_on(unload(&admin, &objects));
     for (which, (shapes, _)) in [Which::Upstream, Which::KubeIpvs].iter().zip(&answers) {
@@ -621,6 +581,43 @@ fn on_path(tool: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|d| d.join(tool))
         .find(|p| p.is_file())
+}
+
+/// The lab's control plane for one of these tests, which run one at a time.
+fn connect() -> (std::sync::MutexGuard<'static, ()>, Lab) {
+    let serial = common::ipvs_serial();
+    assert_eq!(
+        std::env::var("KUBE_IPVS_KERNEL_TESTS").as_deref(),
+        Ok("1"),
+        "kernel test run outside the lab"
+    );
+    (serial, Lab::connect())
+}
+
+/// Runs `run` for upstream, then kube-ipvs (given the proxy and its
+/// binary), each from a thread of its own that moves to a fresh network
+/// namespace with the node's uplink; the calling thread stays in the
+/// guest's, where the API client's connections live.
+fn each_proxy<T: Send>(
+    kube_proxy: &str,
+    what: &str,
+    run: impl Fn(Which, &str) -> T + Sync,
+) -> [T; 2] {
+    [Which::Upstream, Which::KubeIpvs].map(|which| {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                common::netns();
+                uplink().expect("an uplink to the host");
+                let bin = match which {
+                    Which::Upstream => kube_proxy,
+                    Which::KubeIpvs => common::KUBE_IPVS,
+                };
+                run(which, bin)
+            })
+            .join()
+            .unwrap_or_else(|_| panic!("{what}: running {which:?} failed"))
+        })
+    })
 }
 
 fn tail(text: &str, n: usize) -> String {
