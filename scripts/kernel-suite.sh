@@ -14,11 +14,13 @@ echo "kernel suite on $(uname -r)"
 [ $# -gt 0 ] || { echo "kernel-suite: no test binaries given" >&2; echo "kernel suite: 0 passed, 0 failed"; exit 1; }
 for bin in "$@"; do
   echo "== $(basename "$bin")"
+  t0=$(date +%s)
   out=$(mktemp)
   "$bin" --ignored --test-threads="$threads" 2>&1 | tee "$out"
   rc=${PIPESTATUS[0]}
   line=$(grep -E '^test result: ' "$out" | tail -1)
   rm -f "$out"
+  echo "== $(basename "$bin"): $(( $(date +%s) - t0 )) s"
   if [ -z "$line" ]; then
     echo "kernel-suite: $(basename "$bin") exited $rc without a test result" >&2
     broken=$((broken + 1)); continue

@@ -11,7 +11,8 @@
 #   6. the kernel suite, in the lab (scripts/kernel-lab.sh --net, so the guest
 #      reaches the control plane as 10.0.2.2), one VM boot per kernel of the
 #      matrix: KUBE_IPVS_TEST_KERNELS (default "6.1 6.12", the newest Debian
-#      kernel of each line; see kernel-lab.sh --kernel)
+#      kernel of each line; see kernel-lab.sh --kernel), the VMs at once, each
+#      with a control plane of its own (KUBE_IPVS_TEST_SERIAL=1: one by one)
 # It fails if the kernel suite did not run, failed or executed zero tests on
 # any kernel of the matrix; tests/kernel_control_plane.rs fails, never skips,
 # without the control plane.
@@ -38,23 +39,17 @@ step "real control plane: scripts/control-plane.sh up and selftest"
 # etcd, kube-apiserver and the EndpointSlice controller from upstream; the
 # selftest fails if the controller writes no slice or kube-ipvs's
 # ServiceAccount can do more or less than deploy/rbac.yaml says.
-log=$(mktemp)
-cp_was_up=0; agent_pid=
+logs_dir=$(mktemp -d)
+cp_was_up=0; extra_cps=()
 scripts/control-plane.sh status && cp_was_up=1
 finish() {
-  rm -f "$log"
-  [ -z "$agent_pid" ] || kill "$agent_pid" 2>/dev/null || true
+  for st in "${extra_cps[@]}"; do env $st scripts/control-plane.sh down >/dev/null 2>&1 || true; done
   [ "$cp_was_up" = 1 ] || scripts/control-plane.sh down || true
+  rm -rf "$logs_dir"
 }
 trap finish EXIT
 eval "$(scripts/control-plane.sh up)"
 scripts/control-plane.sh selftest
-# The guest asks the host for control-plane outages through the agent.
-scripts/control-plane.sh agent 2>"$(dirname "$KUBECONFIG_ADMIN")/logs/agent.log" &
-agent_pid=$!
-export KUBE_IPVS_CP_KUBECONFIG=$KUBECONFIG_KUBE_IPVS_GUEST
-export KUBE_IPVS_CP_ADMIN_KUBECONFIG=$KUBECONFIG_ADMIN_GUEST
-export KUBE_IPVS_CP_AGENT=10.0.2.2:${KUBE_IPVS_CP_AGENT_PORT:-16480}
 # Upstream kube-proxy, for the differential tests (tests/kernel_upstream_parity.rs).
 KUBE_IPVS_CP_KUBE_PROXY="$(scripts/k8s-fixtures.sh --print-dir)/kube-proxy"
 export KUBE_IPVS_CP_KUBE_PROXY
@@ -91,20 +86,72 @@ printf '  %s\n' "${bins[@]}"
 
 IFS=", " read -ra kernels <<<"${KUBE_IPVS_TEST_KERNELS:-6.1 6.12}"
 [ ${#kernels[@]} -gt 0 ] || { echo "test.sh: KUBE_IPVS_TEST_KERNELS names no kernel" >&2; exit 1; }
-summaries=(); bad=0; ki=0
-for k in "${kernels[@]}"; do
-  step "kernel suite in the lab on kernel $k"
+# The labs run at once, one VM per kernel (KUBE_IPVS_TEST_SERIAL=1: one after
+# the other). A TCG guest keeps about one host core busy (the kernel tests are
+# mostly one thread: 41% of 2 vCPUs in kernel_crash), so on 2 cores two labs
+# take about the time of one. Each lab gets a control plane of its own (its
+# own state, ports and outage agent): kernel_control_plane stops its
+# apiserver on purpose, which must not reach the other lab's tests.
+cp_env() {  # cp_env I: the environment of lab I's control plane
+  [ "$1" = 0 ] && return 0
+  printf 'KUBE_IPVS_CP_STATE=%s KUBE_IPVS_CP_PORT=%s KUBE_IPVS_CP_ETCD_PORT=%s KUBE_IPVS_CP_AGENT_PORT=%s' \
+    "$(dirname "$KUBECONFIG_ADMIN")-$1" $((16443 + $1)) $((12379 + 2 * $1)) $((16480 + $1))
+}
+for i in "${!kernels[@]}"; do
+  if [ "$i" -gt 0 ]; then
+    extra_cps+=("$(cp_env "$i")")
+    step "control plane $i for the lab on kernel ${kernels[$i]}"
+    env $(cp_env "$i") scripts/control-plane.sh up >"$logs_dir/cp-$i.env"
+  fi
+done
+
+# run_lab I: the kernel suite on kernel I of the matrix, against control plane I.
+run_lab() {
+  local i=$1 k=${kernels[$1]} t0
   t0=$(date +%s)
-  # The differential test against upstream kube-proxy: examples/manifests and
-  # two seeded cluster states per kernel, other seeds on each kernel
-  # (scripts/compare-upstream.sh --seeds runs any others).
-  export KUBE_IPVS_COMPARE_SEEDS=${KUBE_IPVS_TEST_SEEDS:-$((2 * ki + 1)),$((2 * ki + 2))}
-  ki=$((ki + 1))
-  set +e
-  scripts/kernel-lab.sh --net --kernel "$k" --timeout "${KUBE_IPVS_LAB_TIMEOUT:-1800}" -- scripts/kernel-suite.sh "${bins[@]}" 2>&1 | tee "$log"
-  lab_rc=${PIPESTATUS[0]}
-  set -e
-  secs=$(( $(date +%s) - t0 ))
+  (
+    [ "$i" = 0 ] || { export $(cp_env "$i"); eval "$(cat "$logs_dir/cp-$i.env")"; }
+    scripts/control-plane.sh agent 2>"$(dirname "$KUBECONFIG_ADMIN")/logs/agent.log" &
+    agent=$!
+    trap 'kill $agent 2>/dev/null' EXIT
+    export KUBE_IPVS_CP_KUBECONFIG=$KUBECONFIG_KUBE_IPVS_GUEST
+    export KUBE_IPVS_CP_ADMIN_KUBECONFIG=$KUBECONFIG_ADMIN_GUEST
+    export KUBE_IPVS_CP_AGENT=10.0.2.2:${KUBE_IPVS_CP_AGENT_PORT:-16480}
+    # The differential test against upstream kube-proxy: examples/manifests and
+    # two seeded cluster states per kernel, other seeds on each kernel
+    # (scripts/compare-upstream.sh --seeds runs any others).
+    export KUBE_IPVS_COMPARE_SEEDS=${KUBE_IPVS_TEST_SEEDS:-$((2 * i + 1)),$((2 * i + 2))}
+    scripts/kernel-lab.sh --net --kernel "$k" --timeout "${KUBE_IPVS_LAB_TIMEOUT:-2400}" -- scripts/kernel-suite.sh "${bins[@]}"
+  ) >"$logs_dir/lab-$i.log" 2>&1
+  echo $? >"$logs_dir/lab-$i.rc"
+  echo $(( $(date +%s) - t0 )) >"$logs_dir/lab-$i.secs"
+}
+
+if [ "${KUBE_IPVS_TEST_SERIAL:-0}" = 1 ]; then
+  for i in "${!kernels[@]}"; do
+    step "kernel suite in the lab on kernel ${kernels[$i]}"
+    : >"$logs_dir/lab-$i.log"
+    run_lab "$i" & lab=$!
+    tail -s 1 -n +1 -f --pid="$lab" "$logs_dir/lab-$i.log" 2>/dev/null
+    wait "$lab" || true
+  done
+else
+  step "kernel suites in the lab, at once on kernels ${kernels[*]} (lines prefixed by kernel)"
+  labs=()
+  for i in "${!kernels[@]}"; do
+    : >"$logs_dir/lab-$i.log"
+    run_lab "$i" & labs+=($!)
+    tail -s 1 -n +1 -f --pid="${labs[$i]}" "$logs_dir/lab-$i.log" 2>/dev/null | sed -u "s/^/[${kernels[$i]}] /" &
+  done
+  for p in "${labs[@]}"; do wait "$p" || true; done
+  wait
+fi
+
+summaries=(); bad=0
+for i in "${!kernels[@]}"; do
+  k=${kernels[$i]} log=$logs_dir/lab-$i.log
+  lab_rc=$(cat "$logs_dir/lab-$i.rc" 2>/dev/null || echo "?")
+  secs=$(cat "$logs_dir/lab-$i.secs" 2>/dev/null || echo 0)
   took="$((secs / 60)) min $((secs % 60)) s"
   # kernel-suite.sh names the kernel it ran on; a lab that never booted did not.
   kver=$(sed -n 's/^kernel suite on \(.*\)$/\1/p' "$log" | head -1)
@@ -119,6 +166,7 @@ for k in "${kernels[@]}"; do
   echo "kernel tests executed inside the lab on ${kver:-$k}: $executed"
   if [ "$lab_rc" != 0 ] || [ "$executed" = 0 ]; then
     echo "test.sh: kernel suite failed on ${kver:-$k} (lab exit status $lab_rc, $executed tests executed)" >&2
+    grep -E '^(test .* FAILED|failures:|---- )' "$log" | sed "s/^/  [$k] /" >&2 || true
     summaries+=("kernel ${kver:-$k}: FAILED, ${summary#kernel suite: }, lab exit status $lab_rc, $took"); bad=1
   else
     summaries+=("kernel ${kver:-$k}: ${summary#kernel suite: }, $took")
