@@ -9,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::daemon::Daemon;
+use common::kernel::{iptables_rules, planned_iptables};
 use common::{kube_ipvs, sh, try_sh};
 use proptest::prelude::RngExt;
 use proptest::test_runner::{RngAlgorithm, TestRng};
@@ -176,43 +177,6 @@ fn is_our_set_line(l: &str) -> bool {
         .is_some_and(|n| n.starts_with("KUBE-"))
 }
 
-/// Rules of our chains per (binary, table, chain), in order, from
-/// iptables-save or restore text; rules of built-in chains only when they jump into ours.
-fn iptables_rules(binary: &str, text: &str) -> BTreeMap<(String, String, String), Vec<String>> {
-    let mut out: BTreeMap<(String, String, String), Vec<String>> = BTreeMap::new();
-    let mut table = String::new();
-    for l in text.lines() {
-        if let Some(t) = l.strip_prefix('*') {
-            table = t.to_string();
-        } else if let Some(decl) = l.strip_prefix(':') {
-            let chain = decl.split_whitespace().next().unwrap_or_default();
-            if chain.starts_with("KUBE-") {
-                out.entry((binary.into(), table.clone(), chain.into()))
-                    .or_default();
-            }
-        } else if let Some(rule) = l.strip_prefix("-A ") {
-            let (chain, spec) = rule.split_once(' ').unwrap_or((rule, ""));
-            if chain.starts_with("KUBE-") || spec.contains("-j KUBE-") {
-                out.entry((binary.into(), table.clone(), chain.into()))
-                    .or_default()
-                    .push(kube_ipvs::iptables::normalize_rule(spec));
-            }
-        }
-    }
-    sort_jumps(&mut out);
-    out
-}
-
-/// Where our jumps sit among a built-in chain's rules is kube-ipvs's choice;
-/// that each is there exactly once is what counts.
-fn sort_jumps(rules: &mut BTreeMap<(String, String, String), Vec<String>>) {
-    for ((_, _, chain), r) in rules.iter_mut() {
-        if !chain.starts_with("KUBE-") {
-            r.sort();
-        }
-    }
-}
-
 /// The rest of iptables-save: foreign chains and rules, by table. Built-in
 /// chains' headers are left out: a table appears when kube-ipvs first uses it.
 fn foreign_iptables(text: &str) -> Vec<String> {
@@ -283,25 +247,7 @@ fn parse_plan(text: &str) -> State {
         }
     }
     let lines = |k: &str| sections.get(k).cloned().unwrap_or_default();
-    let mut iptables = BTreeMap::new();
-    let payload = lines("iptables").join("\n");
-    let (v4, v6) = payload
-        .split_once("# ip6tables")
-        .expect("plan has an ip6tables payload");
-    let v4 = v4
-        .strip_prefix("# iptables")
-        .expect("plan's iptables payload");
-    for (binary, p) in [("iptables", v4), ("ip6tables", v6)] {
-        iptables.extend(iptables_rules(binary, p));
-        // The jumps from built-in chains are not in the payload: added apart.
-        for j in kube_ipvs::iptables::JUMPS {
-            iptables
-                .entry((binary.into(), j.table.into(), j.from.into()))
-                .or_insert_with(Vec::new)
-                .push(kube_ipvs::iptables::normalize_rule(&j.spec()));
-        }
-    }
-    sort_jumps(&mut iptables);
+    let iptables = planned_iptables(&lines("iptables").join("\n"));
     State {
         ipvs: sorted(lines("ipvs").into_iter().map(String::from)),
         sets: sorted(lines("sets").into_iter().map(normalize_set_line)),

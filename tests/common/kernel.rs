@@ -1,5 +1,6 @@
 //! The node's kernel state as the standard tools print it (ipvsadm -Sn, ipset save, iptables-save, ip addr), and waits on it.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::daemon::Daemon;
@@ -77,4 +78,68 @@ pub fn unchanged_for(
         d.assert_running();
         std::thread::sleep(every);
     }
+}
+
+/// Our rules per (binary, table, chain): [`iptables_rules`]'s shape.
+pub type Rules = BTreeMap<(String, String, String), Vec<String>>;
+
+/// Rules of our chains per (binary, table, chain), in order, from
+/// iptables-save or restore text; rules of built-in chains only when they jump into ours.
+pub fn iptables_rules(binary: &str, text: &str) -> Rules {
+    let mut out = Rules::new();
+    let mut table = String::new();
+    for l in text.lines() {
+        if let Some(t) = l.strip_prefix('*') {
+            table = t.to_string();
+        } else if let Some(decl) = l.strip_prefix(':') {
+            let chain = decl.split_whitespace().next().unwrap_or_default();
+            if chain.starts_with("KUBE-") {
+                out.entry((binary.into(), table.clone(), chain.into()))
+                    .or_default();
+            }
+        } else if let Some(rule) = l.strip_prefix("-A ") {
+            let (chain, spec) = rule.split_once(' ').unwrap_or((rule, ""));
+            if chain.starts_with("KUBE-") || spec.contains("-j KUBE-") {
+                out.entry((binary.into(), table.clone(), chain.into()))
+                    .or_default()
+                    .push(kube_ipvs::iptables::normalize_rule(spec));
+            }
+        }
+    }
+    sort_jumps(&mut out);
+    out
+}
+
+/// Where our jumps sit among a built-in chain's rules is kube-ipvs's choice;
+/// that each is there exactly once is what counts.
+pub fn sort_jumps(rules: &mut Rules) {
+    for ((_, _, chain), r) in rules.iter_mut() {
+        if !chain.starts_with("KUBE-") {
+            r.sort();
+        }
+    }
+}
+
+/// The rules `kube-ipvs plan` prints under "# iptables-restore --noflush
+/// payloads" (`payload`: that section, "# iptables" then "# ip6tables"), with
+/// the jumps from built-in chains that kube-ipvs adds apart from the payload.
+pub fn planned_iptables(payload: &str) -> Rules {
+    let (v4, v6) = payload
+        .split_once("# ip6tables")
+        .expect("plan has an ip6tables payload");
+    let v4 = v4
+        .strip_prefix("# iptables")
+        .expect("plan's iptables payload");
+    let mut rules = Rules::new();
+    for (binary, p) in [("iptables", v4), ("ip6tables", v6)] {
+        rules.extend(iptables_rules(binary, p));
+        for j in kube_ipvs::iptables::JUMPS {
+            rules
+                .entry((binary.into(), j.table.into(), j.from.into()))
+                .or_default()
+                .push(kube_ipvs::iptables::normalize_rule(&j.spec()));
+        }
+    }
+    sort_jumps(&mut rules);
+    rules
 }

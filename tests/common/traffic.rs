@@ -13,9 +13,18 @@ pub const NODE_IP: &str = "192.168.100.10";
 pub const CLIENT_IP: &str = "192.168.100.2";
 /// The second client, on a subnet of its own (192.168.101.0/24, node at .1).
 pub const CLIENT2_IP: &str = "192.168.101.2";
+/// The IPv6 twins of the addresses above, on the same links: [`topology`]
+/// gives every namespace both families (pod `i` has fd00:10:244:i::2).
+pub const NODE_IP6: &str = "fd00:192:168:100::10";
+pub const CLIENT_IP6: &str = "fd00:192:168:100::2";
+pub const CLIENT2_IP6: &str = "fd00:192:168:101::2";
 /// Every pod serves TCP here (greeting, then a line echo) and UDP on [`UDP_PORT`].
 pub const TCP_PORT: u16 = 8080;
 pub const UDP_PORT: u16 = 5353;
+/// Pods serve SCTP here (one-to-one style, as TCP) once [`serve_sctp`] started it.
+pub const SCTP_PORT: u16 = 9090;
+/// The port of [`sctp_service`]s.
+pub const SCTP_SERVICE_PORT: u16 = 7777;
 /// Connect and read timeout of short client connections.
 pub const TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -26,6 +35,14 @@ pub fn pod_ip(i: usize) -> String {
 
 pub fn node_side_ip(i: usize) -> String {
     format!("10.244.{i}.1")
+}
+
+pub fn pod_ip6(i: usize) -> String {
+    format!("fd00:10:244:{i}::2")
+}
+
+pub fn node_side_ip6(i: usize) -> String {
+    format!("fd00:10:244:{i}::1")
 }
 
 /// The node's end of the named pod's veth: the source a masqueraded
@@ -77,9 +94,9 @@ pub fn in_ns<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'stat
     .expect("thread in namespace")
 }
 
-/// Builds `pods` pods on veths (10.244.i.0/24 each) and two clients, each
-/// running servers that answer as "pod<i>". `tag` keeps namespace names
-/// unique between the tests of one binary.
+/// Builds `pods` pods on veths (10.244.i.0/24 and fd00:10:244:i::/64 each)
+/// and two clients, each running servers that answer as "pod<i>" on both
+/// families. `tag` keeps namespace names unique between the tests of one binary.
 pub fn topology(tag: &str, pods: usize) -> Topology {
     let pid = std::process::id();
     let t = Topology {
@@ -87,28 +104,45 @@ pub fn topology(tag: &str, pods: usize) -> Topology {
         client: format!("kt{pid}{tag}c"),
         client2: format!("kt{pid}{tag}d"),
     };
-    sh("sysctl -qw net.ipv4.ip_forward=1");
+    // IPv6 addresses skip duplicate address detection (`nodad`): a
+    // tentative address can be neither a source nor a destination for a second.
+    sh("sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1");
     for (k, ns) in t.pods.iter().enumerate() {
         let i = k + 1;
         sh(&format!(
             "ip netns add {ns} && ip link add vp{i} type veth peer name eth0 netns {ns} \
-             && ip addr add {node}/24 dev vp{i} && ip link set vp{i} up \
+             && ip addr add {node}/24 dev vp{i} && ip addr add {node6}/64 dev vp{i} nodad \
+             && ip link set vp{i} up \
              && ip -n {ns} link set lo up && ip -n {ns} addr add {pod}/24 dev eth0 \
-             && ip -n {ns} link set eth0 up && ip -n {ns} route add default via {node}",
+             && ip -n {ns} addr add {pod6}/64 dev eth0 nodad \
+             && ip -n {ns} link set eth0 up && ip -n {ns} route add default via {node} \
+             && ip -n {ns} -6 route add default via {node6}",
             node = node_side_ip(i),
             pod = pod_ip(i),
+            node6 = node_side_ip6(i),
+            pod6 = pod_ip6(i),
         ));
         serve(ns, &format!("pod{i}"));
     }
-    for (ns, link, node, client) in [
-        (&t.client, "vc", NODE_IP, CLIENT_IP),
-        (&t.client2, "vd", "192.168.101.1", CLIENT2_IP),
+    for (ns, link, node, client, node6, client6) in [
+        (&t.client, "vc", NODE_IP, CLIENT_IP, NODE_IP6, CLIENT_IP6),
+        (
+            &t.client2,
+            "vd",
+            "192.168.101.1",
+            CLIENT2_IP,
+            "fd00:192:168:101::1",
+            CLIENT2_IP6,
+        ),
     ] {
         sh(&format!(
             "ip netns add {ns} && ip link add {link} type veth peer name eth0 netns {ns} \
-             && ip addr add {node}/24 dev {link} && ip link set {link} up \
+             && ip addr add {node}/24 dev {link} && ip addr add {node6}/64 dev {link} nodad \
+             && ip link set {link} up \
              && ip -n {ns} link set lo up && ip -n {ns} addr add {client}/24 dev eth0 \
-             && ip -n {ns} link set eth0 up && ip -n {ns} route add default via {node}"
+             && ip -n {ns} addr add {client6}/64 dev eth0 nodad \
+             && ip -n {ns} link set eth0 up && ip -n {ns} route add default via {node} \
+             && ip -n {ns} -6 route add default via {node6}"
         ));
     }
     t
@@ -130,10 +164,12 @@ pub fn serve_node(port: u16) {
 /// each line with "`name` `line`". UDP: answers each datagram with
 /// "`name` `peer-ip`".
 fn serve(ns: &str, name: &str) {
+    // `[::]` takes both families (net.ipv6.bindv6only is 0 in a new
+    // namespace); an IPv4 peer shows as ::ffff:a.b.c.d, hence `to_canonical`.
     let (tcp, udp) = in_ns(ns, || {
         (
-            TcpListener::bind(("0.0.0.0", TCP_PORT)).expect("bind TCP"),
-            UdpSocket::bind(("0.0.0.0", UDP_PORT)).expect("bind UDP"),
+            TcpListener::bind(("::", TCP_PORT)).expect("bind TCP"),
+            UdpSocket::bind(("::", UDP_PORT)).expect("bind UDP"),
         )
     });
     let n = name.to_string();
@@ -147,7 +183,50 @@ fn serve(ns: &str, name: &str) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 512];
         while let Ok((_, peer)) = udp.recv_from(&mut buf) {
-            let _ = udp.send_to(format!("{n} {}", peer.ip()).as_bytes(), peer);
+            let _ = udp.send_to(format!("{n} {}", peer.ip().to_canonical()).as_bytes(), peer);
+        }
+    });
+}
+
+/// A one-to-one SCTP socket (IPv4).
+fn sctp_socket() -> std::os::fd::OwnedFd {
+    use nix::sys::socket::{self, AddressFamily, SockFlag, SockProtocol, SockType};
+    socket::socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::Sctp,
+    )
+    .expect("an SCTP socket: is the sctp module loaded (modprobe sctp)?")
+}
+
+fn io_kind(e: nix::errno::Errno) -> std::io::ErrorKind {
+    std::io::Error::from(e).kind()
+}
+
+/// Starts pod `i`'s SCTP server in its namespace: as the TCP one, greeting
+/// with "pod<i> `peer-ip`", then echoing lines. Bound to the pod's address
+/// only (single-homed: see [`Conn::open_sctp`]). Needs the `sctp` module.
+pub fn serve_sctp(t: &Topology, i: usize) {
+    use nix::sys::socket::{self, SockaddrIn, sockopt};
+    let fd = in_ns(t.pod(i), move || {
+        let fd = sctp_socket();
+        socket::setsockopt(&fd, sockopt::ReuseAddr, &true).expect("SO_REUSEADDR");
+        let ip: Ipv4Addr = pod_ip(i).parse().unwrap();
+        socket::bind(
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            &SockaddrIn::from(SocketAddrV4::new(ip, SCTP_PORT)),
+        )
+        .expect("bind SCTP");
+        socket::listen(&fd, socket::Backlog::new(64).unwrap()).expect("listen SCTP");
+        fd
+    });
+    let listener = TcpListener::from(fd);
+    let name = format!("pod{i}");
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            let n = name.clone();
+            std::thread::spawn(move || echo(s, &n));
         }
     });
 }
@@ -155,7 +234,7 @@ fn serve(ns: &str, name: &str) {
 fn echo(mut s: TcpStream, name: &str) {
     let peer = s
         .peer_addr()
-        .map(|a| a.ip().to_string())
+        .map(|a| a.ip().to_canonical().to_string())
         .unwrap_or_default();
     if s.write_all(format!("{name} {peer}\n").as_bytes()).is_err() {
         return;
@@ -184,6 +263,64 @@ impl Conn {
     pub fn open(addr: &str, timeout: Duration) -> Result<Conn, std::io::ErrorKind> {
         let a: SocketAddr = addr.parse().expect("socket address");
         let stream = TcpStream::connect_timeout(&a, timeout).map_err(|e| e.kind())?;
+        Conn::greeted(stream, timeout)
+    }
+
+    /// [`Conn::open`] from source port `port` (SO_REUSEADDR, so a port whose
+    /// last connection was reset can serve again): one flow of a hashing
+    /// scheduler, repeatable.
+    pub fn open_from_port(
+        addr: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<Conn, std::io::ErrorKind> {
+        use nix::sys::socket::{self, AddressFamily, SockFlag, SockProtocol, SockType, sockopt};
+        let a: SocketAddrV4 = addr.parse().expect("IPv4 socket address");
+        let fd = socket::socket(
+            AddressFamily::Inet,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::Tcp,
+        )
+        .map_err(io_kind)?;
+        socket::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(io_kind)?;
+        // A blocking connect gives up after SO_SNDTIMEO.
+        let tv =
+            nix::sys::time::TimeVal::new(timeout.as_secs() as i64, timeout.subsec_micros() as i64);
+        socket::setsockopt(&fd, sockopt::SendTimeout, &tv).map_err(io_kind)?;
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        socket::bind(raw, &socket::SockaddrIn::new(0, 0, 0, 0, port)).map_err(io_kind)?;
+        socket::connect(raw, &socket::SockaddrIn::from(a)).map_err(io_kind)?;
+        Conn::greeted(TcpStream::from(fd), timeout)
+    }
+
+    /// [`Conn::open`] over an SCTP association from local address `local`
+    /// (needs the `sctp` module). Both ends are single-homed (bound to one
+    /// address), as SCTP through NAT needs: a multi-homed end lists its other
+    /// addresses in INIT, the peer heartbeats them directly, past IPVS and the
+    /// masquerading, and the node's stack answers those heartbeats with ABORT.
+    pub fn open_sctp(
+        local: &str,
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<Conn, std::io::ErrorKind> {
+        use nix::sys::socket::{self, sockopt};
+        let a: SocketAddrV4 = addr.parse().expect("IPv4 socket address");
+        let l: Ipv4Addr = local.parse().expect("IPv4 address");
+        let fd = sctp_socket();
+        // connect() of an SCTP stream socket waits up to SO_SNDTIMEO
+        // (sctp_wait_for_connect), not for every INIT retransmission.
+        let tv = nix::sys::time::TimeVal::new(timeout.as_secs() as i64, 0);
+        socket::setsockopt(&fd, sockopt::SendTimeout, &tv).map_err(io_kind)?;
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        socket::bind(raw, &socket::SockaddrIn::from(SocketAddrV4::new(l, 0))).map_err(io_kind)?;
+        socket::connect(raw, &socket::SockaddrIn::from(a)).map_err(io_kind)?;
+        Conn::greeted(TcpStream::from(fd), timeout)
+    }
+
+    /// Reads the greeting on a connected stream (TCP, or SCTP one-to-one,
+    /// whose socket reads and writes as TCP's does).
+    fn greeted(stream: TcpStream, timeout: Duration) -> Result<Conn, std::io::ErrorKind> {
         stream
             .set_read_timeout(Some(timeout))
             .map_err(|e| e.kind())?;
@@ -261,13 +398,30 @@ pub fn node_yaml() -> String {
     )
 }
 
+/// The Node object with an InternalIP of each family (a dual-stack node).
+pub fn node_yaml_dual() -> String {
+    format!(
+        "{}  - type: InternalIP\n    address: {NODE_IP6}\n",
+        node_yaml()
+    )
+}
+
 /// Ready endpoints for the given pods on node `node`.
 pub fn ready(pods: &[usize], node: &str) -> String {
+    ready_at(pods, node, pod_ip)
+}
+
+/// [`ready`] with the pods' IPv6 addresses, for an IPv6 slice.
+pub fn ready6(pods: &[usize], node: &str) -> String {
+    ready_at(pods, node, pod_ip6)
+}
+
+fn ready_at(pods: &[usize], node: &str, ip: fn(usize) -> String) -> String {
     pods.iter()
         .map(|i| {
             format!(
                 "- addresses: [{}]\n  nodeName: {node}\n  conditions: {{ready: true, serving: true, terminating: false}}\n",
-                pod_ip(*i)
+                ip(*i)
             )
         })
         .collect()
@@ -291,6 +445,39 @@ pub fn tcp_service(
     port_extra: &str,
     endpoints: &str,
 ) -> String {
+    service(
+        name,
+        ip,
+        extra_spec,
+        port_extra,
+        ("http", "TCP", 80, TCP_PORT),
+        endpoints,
+    )
+}
+
+/// An SCTP Service `name` (port [`SCTP_SERVICE_PORT`] → pods' [`SCTP_PORT`]),
+/// as [`tcp_service`].
+pub fn sctp_service(
+    name: &str,
+    ip: &str,
+    extra_spec: &str,
+    port_extra: &str,
+    endpoints: &str,
+) -> String {
+    let port = ("assoc", "SCTP", SCTP_SERVICE_PORT, SCTP_PORT);
+    service(name, ip, extra_spec, port_extra, port, endpoints)
+}
+
+/// One Service with one port (name, protocol, port, targetPort) and its
+/// IPv4 EndpointSlice.
+fn service(
+    name: &str,
+    ip: &str,
+    extra_spec: &str,
+    port_extra: &str,
+    (port_name, proto, port, target): (&str, &str, u16, u16),
+    endpoints: &str,
+) -> String {
     format!(
         "apiVersion: v1
 kind: Service
@@ -300,18 +487,45 @@ metadata:
 spec:
   clusterIP: {ip}
 {extra_spec}  ports:
-  - name: http
-    port: 80
-    protocol: TCP
-    targetPort: {TCP_PORT}
+  - name: {port_name}
+    port: {port}
+    protocol: {proto}
+    targetPort: {target}
 {port_extra}---
 {slice}",
-        slice = slice(name, "http", "TCP", TCP_PORT, endpoints)
+        slice = slice(name, "1", "IPv4", port_name, proto, target, endpoints)
     )
 }
 
-/// A UDP Service `name` (port 53 → pods' [`UDP_PORT`]) and its EndpointSlice.
-pub fn udp_service(name: &str, ip: &str, endpoints: &str) -> String {
+/// [`tcp_service`] for IPv6 only: `ip` is an IPv6 ClusterIP, `endpoints`
+/// from [`ready6`].
+pub fn tcp_service6(
+    name: &str,
+    ip: &str,
+    extra_spec: &str,
+    port_extra: &str,
+    endpoints: &str,
+) -> String {
+    let v4 = tcp_service(name, ip, extra_spec, port_extra, endpoints);
+    v4.replacen(
+        "\nspec:\n",
+        "\nspec:\n  ipFamilies: [IPv6]\n  ipFamilyPolicy: SingleStack\n",
+        1,
+    )
+    .replacen("addressType: IPv4", "addressType: IPv6", 1)
+}
+
+/// A dual-stack TCP Service (port 80 → [`TCP_PORT`]): ClusterIPs `ip4` and
+/// `ip6`, an IPv4 slice of `endpoints4` and an IPv6 slice of `endpoints6`.
+pub fn dual_tcp_service(
+    name: &str,
+    ip4: &str,
+    ip6: &str,
+    extra_spec: &str,
+    port_extra: &str,
+    endpoints4: &str,
+    endpoints6: &str,
+) -> String {
     format!(
         "apiVersion: v1
 kind: Service
@@ -319,28 +533,46 @@ metadata:
   name: {name}
   namespace: default
 spec:
-  clusterIP: {ip}
-  ports:
-  - name: dns
-    port: 53
-    protocol: UDP
-    targetPort: {UDP_PORT}
----
-{slice}",
-        slice = slice(name, "dns", "UDP", UDP_PORT, endpoints)
+  ipFamilyPolicy: RequireDualStack
+  ipFamilies: [IPv4, IPv6]
+  clusterIP: {ip4}
+  clusterIPs: [{ip4}, {ip6}]
+{extra_spec}  ports:
+  - name: http
+    port: 80
+    protocol: TCP
+    targetPort: {TCP_PORT}
+{port_extra}---
+{v4}---
+{v6}",
+        v4 = slice(name, "v4", "IPv4", "http", "TCP", TCP_PORT, endpoints4),
+        v6 = slice(name, "v6", "IPv6", "http", "TCP", TCP_PORT, endpoints6),
     )
 }
 
-fn slice(name: &str, port_name: &str, proto: &str, port: u16, endpoints: &str) -> String {
+/// A UDP Service `name` (port 53 → pods' [`UDP_PORT`]) and its EndpointSlice.
+pub fn udp_service(name: &str, ip: &str, endpoints: &str) -> String {
+    service(name, ip, "", "", ("dns", "UDP", 53, UDP_PORT), endpoints)
+}
+
+fn slice(
+    name: &str,
+    suffix: &str,
+    family: &str,
+    port_name: &str,
+    proto: &str,
+    port: u16,
+    endpoints: &str,
+) -> String {
     format!(
         "apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata:
-  name: {name}-1
+  name: {name}-{suffix}
   namespace: default
   labels:
     kubernetes.io/service-name: {name}
-addressType: IPv4
+addressType: {family}
 ports:
 - name: {port_name}
   port: {port}
