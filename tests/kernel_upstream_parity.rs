@@ -383,6 +383,21 @@ fn the_readme_lists_intended_differences_and_they_match_whole_lines() {
         1,
         "an unlisted line passed"
     );
+    // mh's flags (kube-ipvs adds mh-fallback) are intended; another
+    // scheduler's flags are not.
+    let mh = |sched: &str, flags: &str| {
+        [
+            format!(
+                "ipvs < -A -t 10.96.0.10:80 -s {sched} -b mh-port @ p/s cluster policy=Cluster local=1"
+            ),
+            format!(
+                "ipvs > -A -t 10.96.0.10:80 -s {sched}{flags} @ p/s cluster policy=Cluster local=1"
+            ),
+        ]
+    };
+    assert!(unintended(&mh("mh", " -b mh-fallback,mh-port"), &intended).is_empty());
+    assert!(unintended(&mh("mh -p 10800", " -b mh-fallback,mh-port"), &intended).is_empty());
+    assert_eq!(unintended(&mh("sh", " -b sh-fallback"), &intended).len(), 2);
 }
 
 #[test]

@@ -164,11 +164,18 @@ fn parse_sched_flags(s: &str, sched: &Scheduler) -> Result<ServiceFlags, String>
     Ok(flags)
 }
 
-/// Flags a scheduler gets unless annotated otherwise. Upstream sets mh-port
-/// for mh so that sources are hashed with their port.
+/// Flags a scheduler gets unless annotated otherwise. For mh: mh-port, as
+/// upstream sets, so that sources are hashed with their port; and
+/// mh-fallback, which upstream does not set. mh keeps a real server at weight
+/// 0 (draining: a terminating endpoint, or a removed one with connections) in
+/// its lookup table (ip_vs_mh.c builds it from `last_weight`, so draining
+/// moves no other flow), and without mh-fallback a new flow hashed to it
+/// finds no destination and is refused (kubernetes #138688); with it the
+/// flow goes to the next server of its preference list
+/// (tests/kernel_maglev.rs shows both on every kernel of the matrix).
 fn default_flags(sched: &Scheduler) -> ServiceFlags {
     if *sched == Scheduler::Maglev {
-        ServiceFlags::MH_PORT
+        ServiceFlags::MH_PORT | ServiceFlags::MH_FALLBACK
     } else {
         ServiceFlags::empty()
     }

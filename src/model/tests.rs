@@ -701,7 +701,7 @@ fn scheduler_annotations_table() {
         (
             json!({"kube-ipvs.io/scheduler": "mh"}),
             "mh",
-            ServiceFlags::MH_PORT,
+            ServiceFlags::MH_PORT | ServiceFlags::MH_FALLBACK,
             0,
         ),
         (
