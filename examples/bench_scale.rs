@@ -58,6 +58,8 @@ const HEALTHZ: &str = "127.0.0.1:10256";
 /// (syncPeriod counts from the last run), short enough to wait for one.
 const SYNC_PERIOD: &str = "20s";
 const ADDS: usize = 10;
+/// Periodic verifications averaged per reading method in the A/B.
+const VERIFICATIONS: usize = 3;
 /// JSON, the API server's wire format: parsing 10,000 YAML files would
 /// measure the YAML parser more than the proxy (see the README).
 const FORMAT: Format = Format::Json;
@@ -87,6 +89,13 @@ struct Row {
     changes: usize,
     add_p50_ms: f64,
     add_max_ms: f64,
+    /// The periodic verification with `--verify-read=netlink` and `proc`
+    /// (the default), on the same kernel state, means of VERIFICATIONS (0 in
+    /// older results).
+    #[serde(default)]
+    verify_netlink_s: f64,
+    #[serde(default)]
+    verify_proc_s: f64,
     /// Duration of the no-change periodic verification, seconds.
     resync_s: f64,
     /// Writes during it (netlink operations + iptables-restore runs).
@@ -193,7 +202,7 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(bin: &Path, src: &Src, log: PathBuf) -> Result<Self, String> {
+    fn start(bin: &Path, src: &Src, log: PathBuf, extra: &[&str]) -> Result<Self, String> {
         let err = std::fs::File::create(&log).map_err(|e| format!("create log: {e}"))?;
         let source: Vec<&std::ffi::OsStr> = match src {
             Src::Files(dir) => vec!["--manifests".as_ref(), dir.as_os_str()],
@@ -207,6 +216,7 @@ impl Daemon {
             .arg(format!("--ipvs-sync-period={SYNC_PERIOD}"))
             // nf_conntrack_max is read-only outside the initial namespace.
             .arg("--conntrack-max-per-core=0")
+            .args(extra)
             // Debug for the manifests source: its re-scans are printed with the slowest changes.
             .env(
                 "RUST_LOG",
@@ -429,7 +439,7 @@ fn ours(
     c.flush().map_err(|e| format!("IPVS flush: {e}"))?;
 
     let start = Instant::now();
-    let mut d = Daemon::start(bin, src, logs.join(format!("kube-ipvs-{n}.log")))?;
+    let mut d = Daemon::start(bin, src, logs.join(format!("kube-ipvs-{n}.log")), &[])?;
     let log_path = logs.join(format!("kube-ipvs-{n}.log"));
     if let Src::Files(_) = src {
         wait_for(
@@ -464,24 +474,7 @@ fn ours(
     check_kernel(&mut c, n + src.extra(), src.extra())?;
 
     // A verification pass with nothing changed: it must write nothing.
-    let log_before = d.log().len();
-    let before = counters().ok_or("metrics gone")?;
-    let after = wait_for(
-        &mut d,
-        "a periodic verification",
-        Duration::from_millis(200),
-        || counters().filter(|m| m.last_verification > before.last_verification),
-    )?;
-    let log = d.log();
-    let logged_changes = log
-        .get(log_before..)
-        .unwrap_or("")
-        .lines()
-        .filter(|l| l.contains("synced") && l.contains("changes="))
-        .count() as u64;
-    let resync_writes = (after.netlink_ops - before.netlink_ops) as u64 + logged_changes;
-    let runs = after.syncs - before.syncs;
-    let resync_s = (after.sync_seconds - before.sync_seconds) / runs.max(1.0);
+    let (resync_s, resync_writes) = verification(&mut d)?;
 
     // One endpoint change at a time, each on another service.
     let mut lat = Vec::with_capacity(changes);
@@ -574,6 +567,37 @@ fn ours(
     );
     let first_sync_run_s = first.sync_seconds;
     drop(d);
+    // The periodic verification A/B (#17 point 2): the same kernel state,
+    // adopted by a daemon reading IPVS over netlink (one request per
+    // service, as before), then by one reading /proc (the default); each
+    // measured over VERIFICATIONS verifications.
+    let mut ab = Vec::new();
+    for how in ["netlink", "proc"] {
+        let log = logs.join(format!("kube-ipvs-{n}-verify-{how}.log"));
+        let mut d = Daemon::start(bin, src, log, &[&format!("--verify-read={how}")])?;
+        wait_for(&mut d, "adoption", Duration::from_millis(50), || {
+            counters().filter(|m| m.last_sync > 0.0)
+        })?;
+        let mut secs = 0.0;
+        let mut writes = 0;
+        for _ in 0..VERIFICATIONS {
+            let (s, w) = verification(&mut d)?;
+            secs += s;
+            writes += w;
+        }
+        ab.push((secs / VERIFICATIONS as f64, writes));
+    }
+    let [
+        (verify_netlink_s, netlink_writes),
+        (verify_proc_s, proc_writes),
+    ] = ab[..]
+    else {
+        unreachable!("two runs")
+    };
+    eprintln!(
+        "  kube-ipvs[{n}]: periodic verification, mean of {VERIFICATIONS}: --verify-read=netlink {verify_netlink_s:.2} s ({netlink_writes} writes), proc {verify_proc_s:.2} s ({proc_writes} writes): {:.1}x",
+        verify_netlink_s / verify_proc_s
+    );
     c.flush().map_err(|e| format!("IPVS flush: {e}"))?;
     Ok(Row {
         source: src.name().to_string(),
@@ -591,8 +615,37 @@ fn ours(
         add_max_ms: ms(*adds.last().ok_or("no adds measured")?),
         resync_s,
         resync_writes,
+        verify_netlink_s,
+        verify_proc_s,
         peak_rss_mb,
     })
+}
+
+/// Waits for the next periodic verification of `d`; returns its duration
+/// (seconds per sync run, from the daemon's metrics) and its writes (netlink
+/// operations plus logged changes: a no-change verification writes nothing).
+fn verification(d: &mut Daemon) -> Result<(f64, u64), String> {
+    let log_before = d.log().len();
+    let before = counters().ok_or("metrics gone")?;
+    let after = wait_for(
+        d,
+        "a periodic verification",
+        Duration::from_millis(200),
+        || counters().filter(|m| m.last_verification > before.last_verification),
+    )?;
+    let log = d.log();
+    let logged_changes = log
+        .get(log_before..)
+        .unwrap_or("")
+        .lines()
+        .filter(|l| l.contains("synced") && l.contains("changes="))
+        .count() as u64;
+    let writes = (after.netlink_ops - before.netlink_ops) as u64 + logged_changes;
+    let runs = after.syncs - before.syncs;
+    Ok((
+        (after.sync_seconds - before.sync_seconds) / runs.max(1.0),
+        writes,
+    ))
 }
 
 /// The IPVS section of `kube-ipvs plan` (ipvsadm -Sn form) for the manifests in `dir`.
@@ -682,13 +735,13 @@ fn table(rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "| services × endpoints | first full sync | `ipvsadm -R` (IPVS only) | ipvsadm / ours | one change p50 | p99 | max | add a service p50 | no-change resync | its writes | peak RSS |"
+        "| services × endpoints | first full sync | `ipvsadm -R` (IPVS only) | ipvsadm / ours | one change p50 | p99 | max | add a service p50 | no-change resync | its writes | verify: netlink / proc | peak RSS |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         let _ = writeln!(
             out,
-            "| {} × {} | {:.2} s (sync run {:.2} s) | {:.2} s | **{:.2}×** | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {:.2} s | {} | {:.1} MiB |",
+            "| {} × {} | {:.2} s (sync run {:.2} s) | {:.2} s | **{:.2}×** | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {:.2} s | {} | {} | {:.1} MiB |",
             r.services,
             r.endpoints,
             r.first_sync_s,
@@ -701,6 +754,16 @@ fn table(rows: &[Row]) -> String {
             r.add_p50_ms,
             r.resync_s,
             r.resync_writes,
+            if r.verify_proc_s > 0.0 {
+                format!(
+                    "{:.2} / {:.2} s (**{:.1}×**)",
+                    r.verify_netlink_s,
+                    r.verify_proc_s,
+                    r.verify_netlink_s / r.verify_proc_s
+                )
+            } else {
+                "-".to_string()
+            },
             r.peak_rss_mb,
         );
     }
@@ -758,6 +821,15 @@ fn goals(rows: &[Row]) -> String {
         rows.iter().all(|r| r.resync_writes == 0),
         "no-change resync writes nothing at every size".to_string(),
     );
+    if big.verify_proc_s > 0.0 {
+        line(
+            big.verify_proc_s * 4.0 <= big.verify_netlink_s,
+            format!(
+                "periodic verification at {} services {:.2} s reading /proc vs {:.2} s over netlink (goal: at most 1/4)",
+                big.services, big.verify_proc_s, big.verify_netlink_s
+            ),
+        );
+    }
     out
 }
 

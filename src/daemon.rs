@@ -11,9 +11,10 @@ use kube::Resource;
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use tokio::time::Instant;
 
+use crate::apply::observe::QuickIpvs;
 use crate::apply::{Applier, ApplyReport, Observation};
 use crate::changes::{Batch, Hooks, ObjKey, Sources, lock};
-use crate::config::Settings;
+use crate::config::{Settings, VerifyRead};
 use crate::health::{self, ProxyHealth, ServiceHealthServer};
 use crate::metrics::{Metrics, ReasonLabel, unix_seconds};
 use crate::model::contribution::{FAMILY_NAMES, family_slot};
@@ -190,6 +191,7 @@ async fn run_async(settings: Settings, manifests: Option<PathBuf>) -> Result<()>
     let posts = Arc::new(tokio::sync::Semaphore::new(EVENT_POSTS_IN_FLIGHT));
     let mut warned = std::collections::BTreeSet::new();
     let mut d = Daemon::new(Proxier::new(settings.proxy.clone(), node), hooks);
+    d.verify_read = settings.verify_read;
     // Upstream labels sync metrics and health status per family proxier.
     let families: Vec<&'static str> = d
         .proxier
@@ -384,6 +386,10 @@ struct Daemon {
     clock: Instant,
     /// Trigger times of slices not yet programmed by a successful sync.
     trigger_times: Vec<(SystemTime, &'static str)>,
+    /// How periodic verifications read IPVS, and how many have read it
+    /// quickly (which rolling slice is read exactly: `apply::quick`).
+    verify_read: VerifyRead,
+    verify_round: u64,
 }
 
 /// Kernel writes that failed, logged one per line.
@@ -406,6 +412,8 @@ impl Daemon {
             process_start: SystemTime::now(),
             clock: Instant::now(),
             trigger_times: Vec::new(),
+            verify_read: VerifyRead::default(),
+            verify_round: 0,
         }
     }
 
@@ -445,7 +453,7 @@ impl Daemon {
 
         let mut conns = None;
         let plan: Plan = if verify {
-            match self.observe_plan(now) {
+            match self.observe_plan(now, reason) {
                 Ok((plan, c)) => {
                     conns = Some(c);
                     plan
@@ -522,14 +530,28 @@ impl Daemon {
 
     /// Reads the kernel and plans from it: adoption on the first sync,
     /// drift repair afterwards. Returns the plan and connection counts.
-    fn observe_plan(&mut self, now: u64) -> Result<(Plan, Conns)> {
+    fn observe_plan(&mut self, now: u64, reason: RunReason) -> Result<(Plan, Conns)> {
         // Recreates kube-ipvs0 if someone deleted it.
         if self.applier.setup()? {
             tracing::info!("set up {}", crate::apply::DUMMY_LINK);
         }
         let sysctls = self.proxier.managed_sysctls();
         let want = self.proxier.desired_iptables();
-        let Observation { state, conns, .. } = self.applier.observe(&sysctls, &want)?;
+        // Periodic verifications read IPVS cheaply (#17); adoption and
+        // retries read every service exactly.
+        let round = self.verify_round;
+        let exact =
+            move |k: &ipvs_netlink::ipvs::ServiceKey| crate::apply::quick::exact_slice(k, round);
+        let quick =
+            (self.adopted && reason == RunReason::Periodic && self.verify_read == VerifyRead::Proc)
+                .then(|| QuickIpvs {
+                    applied: &self.proxier.applied().services,
+                    exact: &exact,
+                });
+        if quick.is_some() {
+            self.verify_round += 1;
+        }
+        let Observation { state, conns, .. } = self.applier.observe(&sysctls, &want, quick)?;
         let plan = if self.adopted {
             let plan = self.proxier.repair(state, now);
             let repairs = plan.ops.len();

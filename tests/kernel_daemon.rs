@@ -71,13 +71,44 @@ fn daemon_follows_manifests_and_restarts_without_changes() {
             && !ipvs.contains("10.244.1.3")
     });
 
-    // Drift: a real server deleted behind our back comes back at a periodic run.
-    sh("ipvsadm -d -t 10.96.0.10:80 -r 10.244.1.1:8080");
-    d.wait_for("the drift repaired", || {
-        try_sh("ipvsadm -Sn")
-            .1
-            .contains("-a -t 10.96.0.10:80 -r 10.244.1.1:8080 -m -w 1")
+    // Drift behind our back, every kind at once, repaired by the periodic
+    // verification (syncPeriod 2 s here): what /proc/net/ip_vs shows at the
+    // next one, scheduler flags (not in /proc) within VERIFY_SLICES (10) of
+    // them as their service's slice is read exactly.
+    let want_ipvs = sh("ipvsadm -Sn");
+    let want_sets = sh("ipset save KUBE-CLUSTER-IP");
+    let want_nat = sh("iptables-save -t nat | grep -c '^-A KUBE-POSTROUTING'");
+    let injected = std::time::Instant::now();
+    sh("ipvsadm -d -t 10.96.0.10:80 -r 10.244.1.1:8080"); // a real server deleted
+    sh("ipvsadm -e -t 10.96.0.10:80 -r 10.244.1.2:8080 -m -w 7"); // a weight changed
+    sh("ipvsadm -D -t 10.96.0.30:443"); // a service deleted
+    sh("ipvsadm -E -u 10.96.0.53:53 -s wrr"); // a scheduler changed
+    sh("ipvsadm -E -t 192.168.100.10:30080 -s rr -b flag-3"); // a scheduler flag added
+    sh("ip addr del 10.96.0.20/32 dev kube-ipvs0"); // an address removed
+    sh("ipset del KUBE-CLUSTER-IP 10.96.0.10,tcp:80"); // a set member removed
+    sh("iptables -t nat -F KUBE-POSTROUTING"); // rules deleted
+    let mut first = None;
+    d.wait_for("every drift repaired", || {
+        let ipvs = try_sh("ipvsadm -Sn").1;
+        let seen = ipvs.contains("-a -t 10.96.0.10:80 -r 10.244.1.1:8080 -m -w 1")
+            && ipvs.contains("-a -t 10.96.0.10:80 -r 10.244.1.2:8080 -m -w 1")
+            && ipvs.contains("-A -t 10.96.0.30:443")
+            && ipvs.contains("-A -u 10.96.0.53:53 -s rr")
+            && try_sh("ip -o addr show dev kube-ipvs0")
+                .1
+                .contains("10.96.0.20/32")
+            && try_sh("ipset save KUBE-CLUSTER-IP").1 == want_sets
+            && try_sh("iptables-save -t nat | grep -c '^-A KUBE-POSTROUTING'").1 == want_nat;
+        if seen && first.is_none() {
+            first = Some(injected.elapsed());
+        }
+        seen && ipvs == want_ipvs
     });
+    eprintln!(
+        "drift: all but the scheduler flag repaired {:.1} s after injection, the flag {:.1} s after",
+        first.unwrap_or_default().as_secs_f64(),
+        injected.elapsed().as_secs_f64()
+    );
     d.wait_for("the repair counted", || {
         get(METRICS, "/metrics").is_some_and(|(_, b)| {
             b.lines()

@@ -263,13 +263,73 @@ fn apply_reports_each_op_and_a_failure_stops_nothing_else() {
     assert!(r.netlink.sendmsg_calls <= 8, "{:?}", r.netlink);
     assert!(r.netlink.messages_sent >= 9, "{:?}", r.netlink);
 
-    let obs = a
+    let sysctls = BTreeMap::from([("net.ipv4.vs.conntrack".to_string(), String::new())]);
+    let obs = a.observe(&sysctls, &BTreeMap::new(), None).unwrap();
+    // The periodic verification's quick reading (/proc/net/ip_vs merged with
+    // what was applied, nothing read exactly) sees the same kernel.
+    let never = |_: &ipvs_netlink::ipvs::ServiceKey| false;
+    let quick = a
         .observe(
-            &BTreeMap::from([("net.ipv4.vs.conntrack".to_string(), String::new())]),
+            &sysctls,
             &BTreeMap::new(),
+            Some(kube_ipvs::apply::observe::QuickIpvs {
+                applied: &obs.state.services,
+                exact: &never,
+            }),
         )
         .unwrap();
+    assert_eq!(
+        quick.state, obs.state,
+        "/proc reading differs from netlink's"
+    );
     let s = &obs.state;
+    // And with what /proc prints differently: persistence (timeouts in
+    // jiffies, IPv6 netmasks byte-swapped), one-packet, scheduler flags and
+    // thresholds (not shown), forwarding methods, IPv6, SCTP and a firewall
+    // mark (no family shown). The first quick reading learns HZ from a
+    // persistent service it reads exactly; the second uses it.
+    common::sh_stdin(
+        "ipvsadm -R",
+        "-A -u 10.96.2.1:53 -s rr -p 10800\n\
+         -a -u 10.96.2.1:53 -r 10.244.0.3:53 -m -w 1\n\
+         -A -t 10.96.2.2:443 -s sh -b sh-port -p 60 -M 255.255.255.0\n\
+         -a -t 10.96.2.2:443 -r 10.244.0.4:443 -g -w 5 -x 100 -y 10\n\
+         -A -u 10.96.2.3:53 -s rr -o\n\
+         -A -t [fd00:96::2]:80 -s wrr -p 3600\n\
+         -a -t [fd00:96::2]:80 -r [fd00:10:244::5]:8080 -m -w 0\n\
+         -A --sctp-service 10.96.2.4:7777 -s mh -b mh-fallback,mh-port\n\
+         -a --sctp-service 10.96.2.4:7777 -r 10.244.0.6:9090 -i -w 2\n\
+         -A -f 42 -s wlc\n",
+    );
+    let full = a.observe(&sysctls, &BTreeMap::new(), None).unwrap();
+    for round in ["learning HZ", "with HZ"] {
+        let quick = a
+            .observe(
+                &sysctls,
+                &BTreeMap::new(),
+                Some(kube_ipvs::apply::observe::QuickIpvs {
+                    applied: &full.state.services,
+                    exact: &never,
+                }),
+            )
+            .unwrap();
+        for (k, want) in &full.state.services {
+            assert_eq!(
+                quick.state.services.get(k),
+                Some(want),
+                "{round}: /proc reading of {k} differs from netlink's"
+            );
+        }
+        assert_eq!(quick.state, full.state, "{round}");
+    }
+    for k in full
+        .state
+        .services
+        .keys()
+        .filter(|k| !s.services.contains_key(k))
+    {
+        common::sh(&format!("ipvsadm -D {}", ipvsadm_key(k)));
+    }
     assert_eq!(s.services[&k1].destinations, vec![d1]);
     assert_eq!(s.services[&k2].destinations, vec![d2]);
     assert!(!s.services.contains_key(&missing));
@@ -292,4 +352,18 @@ fn apply_reports_each_op_and_a_failure_stops_nothing_else() {
         Op::AddAddress(a1),
     ]);
     assert!(again.is_ok(), "{:?}", again.failed);
+}
+
+/// `-t ADDR`, `-u ADDR`, `--sctp-service ADDR` or `-f MARK` for ipvsadm.
+fn ipvsadm_key(k: &ipvs_netlink::ipvs::ServiceKey) -> String {
+    use ipvs_netlink::ipvs::ServiceKey;
+    match k {
+        ServiceKey::Tcp(a) => format!("-t {a}"),
+        ServiceKey::Udp(a) => format!("-u {a}"),
+        ServiceKey::Sctp(a) => format!("--sctp-service {a}"),
+        ServiceKey::FwMark { mark, family } => match family {
+            ipvs_netlink::ipvs::Family::Inet6 => format!("-f {mark} -6"),
+            _ => format!("-f {mark}"),
+        },
+    }
 }

@@ -158,6 +158,13 @@ pub enum Error {
     /// A kernel reply that does not decode; `context` names the message and attribute.
     #[error("cannot decode {context}: {message}")]
     Decode { context: String, message: String },
+    /// A file of the kernel's (`/proc/net/ip_vs`) could not be read.
+    #[error("cannot read {path}: {source}; is ip_vs loaded (scripts/load-modules.sh)?")]
+    File {
+        path: &'static str,
+        #[source]
+        source: io::Error,
+    },
     /// A value the kernel cannot represent (e.g. a scheduler name over 15 bytes).
     #[error("{0}")]
     InvalidArgument(String),
@@ -186,6 +193,7 @@ impl Error {
             Error::Invalid { source, .. }
             | Error::Unconfirmed { source, .. }
             | Error::Netlink { source, .. } => source.errno(),
+            Error::File { source, .. } => source.raw_os_error(),
             Error::Decode { .. } | Error::InvalidArgument(_) => None,
         }
     }

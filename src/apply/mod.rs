@@ -13,6 +13,7 @@ pub mod convert;
 pub mod diff;
 pub mod error;
 pub mod observe;
+pub mod quick;
 
 pub use batch::{Target, batches, target};
 pub use convert::flow_filter;
@@ -48,6 +49,9 @@ pub struct Applier {
     sysctl: Sysctl,
     backend: Option<Backend>,
     link_index: Option<u32>,
+    /// The kernel's HZ, learned from a persistent service read both from
+    /// /proc (jiffies) and over netlink (seconds): see `observe`.
+    hz: Option<u32>,
 }
 
 impl Default for Applier {
@@ -76,6 +80,7 @@ impl Applier {
             sysctl: Sysctl::new(),
             backend: None,
             link_index: None,
+            hz: None,
         }
     }
 

@@ -4,9 +4,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use ipvs_netlink::ipvs::{Family, ServiceKey};
+use ipvs_netlink::ipvs::proc::ProcServiceId;
+use ipvs_netlink::ipvs::{DestinationEntry, Family, ServiceEntry, ServiceKey};
 
-use super::{Applier, DUMMY_LINK, ObserveError, convert};
+use super::{Applier, DUMMY_LINK, ObserveError, convert, quick};
 use crate::iptables::iptables_in_sync;
 use crate::state::{ConnCounts, KService, KernelState, SetName};
 
@@ -33,6 +34,33 @@ impl Observation {
     }
 }
 
+/// What a quick IPVS reading needs: the services as kube-ipvs applied them
+/// (for the fields /proc does not show) and which to read exactly anyway.
+#[derive(Clone, Copy)]
+pub struct QuickIpvs<'a> {
+    pub applied: &'a HashMap<ServiceKey, KService>,
+    pub exact: &'a dyn Fn(&ServiceKey) -> bool,
+}
+
+/// Records a service read over netlink, with its real servers' connection counts.
+fn insert_service(obs: &mut Observation, s: ServiceEntry, dests: Vec<DestinationEntry>) {
+    let key = s.service.key;
+    let mut ks = KService::new(s.service);
+    ks.destinations.reserve_exact(dests.len());
+    for d in dests {
+        if d.active_conns > 0 || d.inactive_conns > 0 {
+            let counts = ConnCounts {
+                active: d.active_conns,
+                inactive: d.inactive_conns,
+            };
+            obs.conns.insert((key, d.destination.addr), counts);
+        }
+        ks.destinations.push(d.destination);
+    }
+    ks.destinations.sort_by_key(|d| d.addr);
+    obs.state.services.insert(key, ks);
+}
+
 impl Applier {
     /// Reads what the kernel holds: the IPVS table (with connection counts),
     /// our sets' members, kube-ipvs0's addresses, the IPVS timeouts, the
@@ -40,35 +68,75 @@ impl Applier {
     /// planner manages; its values are not used), and whether our iptables chains and jumps match `want_iptables`
     /// (a family whose chains match is reported holding that payload; one that
     /// differs is left out, so the planner restores it).
+    ///
+    /// With `quick`, IPVS is read from `/proc/net/ip_vs` in one pass instead
+    /// of a netlink request per service (see [`super::quick`]).
     pub fn observe(
         &mut self,
         sysctls: &BTreeMap<String, String>,
         want_iptables: &BTreeMap<Family, Arc<str>>,
+        quick: Option<QuickIpvs<'_>>,
     ) -> Result<Observation, ObserveError> {
         let unavailable = |(what, reason)| ObserveError::Unavailable { what, reason };
         let mut obs = Observation::default();
+        let mut hz = self.hz;
         let ipvs = self.ipvs().map_err(unavailable)?;
-        // One service at a time: the whole table with its statistics would
-        // be a second copy of the state while it is converted.
-        ipvs.table_each(|s, dests| {
-            let key = s.service.key;
-            let mut ks = KService::new(s.service);
-            ks.destinations.reserve_exact(dests.len());
-            for d in dests {
-                if d.active_conns > 0 || d.inactive_conns > 0 {
-                    let counts = ConnCounts {
-                        active: d.active_conns,
-                        inactive: d.inactive_conns,
-                    };
-                    obs.conns.insert((key, d.destination.addr), counts);
+        match quick {
+            // One service at a time: the whole table with its statistics would
+            // be a second copy of the state while it is converted.
+            None => ipvs
+                .table_each(|s, dests| insert_service(&mut obs, s, dests))
+                .map_err(ObserveError::Ipvs)?,
+            Some(q) => {
+                // (key, persistence timeout in jiffies if /proc showed one).
+                let mut exact: Vec<(ServiceKey, Option<u32>)> = Vec::new();
+                ipvs_netlink::ipvs::proc::read_each(|p| match p.id {
+                    ProcServiceId::Key(key) => {
+                        let jiffies = p.persistence.map(|(j, _)| j);
+                        match q.applied.get(&key) {
+                            // A persistent service needs HZ to read its timeout.
+                            Some(a) if !(q.exact)(&key) && (jiffies.is_none() || hz.is_some()) => {
+                                for d in &p.destinations {
+                                    if d.active_conns > 0 || d.inactive_conns > 0 {
+                                        let counts = ConnCounts {
+                                            active: d.active_conns,
+                                            inactive: d.inactive_conns,
+                                        };
+                                        obs.conns.insert((key, d.addr), counts);
+                                    }
+                                }
+                                let ks = quick::merge(key, &p, a, hz.unwrap_or(1));
+                                obs.state.services.insert(key, ks);
+                            }
+                            _ => exact.push((key, jiffies)),
+                        }
+                    }
+                    // /proc does not say a firewall mark's family: ask for both.
+                    ProcServiceId::FwMark(mark) => exact.extend(
+                        [Family::Inet, Family::Inet6]
+                            .map(|family| (ServiceKey::FwMark { mark, family }, None)),
+                    ),
+                })
+                .map_err(ObserveError::Ipvs)?;
+                // Not ours (foreign services), new to us, persistent before HZ
+                // is known, or in this round's slice: read exactly. One gone
+                // since the /proc read is absent.
+                for (key, jiffies) in exact {
+                    if let Some(s) = ipvs.service(&key).map_err(ObserveError::Ipvs)? {
+                        if let (Some(j), t) = (jiffies, s.service.timeout)
+                            && t > 0
+                            && hz.is_none()
+                        {
+                            hz = Some(j / t);
+                        }
+                        let dests = ipvs.destinations(&key).map_err(ObserveError::Ipvs)?;
+                        insert_service(&mut obs, s, dests);
+                    }
                 }
-                ks.destinations.push(d.destination);
             }
-            ks.destinations.sort_by_key(|d| d.addr);
-            obs.state.services.insert(key, ks);
-        })
-        .map_err(ObserveError::Ipvs)?;
+        }
         obs.state.timeouts = ipvs.timeouts().ok();
+        self.hz = hz;
 
         let sets = self
             .ipset()

@@ -168,7 +168,7 @@ pub fn sync_once(
     };
     let sysctls = p.managed_sysctls();
     let want = p.desired_iptables();
-    let Observation { state, conns, .. } = applier.observe(&sysctls, &want)?;
+    let Observation { state, conns, .. } = applier.observe(&sysctls, &want, None)?;
     let plan = p.adopt(state, now);
     out.repairs = plan.ops.iter().map(|o| o.to_string()).collect();
     out.internal_errors
@@ -191,7 +191,7 @@ pub fn sync_once(
         .map(|op| op.to_string())
         .collect();
     out.draining = p.drains().len();
-    let after = applier.observe(&sysctls, &want)?;
+    let after = applier.observe(&sysctls, &want, None)?;
     out.remaining = diff::diff(p.applied(), &p.owned_view(&after.state));
     Ok(out)
 }
@@ -199,7 +199,7 @@ pub fn sync_once(
 /// Kernel vs desired, as `+`/`-` lines (empty when in sync). Reads only.
 pub fn diff_kernel(applier: &mut Applier, p: &mut Proxier) -> Result<Vec<String>, OneshotError> {
     let desired = p.desired_state();
-    let obs = applier.observe(&p.managed_sysctls(), &desired.iptables)?;
+    let obs = applier.observe(&p.managed_sysctls(), &desired.iptables, None)?;
     let owned: KernelState = p.owned_view(&obs.state);
     Ok(diff::diff(&desired, &owned))
 }

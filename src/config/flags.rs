@@ -118,6 +118,9 @@ pub struct DaemonFlags {
     /// Idle assured UDP conntrack timeout; 0 keeps the kernel's [default: 0s].
     #[arg(global = true, long, value_name = "DURATION", value_parser = duration::parse)]
     pub conntrack_udp_timeout_stream: Option<Duration>,
+    /// How the periodic verification reads IPVS: `proc` (one read of /proc/net/ip_vs, plus a tenth of the services over netlink each period) or `netlink` (every service over netlink, every period) [default: proc].
+    #[arg(global = true, long, value_name = "HOW", value_enum)]
+    pub verify_read: Option<crate::config::VerifyRead>,
     /// Refuse a Service needing more IPVS virtual servers than this on a node (ports × its addresses and NodePort node addresses); 0 = no cap [default: 100000].
     #[arg(global = true, long, value_name = "N")]
     pub max_virtual_servers_per_service: Option<u64>,
@@ -191,6 +194,7 @@ impl DaemonFlags {
             conntrack_udp_timeout: self.conntrack_udp_timeout,
             conntrack_udp_stream_timeout: self.conntrack_udp_timeout_stream,
             max_virtual_servers_per_service: self.max_virtual_servers_per_service,
+            verify_read: self.verify_read,
         })
     }
 

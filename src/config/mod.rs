@@ -78,6 +78,19 @@ pub struct ConfigValues {
     pub conntrack_udp_stream_timeout: Option<Duration>,
     /// kube-ipvs only (`--max-virtual-servers-per-service`; no file field).
     pub max_virtual_servers_per_service: Option<u64>,
+    /// kube-ipvs only (`--verify-read`; no file field).
+    pub verify_read: Option<VerifyRead>,
+}
+
+/// How the periodic verification reads IPVS (`--verify-read`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum VerifyRead {
+    /// `/proc/net/ip_vs` in one read, what it does not show from the applied
+    /// state, and a rolling tenth of the services exactly over netlink.
+    #[default]
+    Proc,
+    /// Every service and its real servers over netlink, every period.
+    Netlink,
 }
 
 /// What the daemon runs with: the model's config plus daemon-level settings.
@@ -95,6 +108,8 @@ pub struct Settings {
     /// `clientConnection.kubeconfig` / `--kubeconfig`; `None` = in-cluster.
     pub kubeconfig: Option<PathBuf>,
     pub conntrack: ConntrackSettings,
+    /// How the periodic verification reads IPVS.
+    pub verify_read: VerifyRead,
 }
 
 /// Upstream's ports (pkg/cluster/ports): healthz 10256, metrics 10249.
@@ -240,7 +255,8 @@ impl ConfigValues {
             conntrack_tcp_be_liberal,
             conntrack_udp_timeout,
             conntrack_udp_stream_timeout,
-            max_virtual_servers_per_service
+            max_virtual_servers_per_service,
+            verify_read
         )
     }
 
@@ -309,6 +325,7 @@ impl ConfigValues {
             proxy,
             sync_period,
             min_sync_period,
+            verify_read: self.verify_read.unwrap_or_default(),
             healthz_bind_address: self
                 .healthz_bind_address
                 .unwrap_or(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), HEALTHZ_PORT)),

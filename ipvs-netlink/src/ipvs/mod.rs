@@ -5,6 +5,7 @@ mod captured;
 pub mod client;
 pub mod message;
 pub mod nla;
+pub mod proc;
 #[cfg(test)]
 mod proptests;
 pub mod types;
