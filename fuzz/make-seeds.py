@@ -237,3 +237,7 @@ ports:
 - {name: http, port: 8080, protocol: TCP}
 - {name: dns, port: 53, protocol: UDP}
 """)
+
+# /proc/net/ip_vs as Debian's 6.1 printed it (the parser's own captured test text).
+with open(os.path.join(ROOT, "ipvs-netlink", "src", "ipvs", "proc_ip_vs.txt")) as f:
+    write("proc_ip_vs", "captured-6.1", f.read())
