@@ -398,6 +398,12 @@ fn the_readme_lists_intended_differences_and_they_match_whole_lines() {
     assert!(unintended(&mh("mh", " -b mh-fallback,mh-port"), &intended).is_empty());
     assert!(unintended(&mh("mh -p 10800", " -b mh-fallback,mh-port"), &intended).is_empty());
     assert_eq!(unintended(&mh("sh", " -b sh-fallback"), &intended).len(), 2);
+    // The `kubernetes` Service is in no generated namespace: no ` @ ` part.
+    let plain = [
+        "ipvs < -A -t 10.96.0.1:443 -s mh -b mh-port".to_string(),
+        "ipvs > -A -t 10.96.0.1:443 -s mh -b mh-fallback,mh-port".to_string(),
+    ];
+    assert!(unintended(&plain, &intended).is_empty());
 }
 
 #[test]
