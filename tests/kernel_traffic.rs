@@ -9,7 +9,7 @@ use std::path::Path;
 
 use common::traffic::{
     CLIENT_IP, Conn, NODE_IP, TIMEOUT, annotated, ask, ask_from, node_side_ip, node_side_of,
-    node_yaml, pod_ip, ready, tcp_service, terminating, topology, with_lb_ingress,
+    node_yaml, pod_ip, ready, spread, tcp_service, terminating, topology, with_lb_ingress,
 };
 use common::{netns, sh};
 
@@ -152,24 +152,6 @@ fn manifests() -> tempfile::TempDir {
 fn sync_once(dir: &Path) {
     let dir = dir.to_str().expect("a UTF-8 path");
     common::kube_ipvs(&["sync-once", "--manifests", dir]);
-}
-
-/// Which pods answered `n` connections from the calling thread's namespace
-/// (or from namespace `ns`); failures are recorded under "error <kind>".
-fn spread(ns: Option<&str>, addr: &str, n: usize) -> BTreeMap<String, usize> {
-    let mut seen = BTreeMap::new();
-    for _ in 0..n {
-        let r = match ns {
-            Some(ns) => ask_from(ns, addr),
-            None => ask(addr),
-        };
-        let key = match r {
-            Ok((pod, _)) => pod,
-            Err(e) => format!("error {e:?}"),
-        };
-        *seen.entry(key).or_default() += 1;
-    }
-    seen
 }
 
 fn even(seen: &BTreeMap<String, usize>, pods: &[&str], total: usize) -> bool {

@@ -8,7 +8,7 @@ use std::path::Path;
 use common::kernel::{iptables_rules, planned_iptables};
 use common::traffic::{
     CLIENT_IP6, CLIENT2_IP6, NODE_IP, NODE_IP6, ask, ask_from, dual_tcp_service, node_side_ip,
-    node_side_ip6, node_yaml_dual, pod_number, ready, ready6, tcp_service6, topology,
+    node_side_ip6, node_yaml_dual, pod_number, ready, ready6, spread, tcp_service6, topology,
     with_lb_ingress,
 };
 use common::{netns, sh};
@@ -134,21 +134,6 @@ fn manifests() -> tempfile::TempDir {
         ),
     );
     d
-}
-
-/// Which pods answered `n` connections (from namespace `ns`, or the node's);
-/// failures are counted under "error <kind>".
-fn spread(ns: Option<&str>, addr: &str, n: usize) -> BTreeMap<String, usize> {
-    let mut seen = BTreeMap::new();
-    for _ in 0..n {
-        let r = match ns {
-            Some(ns) => ask_from(ns, addr),
-            None => ask(addr),
-        };
-        let key = r.map_or_else(|e| format!("error {e:?}"), |(pod, _)| pod);
-        *seen.entry(key).or_default() += 1;
-    }
-    seen
 }
 
 fn only_pods(seen: &BTreeMap<String, usize>, pods: &[&str]) -> bool {

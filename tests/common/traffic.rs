@@ -382,6 +382,22 @@ pub fn ask_from(ns: &str, addr: &str) -> Result<(String, String), std::io::Error
     in_ns(ns, move || ask(&addr))
 }
 
+/// Which pods answered `n` short connections to `addr` from the calling
+/// thread's namespace (or from namespace `ns`); failures are counted under
+/// "error <kind>".
+pub fn spread(ns: Option<&str>, addr: &str, n: usize) -> std::collections::BTreeMap<String, usize> {
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let r = match ns {
+            Some(ns) => ask_from(ns, addr),
+            None => ask(addr),
+        };
+        let key = r.map_or_else(|e| format!("error {e:?}"), |(pod, _)| pod);
+        *seen.entry(key).or_default() += 1;
+    }
+    seen
+}
+
 /// A UDP socket made in namespace `ns`, bound to `port` (0: any).
 pub fn udp_socket_in(ns: &str, port: u16) -> UdpSocket {
     in_ns(ns, move || {
