@@ -8,7 +8,9 @@
 //! shared by all namespaces, and deleted real servers linger in a
 //! per-namespace trash list that slows later adds. Times cover whole batches
 //! (reading the clock is a syscall in the VM). Prints a markdown table with the
-//! ratio ipvsadm / ours, plus netlink messages and syscalls per operation.
+//! ratio ipvsadm / ours, plus netlink messages and syscalls per operation,
+//! and the command line's bulk create (`kube-ipvs ipvs restore`, the release
+//! binary next to this example or `KUBE_IPVS_BIN`) against `ipvsadm -R`.
 
 mod lab;
 use lab::{fresh_netns, sh};
@@ -135,6 +137,29 @@ fn run(n: u32, out: &mut String) -> Result<(), String> {
         .map_err(|_| "our thread panicked".to_string())?
     })?;
 
+    // The command line (#17 point 6): `kube-ipvs ipvs restore` of the same
+    // text as a process, like `ipvsadm -R`; `--check` alone is its start,
+    // reading and parsing, without the kernel.
+    let (cli_check, cli_create) = std::thread::scope(|s| {
+        s.spawn(|| -> Result<(Duration, Duration), String> {
+            fresh_netns()?;
+            let cmd = format!("{} ipvs restore", lab::kube_ipvs_binary()?.display());
+            let (check, _) = timed(|| sh(&format!("{cmd} --check"), Some(&text)))?;
+            let (create, _) = timed(|| sh(&cmd, Some(&text)))?;
+            let saved = sh("ipvsadm -Sn", None)?;
+            if saved.lines().count() != total {
+                return Err(format!(
+                    "N={n}: `{cmd}` left {} entries, expected {total}",
+                    saved.lines().count()
+                ));
+            }
+            sh("ipvsadm -C", None)?;
+            Ok((check, create))
+        })
+        .join()
+        .map_err(|_| "command-line thread panicked".to_string())?
+    })?;
+
     if ours.lines != total || theirs.lines != total {
         return Err(format!(
             "N={n}: expected {total} entries, ours dumped {}, ipvsadm -Sn printed {}",
@@ -182,6 +207,14 @@ fn run(n: u32, out: &mut String) -> Result<(), String> {
             base.as_secs_f64() / mine.as_secs_f64().max(1e-9),
         );
     }
+    let _ = writeln!(
+        out,
+        "| {n} × {DESTS} | bulk create, command line: `kube-ipvs ipvs restore` | {:.1} ms | `ipvsadm -R` {:.1} ms | **{:.1}×** | of which start, read and parse (`--check`) {:.1} ms |",
+        cli_create.as_secs_f64() * 1e3,
+        theirs.create.as_secs_f64() * 1e3,
+        theirs.create.as_secs_f64() / cli_create.as_secs_f64().max(1e-9),
+        cli_check.as_secs_f64() * 1e3,
+    );
     Ok(())
 }
 
@@ -228,6 +261,23 @@ fn main() {
                 );
             }
             Ok(Err(e)) => eprintln!("bench_ipvs: strace of ipvsadm: {e}"),
+            Err(_) => eprintln!("bench_ipvs: strace thread panicked"),
+        }
+        let (_, text) = table(n);
+        let r = std::thread::spawn(move || -> Result<(u64, u64), String> {
+            fresh_netns()?;
+            let cmd = format!("{} ipvs restore", lab::kube_ipvs_binary()?.display());
+            ipvsadm_syscalls(&cmd, &text)
+        })
+        .join();
+        match r {
+            Ok(Ok((s, r))) => {
+                let _ = writeln!(
+                    out,
+                    "`kube-ipvs ipvs restore` of the same: {s} send and {r} receive syscalls (strace -c)."
+                );
+            }
+            Ok(Err(e)) => eprintln!("bench_ipvs: strace of kube-ipvs ipvs restore: {e}"),
             Err(_) => eprintln!("bench_ipvs: strace thread panicked"),
         }
     }

@@ -1,7 +1,7 @@
 //! Scale benchmark of the real daemon on generated manifests (N services × 10 endpoints), with `ipvsadm -R` as baseline, in one lab boot.
 //!
 //! Run as root on a kernel with IPVS (`scripts/bench-scale.sh` runs it in the
-//! lab): `bench_scale [--api] [--sizes 1000,5000,10000] [--changes 100] [--warmup 200] [--slowest 3] [--json PATH] [--png PATH]`.
+//! lab): `bench_scale [--api] [--sizes 1000,5000,10000] [--changes 100] [--warmup 200] [--slowest 3] [--idle SECS] [--json PATH] [--png PATH]`.
 //!
 //! With `--api` the same cluster lives in a real kube-apiserver
 //! (scripts/control-plane.sh, reached over the lab's `--net`): the Services
@@ -46,7 +46,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ipvs_netlink::ipvs::{IpvsClient, ServiceKey};
+use ipvs_netlink::ipvs::{Family, IpvsClient, ServiceKey};
 use kube_ipvs::source::synthetic::{Cluster, Format, SERVICE_PORT, TARGET_PORT};
 use serde::{Deserialize, Serialize};
 
@@ -58,8 +58,13 @@ const HEALTHZ: &str = "127.0.0.1:10256";
 /// (syncPeriod counts from the last run), short enough to wait for one.
 const SYNC_PERIOD: &str = "20s";
 const ADDS: usize = 10;
-/// Periodic verifications averaged per reading method in the A/B.
-const VERIFICATIONS: usize = 3;
+/// Periodic verifications averaged per reading method in the A/B: one
+/// cycle of the parts the `proc` verification reads in turn (IPVS, then each
+/// family's iptables: the daemon here serves both families).
+const VERIFICATIONS: usize =
+    kube_ipvs::apply::quick::cycle(&[Family::Inet, Family::Inet6]) as usize;
+/// `--idle SECS`: how long the `proc` daemon is left idle, its CPU measured.
+static IDLE_SECS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// JSON, the API server's wire format: parsing 10,000 YAML files would
 /// measure the YAML parser more than the proxy (see the README).
 const FORMAT: Format = Format::Json;
@@ -96,6 +101,18 @@ struct Row {
     verify_netlink_s: f64,
     #[serde(default)]
     verify_proc_s: f64,
+    /// The slowest single `proc` verification, seconds.
+    #[serde(default)]
+    verify_proc_max_s: f64,
+    /// Idle window (`--idle SECS`, 0: not measured): its length, the
+    /// daemon's CPU seconds in it (its own and its children's), and the part
+    /// of them spent in verifications (`kube_ipvs_verification_cpu_seconds`).
+    #[serde(default)]
+    idle_s: f64,
+    #[serde(default)]
+    idle_cpu_s: f64,
+    #[serde(default)]
+    idle_verify_cpu_s: f64,
     /// Duration of the no-change periodic verification, seconds.
     resync_s: f64,
     /// Writes during it (netlink operations + iptables-restore runs).
@@ -113,26 +130,6 @@ fn in_netns<T: Send>(f: impl FnOnce() -> Result<T, String> + Send) -> Result<T, 
         .join()
         .map_err(|_| "benchmark thread panicked".to_string())?
     })
-}
-
-/// The release `kube-ipvs` next to this example (target/release/examples/..).
-fn daemon_binary() -> Result<PathBuf, String> {
-    if let Ok(p) = std::env::var("KUBE_IPVS_BIN") {
-        return Ok(PathBuf::from(p));
-    }
-    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(|d| d.join("kube-ipvs"))
-        .ok_or("no target directory")?;
-    if !bin.exists() {
-        return Err(format!(
-            "{} not found: cargo build --release --bin kube-ipvs (or set KUBE_IPVS_BIN)",
-            bin.display()
-        ));
-    }
-    Ok(bin)
 }
 
 /// Where the daemon reads the cluster from.
@@ -311,6 +308,9 @@ struct Counters {
     syncs: f64,
     sync_seconds: f64,
     netlink_ops: f64,
+    /// kube_ipvs_verification_read_seconds_total: ipvs, sets, addresses, iptables.
+    read: [f64; 4],
+    verify_cpu: f64,
 }
 
 fn counters() -> Option<Counters> {
@@ -330,6 +330,15 @@ fn counters() -> Option<Counters> {
             "kubeproxy_sync_proxy_rules_duration_seconds_sum{ip_family=\"IPv4\"}",
         )?,
         netlink_ops: metric(&b, "kube_ipvs_netlink_operations_total")?,
+        // Absent until the first kernel read.
+        read: ["ipvs", "sets", "addresses", "iptables"].map(|part| {
+            metric(
+                &b,
+                &format!("kube_ipvs_verification_read_seconds_total{{part=\"{part}\"}}"),
+            )
+            .unwrap_or(0.0)
+        }),
+        verify_cpu: metric(&b, "kube_ipvs_verification_cpu_seconds_total").unwrap_or(0.0),
     })
 }
 
@@ -474,7 +483,11 @@ fn ours(
     check_kernel(&mut c, n + src.extra(), src.extra())?;
 
     // A verification pass with nothing changed: it must write nothing.
-    let (resync_s, resync_writes) = verification(&mut d)?;
+    let Verification {
+        secs: resync_s,
+        writes: resync_writes,
+        ..
+    } = verification(&mut d)?;
 
     // One endpoint change at a time, each on another service.
     let mut lat = Vec::with_capacity(changes);
@@ -572,30 +585,61 @@ fn ours(
     // service, as before), then by one reading /proc (the default); each
     // measured over VERIFICATIONS verifications.
     let mut ab = Vec::new();
+    let mut idle = (0.0, 0.0, 0.0);
     for how in ["netlink", "proc"] {
         let log = logs.join(format!("kube-ipvs-{n}-verify-{how}.log"));
         let mut d = Daemon::start(bin, src, log, &[&format!("--verify-read={how}")])?;
         wait_for(&mut d, "adoption", Duration::from_millis(50), || {
             counters().filter(|m| m.last_sync > 0.0)
         })?;
-        let mut secs = 0.0;
-        let mut writes = 0;
+        let (mut secs, mut max, mut writes, mut read) = (0.0, 0.0f64, 0, [0.0; 4]);
         for _ in 0..VERIFICATIONS {
-            let (s, w) = verification(&mut d)?;
-            secs += s;
-            writes += w;
+            let v = verification(&mut d)?;
+            secs += v.secs;
+            max = max.max(v.secs);
+            writes += v.writes;
+            for (r, p) in read.iter_mut().zip(v.read) {
+                *r += p / VERIFICATIONS as f64;
+            }
         }
-        ab.push((secs / VERIFICATIONS as f64, writes));
+        eprintln!(
+            "  kube-ipvs[{n}]: --verify-read={how}: mean kernel read per verification: ipvs {:.2} s, sets {:.2} s, addresses {:.2} s, iptables {:.2} s",
+            read[0], read[1], read[2], read[3]
+        );
+        ab.push((secs / VERIFICATIONS as f64, max, writes));
+        let idle_secs = IDLE_SECS.load(std::sync::atomic::Ordering::Relaxed);
+        if how == "proc" && idle_secs > 0 {
+            // #17 point 7: what the daemon costs when nothing changes.
+            let pid = d.child.id();
+            let (cpu0, before) = (process_cpu_s(pid)?, counters().ok_or("metrics gone")?);
+            let t = Instant::now();
+            std::thread::sleep(Duration::from_secs(idle_secs));
+            d.alive()?;
+            let (cpu1, after) = (process_cpu_s(pid)?, counters().ok_or("metrics gone")?);
+            idle = (
+                t.elapsed().as_secs_f64(),
+                cpu1 - cpu0,
+                after.verify_cpu - before.verify_cpu,
+            );
+            eprintln!(
+                "  kube-ipvs[{n}]: idle {:.0} s: {:.2} CPU s ({:.2} in {} verifications, {:.2} elsewhere)",
+                idle.0,
+                idle.1,
+                idle.2,
+                after.syncs - before.syncs,
+                idle.1 - idle.2
+            );
+        }
     }
     let [
-        (verify_netlink_s, netlink_writes),
-        (verify_proc_s, proc_writes),
+        (verify_netlink_s, _, netlink_writes),
+        (verify_proc_s, verify_proc_max_s, proc_writes),
     ] = ab[..]
     else {
         unreachable!("two runs")
     };
     eprintln!(
-        "  kube-ipvs[{n}]: periodic verification, mean of {VERIFICATIONS}: --verify-read=netlink {verify_netlink_s:.2} s ({netlink_writes} writes), proc {verify_proc_s:.2} s ({proc_writes} writes): {:.1}x",
+        "  kube-ipvs[{n}]: periodic verification, mean of {VERIFICATIONS}: --verify-read=netlink {verify_netlink_s:.2} s ({netlink_writes} writes), proc {verify_proc_s:.2} s (slowest {verify_proc_max_s:.2} s; {proc_writes} writes): {:.1}x",
         verify_netlink_s / verify_proc_s
     );
     c.flush().map_err(|e| format!("IPVS flush: {e}"))?;
@@ -617,6 +661,10 @@ fn ours(
         resync_writes,
         verify_netlink_s,
         verify_proc_s,
+        verify_proc_max_s,
+        idle_s: idle.0,
+        idle_cpu_s: idle.1,
+        idle_verify_cpu_s: idle.2,
         peak_rss_mb,
     })
 }
@@ -624,7 +672,15 @@ fn ours(
 /// Waits for the next periodic verification of `d`; returns its duration
 /// (seconds per sync run, from the daemon's metrics) and its writes (netlink
 /// operations plus logged changes: a no-change verification writes nothing).
-fn verification(d: &mut Daemon) -> Result<(f64, u64), String> {
+/// One periodic verification: its duration and writes, and the seconds it
+/// spent reading each part of the kernel (ipvs, sets, addresses, iptables).
+struct Verification {
+    secs: f64,
+    writes: u64,
+    read: [f64; 4],
+}
+
+fn verification(d: &mut Daemon) -> Result<Verification, String> {
     let log_before = d.log().len();
     let before = counters().ok_or("metrics gone")?;
     let after = wait_for(
@@ -642,10 +698,29 @@ fn verification(d: &mut Daemon) -> Result<(f64, u64), String> {
         .count() as u64;
     let writes = (after.netlink_ops - before.netlink_ops) as u64 + logged_changes;
     let runs = after.syncs - before.syncs;
-    Ok((
-        (after.sync_seconds - before.sync_seconds) / runs.max(1.0),
+    Ok(Verification {
+        secs: (after.sync_seconds - before.sync_seconds) / runs.max(1.0),
         writes,
-    ))
+        read: std::array::from_fn(|i| after.read[i] - before.read[i]),
+    })
+}
+
+/// CPU seconds of process `pid` so far, its own and its waited-for
+/// children's (utime, stime, cutime, cstime of /proc/PID/stat).
+fn process_cpu_s(pid: u32) -> Result<f64, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map_err(|e| format!("read /proc stat: {e}"))?;
+    // Fields after the command name (which may hold spaces), from field 3.
+    let rest = stat.rsplit_once(')').ok_or("no ')' in /proc stat")?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f
+        .get(11..15)
+        .ok_or("short /proc stat")?
+        .iter()
+        .map(|v| v.parse::<f64>().map_err(|e| format!("/proc stat: {e}")))
+        .sum::<Result<f64, String>>()?;
+    // Clock ticks: USER_HZ, which Linux fixes at 100 for userspace.
+    Ok(ticks / 100.0)
 }
 
 /// The IPVS section of `kube-ipvs plan` (ipvsadm -Sn form) for the manifests in `dir`.
@@ -830,6 +905,17 @@ fn goals(rows: &[Row]) -> String {
             ),
         );
     }
+    for r in rows.iter().filter(|r| r.idle_s > 0.0) {
+        // "Close to 0": under 1 % of one CPU outside verifications.
+        let elsewhere = r.idle_cpu_s - r.idle_verify_cpu_s;
+        line(
+            elsewhere <= 0.01 * r.idle_s,
+            format!(
+                "idle at {} services: {:.2} CPU s in {:.0} s, {:.2} of them in verifications, {elsewhere:.2} elsewhere (goal: elsewhere under 1 % of a CPU)",
+                r.services, r.idle_cpu_s, r.idle_s, r.idle_verify_cpu_s
+            ),
+        );
+    }
     out
 }
 
@@ -958,6 +1044,8 @@ struct Args {
     changes: usize,
     warmup: usize,
     slowest: usize,
+    /// Seconds each measured size's daemon is left idle (not the warm-up's).
+    idle: u64,
     json: Option<PathBuf>,
     png: Option<PathBuf>,
 }
@@ -969,6 +1057,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         changes: 100,
         warmup: 200,
         slowest: 3,
+        idle: 0,
         json: None,
         png: None,
     };
@@ -990,6 +1079,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--slowest" => {
                 a.slowest = value()?.parse().map_err(|e| format!("--slowest: {e}"))?;
             }
+            "--idle" => a.idle = value()?.parse().map_err(|e| format!("--idle: {e}"))?,
             "--api" => a.api = true,
             "--json" => a.json = Some(value()?.into()),
             "--png" => a.png = Some(value()?.into()),
@@ -1033,7 +1123,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    let bin = match daemon_binary() {
+    let bin = match lab::kube_ipvs_binary() {
         Ok(b) => b,
         Err(e) => {
             eprintln!("bench_scale: {e}");
@@ -1055,6 +1145,7 @@ fn main() {
             Err(e) => eprintln!("bench_scale: warm-up failed: {e}"),
         }
     }
+    IDLE_SECS.store(a.idle, std::sync::atomic::Ordering::Relaxed);
     let mut rows = Vec::new();
     let mut failed = false;
     for &n in &a.sizes {

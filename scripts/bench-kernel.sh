@@ -28,7 +28,7 @@ if [ "${1:-}" != "--in-lab" ]; then
     [ -f "examples/$b.rs" ] && benches+=("$b")
   done
   [ ${#benches[@]} -gt 0 ] || { echo "bench-kernel.sh: no benchmark examples found" >&2; exit 1; }
-  cargo build --release --locked $(printf -- '--example %s ' "${benches[@]}")
+  cargo build --release --locked --bin kube-ipvs $(printf -- '--example %s ' "${benches[@]}")
   mkdir -p target
   scripts/kernel-lab.sh --memory 4G --timeout 5400 -- \
     scripts/bench-kernel.sh --in-lab "${benches[@]}" | tee "$out"

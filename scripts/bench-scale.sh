@@ -2,7 +2,7 @@
 # Scale benchmark of the real daemon (issue #7), in one lab boot: N services ×
 # 10 endpoints from generated manifests, for N = 1,000, 5,000 and 10,000.
 #
-#   scripts/bench-scale.sh [--api] [--sizes 1000,5000,10000] [--changes 100] [--warmup 200] [--slowest 3]
+#   scripts/bench-scale.sh [--api] [--sizes 1000,5000,10000] [--changes 100] [--warmup 200] [--slowest 3] [--idle SECS]
 #
 # --api reads the cluster from a real kube-apiserver instead of manifests:
 # scripts/control-plane.sh up (left up if it was), the lab booted with --net,

@@ -13,7 +13,9 @@
 #
 # Environment: CARGO_LOCK=FILE flocks FILE around each cargo command (shared
 # build machines); FUZZ_RSS_MB (default 2048) and FUZZ_TIMEOUT (seconds per
-# input, default 10) are libFuzzer's -rss_limit_mb and -timeout.
+# input, default 10) are libFuzzer's -rss_limit_mb and -timeout; FUZZ_RUNS=N
+# (libFuzzer's -runs) ends a target after N executions, before SECONDS if it
+# gets there first (the long run: FUZZ_RUNS=10000000 scripts/fuzz.sh 7200).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../fuzz"
 
@@ -63,7 +65,7 @@ for t in "${targets[@]}"; do
   echo "==> $t: ${secs} s"
   set +e
   "$bin/$t" -max_total_time="$secs" -rss_limit_mb="${FUZZ_RSS_MB:-2048}" \
-    -timeout="${FUZZ_TIMEOUT:-10}" -print_final_stats=1 \
+    -timeout="${FUZZ_TIMEOUT:-10}" -print_final_stats=1 ${FUZZ_RUNS:+-runs="$FUZZ_RUNS"} \
     -artifact_prefix="artifacts/$t/" "corpus-run/$t" "corpus/$t" >"$logs/$t" 2>&1
   rc=$?
   set -e

@@ -12,11 +12,12 @@ use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use tokio::time::Instant;
 
 use crate::apply::observe::QuickIpvs;
+use crate::apply::quick;
 use crate::apply::{Applier, ApplyReport, Observation};
 use crate::changes::{Batch, Hooks, ObjKey, Sources, lock};
 use crate::config::{Settings, VerifyRead};
 use crate::health::{self, ProxyHealth, ServiceHealthServer};
-use crate::metrics::{Metrics, ReasonLabel, unix_seconds};
+use crate::metrics::{Metrics, PartLabel, ReasonLabel, unix_seconds};
 use crate::model::contribution::{FAMILY_NAMES, family_slot};
 use crate::model::input::SvcId;
 use crate::model::node::NodeInfo;
@@ -25,7 +26,7 @@ use crate::reconcile::{Plan, Proxier, Settled};
 use crate::runner::{RunReason, Runner, RunnerConfig};
 use crate::source::files::{self, ManifestFiles};
 use crate::source::manifests::Manifests;
-use crate::state::Op;
+use crate::state::{KernelParts, Op};
 use crate::watch;
 
 /// Runs the proxy until SIGTERM/SIGINT. Objects come from the API server
@@ -364,6 +365,20 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     })
 }
 
+/// CPU seconds so far of this thread and of the children it waited for
+/// (iptables-save and iptables-restore): the cost of a sync run is the
+/// difference across it, since runs happen on one thread (0 if unreadable).
+fn verification_cpu() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let secs = |who| {
+        getrusage(who).map_or(0.0, |u| {
+            let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+            t(u.user_time()) + t(u.system_time())
+        })
+    };
+    secs(UsageWho::RUSAGE_THREAD) + secs(UsageWho::RUSAGE_CHILDREN)
+}
+
 /// Whether a run reads the kernel first: the first sync adopts, periodic
 /// runs verify, and a retry repairs whatever the failed run left behind.
 pub fn observes(adopted: bool, reason: RunReason) -> bool {
@@ -450,12 +465,13 @@ impl Daemon {
         let now = self.now();
         self.proxier.retry_due(now);
         let verify = observes(self.adopted, reason);
+        let cpu_start = verify.then(verification_cpu);
 
         let mut conns = None;
         let plan: Plan = if verify {
             match self.observe_plan(now, reason) {
                 Ok((plan, c)) => {
-                    conns = Some(c);
+                    conns = c;
                     plan
                 }
                 Err(e) => {
@@ -500,6 +516,13 @@ impl Daemon {
             crate::heap::release_free_memory();
         }
         let took = start.elapsed();
+        if let Some(c) = cpu_start {
+            let spent = (verification_cpu() - c).max(0.0);
+            self.hooks
+                .metrics
+                .verification_cpu_seconds_total
+                .inc_by(spent);
+        }
         span.record("ops", report.writes());
         span.record("failed", report.failed.len());
         span.record("repairs", if verify { plan.ops.len() } else { 0 });
@@ -530,7 +553,7 @@ impl Daemon {
 
     /// Reads the kernel and plans from it: adoption on the first sync,
     /// drift repair afterwards. Returns the plan and connection counts.
-    fn observe_plan(&mut self, now: u64, reason: RunReason) -> Result<(Plan, Conns)> {
+    fn observe_plan(&mut self, now: u64, reason: RunReason) -> Result<(Plan, Option<Conns>)> {
         // Recreates kube-ipvs0 if someone deleted it.
         if self.applier.setup()? {
             tracing::info!("set up {}", crate::apply::DUMMY_LINK);
@@ -539,21 +562,49 @@ impl Daemon {
         let want = self.proxier.desired_iptables();
         // Periodic verifications read IPVS cheaply (#17); adoption and
         // retries read every service exactly.
+        // The costly parts in turn (IPVS, each family's iptables), the
+        // cheap ones every time: see `apply::quick`.
+        let families: Vec<_> = want.keys().copied().collect();
         let round = self.verify_round;
-        let exact =
-            move |k: &ipvs_netlink::ipvs::ServiceKey| crate::apply::quick::exact_slice(k, round);
-        let quick =
-            (self.adopted && reason == RunReason::Periodic && self.verify_read == VerifyRead::Proc)
-                .then(|| QuickIpvs {
-                    applied: &self.proxier.applied().services,
-                    exact: &exact,
-                });
-        if quick.is_some() {
+        let ipvs_round = round / quick::cycle(&families);
+        let exact = move |k: &ipvs_netlink::ipvs::ServiceKey| quick::exact_slice(k, ipvs_round);
+        let cheap =
+            self.adopted && reason == RunReason::Periodic && self.verify_read == VerifyRead::Proc;
+        let read = if cheap {
             self.verify_round += 1;
+            quick::parts(round, &families)
+        } else {
+            KernelParts::ALL
+        };
+        let quick = cheap.then(|| QuickIpvs {
+            applied: &self.proxier.applied().services,
+            exact: &exact,
+        });
+        let Observation {
+            state, conns, took, ..
+        } = self.applier.observe(&sysctls, &want, quick, read)?;
+        // Without IPVS read there are no connection counts: drains wait.
+        let conns = read.ipvs.then_some(conns);
+        let m = &self.hooks.metrics;
+        for (part, t) in [
+            ("ipvs", took.ipvs),
+            ("sets", took.sets),
+            ("addresses", took.addresses),
+            ("iptables", took.iptables),
+        ] {
+            m.verification_read_seconds_total
+                .get_or_create(&PartLabel { part })
+                .inc_by(t.as_secs_f64());
         }
-        let Observation { state, conns, .. } = self.applier.observe(&sysctls, &want, quick)?;
+        tracing::debug!(
+            ipvs_ms = took.ipvs.as_millis() as u64,
+            sets_ms = took.sets.as_millis() as u64,
+            addresses_ms = took.addresses.as_millis() as u64,
+            iptables_ms = took.iptables.as_millis() as u64,
+            "read the kernel"
+        );
         let plan = if self.adopted {
-            let plan = self.proxier.repair(state, now);
+            let plan = self.proxier.repair_parts(state, read, now);
             let repairs = plan.ops.len();
             if repairs > 0 {
                 for op in plan.ops.iter().take(LOGGED_REPAIRS) {

@@ -75,6 +75,14 @@ pub struct WatchErrorLabel {
 }
 
 type GaugeF64 = Gauge<f64, AtomicU64>;
+type CounterF64 = Counter<f64, AtomicU64>;
+
+/// `part` of `kube_ipvs_verification_read_seconds_total`: ipvs, sets,
+/// addresses or iptables.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartLabel {
+    pub part: &'static str,
+}
 
 /// All metrics of the proxy. Cheap atomics; share it behind an `Arc`.
 /// Counters are registered without `_total`: the encoder appends it.
@@ -102,6 +110,8 @@ pub struct Metrics {
     pub drift_repairs_total: Counter,
     pub draining_real_servers: Gauge,
     pub last_verification_timestamp: GaugeF64,
+    pub verification_read_seconds_total: Family<PartLabel, CounterF64>,
+    pub verification_cpu_seconds_total: CounterF64,
     pub service_failures_total: Family<ReasonLabel, Counter>,
     pub failing_services: Gauge,
     pub held_lists_total: Counter,
@@ -155,6 +165,8 @@ impl Metrics {
             drift_repairs_total: Counter::default(),
             draining_real_servers: Gauge::default(),
             last_verification_timestamp: GaugeF64::default(),
+            verification_read_seconds_total: Family::default(),
+            verification_cpu_seconds_total: CounterF64::default(),
             service_failures_total: Family::default(),
             failing_services: Gauge::default(),
             held_lists_total: Counter::default(),
@@ -247,6 +259,16 @@ impl Metrics {
             "kube_ipvs_last_verification_timestamp_seconds",
             "The last time the kernel state was verified against the applied state",
             m.last_verification_timestamp.clone(),
+        );
+        r.register(
+            "kube_ipvs_verification_read_seconds",
+            "Time the kernel reads of the verifications took, by part (ipvs, sets, addresses, iptables)",
+            m.verification_read_seconds_total.clone(),
+        );
+        r.register(
+            "kube_ipvs_verification_cpu_seconds",
+            "CPU time of the verifications (the syncing thread's, plus the iptables-save and iptables-restore they ran)",
+            m.verification_cpu_seconds_total.clone(),
         );
         r.register(
             "kube_ipvs_service_failures",
@@ -502,6 +524,10 @@ mod tests {
         m.set_pending(4, 5);
         m.set_no_local_endpoints(&[("IPv4", 1, 2)]);
         m.netlink_operations_total.inc_by(10);
+        m.verification_read_seconds_total
+            .get_or_create(&PartLabel { part: "sets" })
+            .inc_by(0.5);
+        m.verification_cpu_seconds_total.inc_by(1.5);
         let text = m.encode_openmetrics();
         for name in [
             // The client puts `le` first; label order means nothing to Prometheus.
@@ -511,6 +537,8 @@ mod tests {
             "kubeproxy_sync_proxy_rules_last_timestamp_seconds{ip_family=\"IPv4\"} 1000.0",
             "kubeproxy_sync_proxy_rules_last_queued_timestamp_seconds{ip_family=\"IPv4\"} 999.0",
             "kubeproxy_sync_proxy_rules_endpoint_changes_total 1",
+            "kube_ipvs_verification_read_seconds_total{part=\"sets\"} 0.5",
+            "kube_ipvs_verification_cpu_seconds_total 1.5",
             "kubeproxy_sync_proxy_rules_service_changes_total 2",
             "kubeproxy_sync_proxy_rules_service_changes_pending 4",
             "kubeproxy_sync_proxy_rules_endpoint_changes_pending 5",

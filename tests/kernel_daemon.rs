@@ -72,9 +72,11 @@ fn daemon_follows_manifests_and_restarts_without_changes() {
     });
 
     // Drift behind our back, every kind at once, repaired by the periodic
-    // verification (syncPeriod 2 s here): what /proc/net/ip_vs shows at the
-    // next one, scheduler flags (not in /proc) within VERIFY_SLICES (10) of
-    // them as their service's slice is read exactly.
+    // verifications (syncPeriod 2 s here), which read the sets and addresses
+    // each time and IPVS, IPv4's and IPv6's iptables in turn
+    // (apply::quick::cycle, 3 here): all within 3 of them but scheduler flags
+    // (not in /proc), found within 3 × VERIFY_SLICES (10) as their service's
+    // slice is read exactly.
     let want_ipvs = sh("ipvsadm -Sn");
     let want_sets = sh("ipset save KUBE-CLUSTER-IP");
     let want_nat = sh("iptables-save -t nat | grep -c '^-A KUBE-POSTROUTING'");
@@ -115,6 +117,20 @@ fn daemon_follows_manifests_and_restarts_without_changes() {
                 .any(|l| l.starts_with("kube_ipvs_drift_repairs_total ") && !l.ends_with(" 0"))
         })
     });
+    // What the verifications cost, by part, and in CPU (#17).
+    let (_, body) = get(METRICS, "/metrics").expect("metrics server");
+    let value = |name: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
+    };
+    for part in ["ipvs", "sets", "addresses", "iptables"] {
+        let secs = value(&format!(
+            "kube_ipvs_verification_read_seconds_total{{part=\"{part}\"}}"
+        ));
+        assert!(secs > 0.0, "{part}: {secs}");
+    }
+    assert!(value("kube_ipvs_verification_cpu_seconds_total") > 0.0);
 
     // SIGTERM: exit 0, kernel state untouched.
     let before = sh("ipvsadm -Sn");

@@ -3,6 +3,10 @@
 mod common;
 
 use common::{kube_ipvs, netns, sh, try_kube_ipvs, try_sh};
+use kube_ipvs::state::KernelParts;
+
+/// Observations here read every part of the kernel.
+const ALL: KernelParts = KernelParts::ALL;
 
 fn changes(summary: &str) -> usize {
     let line = summary
@@ -264,7 +268,7 @@ fn apply_reports_each_op_and_a_failure_stops_nothing_else() {
     assert!(r.netlink.messages_sent >= 9, "{:?}", r.netlink);
 
     let sysctls = BTreeMap::from([("net.ipv4.vs.conntrack".to_string(), String::new())]);
-    let obs = a.observe(&sysctls, &BTreeMap::new(), None).unwrap();
+    let obs = a.observe(&sysctls, &BTreeMap::new(), None, ALL).unwrap();
     // The periodic verification's quick reading (/proc/net/ip_vs merged with
     // what was applied, nothing read exactly) sees the same kernel.
     let never = |_: &ipvs_netlink::ipvs::ServiceKey| false;
@@ -276,6 +280,7 @@ fn apply_reports_each_op_and_a_failure_stops_nothing_else() {
                 applied: &obs.state.services,
                 exact: &never,
             }),
+            ALL,
         )
         .unwrap();
     assert_eq!(
@@ -301,7 +306,7 @@ fn apply_reports_each_op_and_a_failure_stops_nothing_else() {
          -a --sctp-service 10.96.2.4:7777 -r 10.244.0.6:9090 -i -w 2\n\
          -A -f 42 -s wlc\n",
     );
-    let full = a.observe(&sysctls, &BTreeMap::new(), None).unwrap();
+    let full = a.observe(&sysctls, &BTreeMap::new(), None, ALL).unwrap();
     for round in ["learning HZ", "with HZ"] {
         let quick = a
             .observe(
@@ -311,6 +316,7 @@ fn apply_reports_each_op_and_a_failure_stops_nothing_else() {
                     applied: &full.state.services,
                     exact: &never,
                 }),
+                ALL,
             )
             .unwrap();
         for (k, want) in &full.state.services {

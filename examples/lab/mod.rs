@@ -5,7 +5,29 @@ pub mod api;
 pub mod uplink;
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+/// The release `kube-ipvs` next to the running example
+/// (target/release/examples/..), or `KUBE_IPVS_BIN`.
+pub fn kube_ipvs_binary() -> Result<PathBuf, String> {
+    if let Ok(p) = std::env::var("KUBE_IPVS_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("kube-ipvs"))
+        .ok_or("no target directory")?;
+    if !bin.exists() {
+        return Err(format!(
+            "{} not found: cargo build --release --bin kube-ipvs (or set KUBE_IPVS_BIN)",
+            bin.display()
+        ));
+    }
+    Ok(bin)
+}
 
 /// Moves the calling thread into a fresh network namespace with `lo` up, so
 /// each tool measured starts from an empty kernel state.

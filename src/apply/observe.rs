@@ -3,13 +3,14 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use ipvs_netlink::ipvs::proc::ProcServiceId;
 use ipvs_netlink::ipvs::{DestinationEntry, Family, ServiceEntry, ServiceKey};
 
 use super::{Applier, DUMMY_LINK, ObserveError, convert, quick};
 use crate::iptables::iptables_in_sync;
-use crate::state::{ConnCounts, KService, KernelState, SetName};
+use crate::state::{ConnCounts, KService, KernelParts, KernelState, SetName};
 
 /// What the kernel holds, plus per real server connection counts (for drains).
 #[derive(Debug, Clone, Default)]
@@ -21,6 +22,20 @@ pub struct Observation {
     pub conns: HashMap<(ServiceKey, SocketAddr), ConnCounts>,
     /// Members of our sets the model cannot represent (left alone).
     pub foreign_members: usize,
+    /// Which parts were read (the others are empty in `state`).
+    pub read: KernelParts,
+    /// How long each part took to read.
+    pub took: ReadTimes,
+}
+
+/// Time spent reading each part of the kernel in one observation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadTimes {
+    /// IPVS (with the timeouts).
+    pub ipvs: Duration,
+    pub sets: Duration,
+    pub addresses: Duration,
+    pub iptables: Duration,
 }
 
 impl Observation {
@@ -70,18 +85,25 @@ impl Applier {
     /// differs is left out, so the planner restores it).
     ///
     /// With `quick`, IPVS is read from `/proc/net/ip_vs` in one pass instead
-    /// of a netlink request per service (see [`super::quick`]).
+    /// of a netlink request per service (see [`super::quick`]). Only the
+    /// parts in `read` are read (sysctls and IPVS timeouts always are).
     pub fn observe(
         &mut self,
         sysctls: &BTreeMap<String, String>,
         want_iptables: &BTreeMap<Family, Arc<str>>,
         quick: Option<QuickIpvs<'_>>,
+        read: KernelParts,
     ) -> Result<Observation, ObserveError> {
         let unavailable = |(what, reason)| ObserveError::Unavailable { what, reason };
-        let mut obs = Observation::default();
+        let mut obs = Observation {
+            read,
+            ..Observation::default()
+        };
+        let start = Instant::now();
         let mut hz = self.hz;
         let ipvs = self.ipvs().map_err(unavailable)?;
         match quick {
+            _ if !read.ipvs => {}
             // One service at a time: the whole table with its statistics would
             // be a second copy of the state while it is converted.
             None => ipvs
@@ -137,10 +159,46 @@ impl Applier {
         }
         obs.state.timeouts = ipvs.timeouts().ok();
         self.hz = hz;
+        obs.took.ipvs = start.elapsed();
 
+        if read.sets {
+            let start = Instant::now();
+            self.observe_sets(&mut obs)?;
+            obs.took.sets = start.elapsed();
+        }
+        if read.addresses {
+            let start = Instant::now();
+            let rtnl = self.rtnl().map_err(unavailable)?;
+            if let Some(link) = rtnl.link(DUMMY_LINK).map_err(ObserveError::Link)? {
+                let addrs = rtnl.addresses(link.index).map_err(ObserveError::Link)?;
+                obs.state.addresses = addrs.into_iter().map(|a| a.addr).collect();
+            }
+            obs.took.addresses = start.elapsed();
+        }
+
+        for key in sysctls.keys() {
+            if let Ok(v) = self.sysctl.get(key) {
+                obs.state.sysctls.insert(key.clone(), v);
+            }
+        }
+
+        if read.iptables != [false; 2] {
+            let start = Instant::now();
+            for (family, payload) in want_iptables {
+                if read.iptables_of(*family) && self.iptables_match(*family, payload) {
+                    obs.state.iptables.insert(*family, payload.clone());
+                }
+            }
+            obs.took.iptables = start.elapsed();
+        }
+        Ok(obs)
+    }
+
+    /// Reads our sets' members into `obs`.
+    fn observe_sets(&mut self, obs: &mut Observation) -> Result<(), ObserveError> {
         let sets = self
             .ipset()
-            .map_err(unavailable)?
+            .map_err(|(what, reason)| ObserveError::Unavailable { what, reason })?
             .list(None)
             .map_err(ObserveError::Ipset)?;
         for set in sets {
@@ -157,25 +215,7 @@ impl Applier {
                 }
             }
         }
-
-        let rtnl = self.rtnl().map_err(unavailable)?;
-        if let Some(link) = rtnl.link(DUMMY_LINK).map_err(ObserveError::Link)? {
-            let addrs = rtnl.addresses(link.index).map_err(ObserveError::Link)?;
-            obs.state.addresses = addrs.into_iter().map(|a| a.addr).collect();
-        }
-
-        for key in sysctls.keys() {
-            if let Ok(v) = self.sysctl.get(key) {
-                obs.state.sysctls.insert(key.clone(), v);
-            }
-        }
-
-        for (family, payload) in want_iptables {
-            if self.iptables_match(*family, payload) {
-                obs.state.iptables.insert(*family, payload.clone());
-            }
-        }
-        Ok(obs)
+        Ok(())
     }
 
     /// Whether our chains hold exactly the rules of `payload` (in order, after

@@ -8,7 +8,7 @@ use ipvs_netlink::ipvs::ServiceKey;
 
 use crate::apply::{Applier, ApplyError, ApplyReport, DUMMY_LINK, Observation, ObserveError, diff};
 use crate::reconcile::Proxier;
-use crate::state::{KService, KernelState};
+use crate::state::{KService, KernelParts, KernelState};
 
 /// Why a one-shot run could not complete.
 #[derive(Debug, thiserror::Error)]
@@ -168,7 +168,8 @@ pub fn sync_once(
     };
     let sysctls = p.managed_sysctls();
     let want = p.desired_iptables();
-    let Observation { state, conns, .. } = applier.observe(&sysctls, &want, None)?;
+    let Observation { state, conns, .. } =
+        applier.observe(&sysctls, &want, None, KernelParts::ALL)?;
     let plan = p.adopt(state, now);
     out.repairs = plan.ops.iter().map(|o| o.to_string()).collect();
     out.internal_errors
@@ -191,7 +192,7 @@ pub fn sync_once(
         .map(|op| op.to_string())
         .collect();
     out.draining = p.drains().len();
-    let after = applier.observe(&sysctls, &want, None)?;
+    let after = applier.observe(&sysctls, &want, None, KernelParts::ALL)?;
     out.remaining = diff::diff(p.applied(), &p.owned_view(&after.state));
     Ok(out)
 }
@@ -199,7 +200,12 @@ pub fn sync_once(
 /// Kernel vs desired, as `+`/`-` lines (empty when in sync). Reads only.
 pub fn diff_kernel(applier: &mut Applier, p: &mut Proxier) -> Result<Vec<String>, OneshotError> {
     let desired = p.desired_state();
-    let obs = applier.observe(&p.managed_sysctls(), &desired.iptables, None)?;
+    let obs = applier.observe(
+        &p.managed_sysctls(),
+        &desired.iptables,
+        None,
+        KernelParts::ALL,
+    )?;
     let owned: KernelState = p.owned_view(&obs.state);
     Ok(diff::diff(&desired, &owned))
 }

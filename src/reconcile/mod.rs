@@ -3,6 +3,7 @@
 pub mod blame;
 pub mod desired;
 pub mod failing;
+mod partial;
 pub mod plan;
 pub mod proxier;
 pub mod undo;

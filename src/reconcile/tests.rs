@@ -12,7 +12,9 @@ use super::plan::Plan;
 use super::proxier::Proxier;
 use crate::model::config::ProxyConfig;
 use crate::model::testutil::{node, service, service_full, slice};
-use crate::state::{ConnCounts, IpsetEntry, IpvsOp, KService, KernelState, Op, SetKind, SetName};
+use crate::state::{
+    ConnCounts, IpsetEntry, IpvsOp, KService, KernelParts, KernelState, Op, SetKind, SetName,
+};
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
@@ -625,6 +627,92 @@ fn drift_repair_reports_and_fixes() {
     assert_eq!(k, p.desired_state());
     // Converged: repairing again finds nothing.
     assert!(p.repair(k.clone(), 7).is_empty());
+}
+
+#[test]
+fn a_repair_from_some_parts_takes_the_others_as_applied() {
+    let mut p = proxier();
+    let mut k = KernelState::default();
+    p.upsert_service(&web(json!({})));
+    p.upsert_slice(&web_slice(&["10.244.1.5", "10.244.1.6"]));
+    apply(&mut k, &p.sync(0));
+    assert!(!k.iptables.is_empty());
+    let key = tcp("10.96.0.10:80");
+    let cip = SetName::new(SetKind::ClusterIp, Family::Inet);
+    // One drift in each part.
+    let mut drifted = k.clone();
+    drifted
+        .services
+        .get_mut(&key)
+        .unwrap()
+        .destinations
+        .remove(0);
+    drifted.addresses.remove(&ip("10.96.0.10"));
+    drifted.sets.get_mut(&cip).unwrap().clear();
+    drifted.iptables.clear();
+    // An observation that read none of them (what was not read is empty)
+    // must not mistake the parts it did not read for drift.
+    let none = KernelParts {
+        ipvs: false,
+        sets: false,
+        addresses: false,
+        iptables: [false; 2],
+    };
+    let nothing_read = KernelState {
+        sysctls: k.sysctls.clone(),
+        timeouts: k.timeouts,
+        ..KernelState::default()
+    };
+    let plan = p.repair_parts(nothing_read, none, 5);
+    assert!(plan.is_empty(), "{:#?}", plan.ops);
+    // Each part, when read, finds its own drift and only it.
+    let only = |f: &dyn Fn(&mut KernelParts)| {
+        let mut r = none;
+        f(&mut r);
+        r
+    };
+    for (read, expect) in [
+        (only(&|r| r.ipvs = true), 1),
+        (only(&|r| r.sets = true), 1),
+        (only(&|r| r.addresses = true), 1),
+        (only(&|r| r.set_iptables(Family::Inet, true)), 1),
+        (KernelParts::ALL, 4),
+    ] {
+        // What an observation of `read` holds: the drifted parts it read.
+        let mut seen = KernelState {
+            sysctls: drifted.sysctls.clone(),
+            timeouts: drifted.timeouts,
+            ..KernelState::default()
+        };
+        if read.ipvs {
+            seen.services = drifted.services.clone();
+        }
+        if read.sets {
+            seen.sets = drifted.sets.clone();
+        }
+        if read.addresses {
+            seen.addresses = drifted.addresses.clone();
+        }
+        let plan = p.repair_parts(seen, read, 6);
+        assert_eq!(plan.ops.len(), expect, "{read:?}: {:#?}", plan.ops);
+        // Repaired: the kernel (drifted where read, as applied elsewhere)
+        // with the plan applied is the desired state.
+        let mut fixed = k.clone();
+        if read.ipvs {
+            fixed.services = drifted.services.clone();
+        }
+        if read.sets {
+            fixed.sets = drifted.sets.clone();
+        }
+        if read.addresses {
+            fixed.addresses = drifted.addresses.clone();
+        }
+        if read.iptables_of(Family::Inet) {
+            fixed.iptables.clear();
+        }
+        apply(&mut fixed, &plan);
+        assert!(p.repair(fixed, 7).is_empty(), "{read:?}");
+    }
 }
 
 #[test]

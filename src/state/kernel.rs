@@ -58,6 +58,47 @@ pub struct KernelState {
     pub timeouts: Option<Timeouts>,
 }
 
+/// Which parts of the kernel an observation read. A part not read is taken
+/// to be as last applied (the periodic verification reads the costly ones in
+/// turn, #17); sysctls and IPVS timeouts are always read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelParts {
+    /// The IPVS table (and the real servers' connection counts).
+    pub ipvs: bool,
+    /// Our ipsets' members.
+    pub sets: bool,
+    /// kube-ipvs0's addresses.
+    pub addresses: bool,
+    /// Our iptables chains and jumps, per family: [IPv4, IPv6].
+    pub iptables: [bool; 2],
+}
+
+/// By default an observation reads everything.
+impl Default for KernelParts {
+    fn default() -> Self {
+        Self::ALL
+    }
+}
+
+impl KernelParts {
+    pub const ALL: KernelParts = KernelParts {
+        ipvs: true,
+        sets: true,
+        addresses: true,
+        iptables: [true; 2],
+    };
+
+    /// Whether `family`'s iptables were read.
+    pub fn iptables_of(&self, family: Family) -> bool {
+        self.iptables[usize::from(family == Family::Inet6)]
+    }
+
+    /// Marks `family`'s iptables read or not.
+    pub fn set_iptables(&mut self, family: Family, read: bool) {
+        self.iptables[usize::from(family == Family::Inet6)] = read;
+    }
+}
+
 /// Why the strict kernel refused an operation (mirrors EEXIST / ENOENT / EINVAL).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KernelError {

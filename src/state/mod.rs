@@ -12,5 +12,5 @@ pub mod op;
 
 pub use cidr::Cidr;
 pub use ipset::{IpsetEntry, SetKind, SetName, SetType};
-pub use kernel::{ConnCounts, KService, KernelError, KernelState};
+pub use kernel::{ConnCounts, KService, KernelError, KernelParts, KernelState};
 pub use op::{ConntrackFilter, IpvsOp, Op, Refusal};

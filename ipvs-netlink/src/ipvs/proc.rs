@@ -52,8 +52,11 @@ pub struct ProcDestination {
 pub const PROC_IP_VS: &str = "/proc/thread-self/net/ip_vs";
 
 /// Reads [`PROC_IP_VS`], handing each service to `each` as it is parsed.
-/// Large reads: every `read` restarts the kernel's walk of the service table
-/// from the position reached, so few big reads keep it linear.
+/// The kernel hands out at most a page per `read` (seq_file's buffer grows
+/// only for a record larger than it), and each `read` restarts
+/// `ip_vs_info_seq_start`'s walk of the service table from its first bucket
+/// up to the position reached: the kernel's side grows as services × pages,
+/// whatever the buffer. The large buffer saves our side's copies only.
 pub fn read_each(each: impl FnMut(ProcService)) -> Result<()> {
     let file = File::open(PROC_IP_VS).map_err(|source| Error::File {
         path: PROC_IP_VS,
