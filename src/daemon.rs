@@ -570,12 +570,16 @@ impl Daemon {
         let exact = move |k: &ipvs_netlink::ipvs::ServiceKey| quick::exact_slice(k, ipvs_round);
         let cheap =
             self.adopted && reason == RunReason::Periodic && self.verify_read == VerifyRead::Proc;
-        let read = if cheap {
+        let mut read = if cheap {
             self.verify_round += 1;
             quick::parts(round, &families)
         } else {
             KernelParts::ALL
         };
+        // Draining real servers leave when their connections are gone: while
+        // any wait, every verification reads IPVS for their counts (as
+        // upstream checks them every minute, rsCheckDeleteInterval).
+        read.ipvs |= !self.proxier.drains().is_empty();
         let quick = cheap.then(|| QuickIpvs {
             applied: &self.proxier.applied().services,
             exact: &exact,
@@ -583,7 +587,7 @@ impl Daemon {
         let Observation {
             state, conns, took, ..
         } = self.applier.observe(&sysctls, &want, quick, read)?;
-        // Without IPVS read there are no connection counts: drains wait.
+        // Without IPVS read there are no connection counts (and no drains).
         let conns = read.ipvs.then_some(conns);
         let m = &self.hooks.metrics;
         for (part, t) in [
