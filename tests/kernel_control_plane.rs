@@ -584,6 +584,19 @@ fn a_services_life_an_outage_and_rbac_against_the_real_control_plane() {
         std::thread::sleep(Duration::from_secs(1));
     }
 
+    // Quiescent first: a drained real server leaves at the first periodic
+    // verification that finds it idle (syncPeriod 30 s here, counted from the
+    // last run), which would otherwise be a correct change during the outage.
+    let deadline = Instant::now() + PATIENCE;
+    while metric(&metrics(), "kube_ipvs_draining_real_servers").is_none_or(|n| n > 0.0) {
+        assert!(
+            Instant::now() < deadline,
+            "real servers still draining:\n{}",
+            metrics()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+
     // The outage: etcd compacted, then etcd and the apiserver down for 60 s.
     // Nothing in the kernel may change, and nothing may be written.
     let before = Kernel::read();

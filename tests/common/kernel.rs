@@ -71,7 +71,12 @@ pub fn unchanged_for(
     loop {
         let k = Kernel::read();
         samples += 1;
-        assert_eq!(&k, want, "kernel changed {what} (sample {samples})");
+        assert_eq!(
+            &k,
+            want,
+            "kernel changed {what} (sample {samples}); daemon log:\n{}",
+            d.log()
+        );
         if Instant::now() >= end {
             return samples;
         }
