@@ -665,6 +665,27 @@ fn a_repair_from_some_parts_takes_the_others_as_applied() {
     };
     let plan = p.repair_parts(nothing_read, none, 5);
     assert!(plan.is_empty(), "{:#?}", plan.ops);
+    // `base` with the parts `read` names as they are in `drifted`.
+    let with_read = |mut base: KernelState, read: KernelParts| {
+        if read.ipvs {
+            base.services = drifted.services.clone();
+        }
+        if read.sets {
+            base.sets = drifted.sets.clone();
+        }
+        if read.addresses {
+            base.addresses = drifted.addresses.clone();
+        }
+        for f in [Family::Inet, Family::Inet6] {
+            if read.iptables_of(f) {
+                match drifted.iptables.get(&f) {
+                    Some(v) => base.iptables.insert(f, v.clone()),
+                    None => base.iptables.remove(&f),
+                };
+            }
+        }
+        base
+    };
     // Each part, when read, finds its own drift and only it.
     let only = |f: &dyn Fn(&mut KernelParts)| {
         let mut r = none;
@@ -679,37 +700,19 @@ fn a_repair_from_some_parts_takes_the_others_as_applied() {
         (KernelParts::ALL, 4),
     ] {
         // What an observation of `read` holds: the drifted parts it read.
-        let mut seen = KernelState {
-            sysctls: drifted.sysctls.clone(),
-            timeouts: drifted.timeouts,
-            ..KernelState::default()
-        };
-        if read.ipvs {
-            seen.services = drifted.services.clone();
-        }
-        if read.sets {
-            seen.sets = drifted.sets.clone();
-        }
-        if read.addresses {
-            seen.addresses = drifted.addresses.clone();
-        }
+        let seen = with_read(
+            KernelState {
+                sysctls: drifted.sysctls.clone(),
+                timeouts: drifted.timeouts,
+                ..KernelState::default()
+            },
+            read,
+        );
         let plan = p.repair_parts(seen, read, 6);
         assert_eq!(plan.ops.len(), expect, "{read:?}: {:#?}", plan.ops);
         // Repaired: the kernel (drifted where read, as applied elsewhere)
         // with the plan applied is the desired state.
-        let mut fixed = k.clone();
-        if read.ipvs {
-            fixed.services = drifted.services.clone();
-        }
-        if read.sets {
-            fixed.sets = drifted.sets.clone();
-        }
-        if read.addresses {
-            fixed.addresses = drifted.addresses.clone();
-        }
-        if read.iptables_of(Family::Inet) {
-            fixed.iptables.clear();
-        }
+        let mut fixed = with_read(k.clone(), read);
         apply(&mut fixed, &plan);
         assert!(p.repair(fixed, 7).is_empty(), "{read:?}");
     }
