@@ -15,7 +15,11 @@
 # build machines); FUZZ_RSS_MB (default 2048) and FUZZ_TIMEOUT (seconds per
 # input, default 10) are libFuzzer's -rss_limit_mb and -timeout; FUZZ_RUNS=N
 # (libFuzzer's -runs) ends a target after N executions, before SECONDS if it
-# gets there first (the long run: FUZZ_RUNS=10000000 scripts/fuzz.sh 7200).
+# gets there first (the long run: FUZZ_RUNS=10000000 scripts/fuzz.sh 7200);
+# FUZZ_SANITIZER (default address) is cargo fuzz's --sanitizer: `none` keeps
+# the debug assertions and overflow checks and drops AddressSanitizer, for
+# targets whose path is safe Rust and runs several times faster without it
+# (the manifests target: 7,500 runs/s against 900), built in fuzz/target-none.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../fuzz"
 
@@ -42,9 +46,15 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo_locked install --locked cargo-fuzz --version 0.13.2
 fi
 
-echo "==> building the fuzz targets (release, debug assertions and overflow checks on)"
+san=${FUZZ_SANITIZER:-address}
+case "$san" in
+  address) tdir=target ;;
+  none | memory | thread | leak) tdir=target-$san ;;
+  *) echo "fuzz.sh: FUZZ_SANITIZER must be address, none, memory, thread or leak, got '$san'" >&2; exit 2 ;;
+esac
+echo "==> building the fuzz targets (release, debug assertions and overflow checks on, sanitizer: $san)"
 start=$SECONDS
-cargo_locked fuzz build -a
+cargo_locked fuzz build -a -s "$san" --target-dir "$tdir"
 echo "built in $((SECONDS - start)) s"
 
 if [ $# -gt 0 ]; then
@@ -54,7 +64,7 @@ else
 fi
 [ ${#targets[@]} -gt 0 ] || { echo "fuzz.sh: no fuzz targets found" >&2; exit 1; }
 
-bin=target/x86_64-unknown-linux-gnu/release
+bin=$tdir/x86_64-unknown-linux-gnu/release
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 failed=0
