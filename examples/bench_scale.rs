@@ -1,7 +1,7 @@
-//! Scale benchmark of the real daemon on generated manifests (N services × 10 endpoints), with `ipvsadm -R` as baseline, in one lab boot.
+//! Scale benchmark of the real daemon on generated manifests (N services × 10 endpoints, or `NxE`), with `ipvsadm -R` as baseline, in one lab boot.
 //!
 //! Run as root on a kernel with IPVS (`scripts/bench-scale.sh` runs it in the
-//! lab): `bench_scale [--api] [--sizes 1000,5000,10000] [--changes 100] [--warmup 200] [--slowest 3] [--idle SECS] [--json PATH] [--png PATH]`.
+//! lab): `bench_scale [--api] [--sizes 1000,5000,10000,2000x250] [--changes 100] [--warmup 200] [--slowest 3] [--idle SECS] [--json PATH] [--png PATH]`.
 //!
 //! With `--api` the same cluster lives in a real kube-apiserver
 //! (scripts/control-plane.sh, reached over the lab's `--net`): the Services
@@ -50,6 +50,7 @@ use ipvs_netlink::ipvs::{Family, IpvsClient, ServiceKey};
 use kube_ipvs::source::synthetic::{Cluster, Format, SERVICE_PORT, TARGET_PORT};
 use serde::{Deserialize, Serialize};
 
+/// Endpoints per Service unless a size says otherwise (`--sizes 2000x250`).
 const ENDPOINTS: usize = 10;
 const NODE: &str = "bench-node";
 const METRICS: &str = "127.0.0.1:10249";
@@ -403,12 +404,28 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// Memory the guest has in use (MemTotal − MemAvailable of /proc/meminfo), as text.
+fn guest_memory_used() -> Result<String, String> {
+    let info = std::fs::read_to_string("/proc/meminfo").map_err(|e| format!("/proc/meminfo: {e}"))?;
+    let kib = |key: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+            .ok_or(format!("/proc/meminfo has no {key}"))
+    };
+    let (total, available) = (kib("MemTotal:")?, kib("MemAvailable:")?);
+    Ok(format!(
+        "{} MiB of {} MiB",
+        total.saturating_sub(available) / 1024,
+        total / 1024
+    ))
+}
+
 /// Checks the first sync programmed everything: IPVS, the ClusterIP ipset,
 /// addresses, iptables; `n` services of which `extra` have one real server.
-fn check_kernel(c: &mut IpvsClient, n: usize, extra: usize) -> Result<(), String> {
+fn check_kernel(c: &mut IpvsClient, (n, e): (usize, usize), extra: usize) -> Result<(), String> {
     let table = c.table().map_err(|e| format!("IPVS dump: {e}"))?;
     let dests: usize = table.iter().map(|(_, d)| d.len()).sum();
-    let want = (n - extra) * ENDPOINTS + extra;
+    let want = (n - extra) * e + extra;
     if table.len() != n || dests != want {
         return Err(format!(
             "IPVS holds {} services and {dests} real servers, expected {n} and {want}",
@@ -436,12 +453,12 @@ fn check_kernel(c: &mut IpvsClient, n: usize, extra: usize) -> Result<(), String
 /// Our run for one size, in the calling thread's (fresh) namespace.
 fn ours(
     bin: &Path,
-    n: usize,
+    (n, e): (usize, usize),
     (changes, slowest): (usize, usize),
     src: &Src,
     logs: &Path,
 ) -> Result<Row, String> {
-    let cluster = Cluster::new(n, ENDPOINTS, src.node())
+    let cluster = Cluster::new(n, e, src.node())
         .map_err(|e| e.to_string())?
         .with_format(FORMAT);
     let mut c = IpvsClient::new().map_err(|e| format!("IPVS client: {e}"))?;
@@ -480,7 +497,10 @@ fn ours(
         d.peak_rss_mb()?,
         d.rss_mb()?
     );
-    check_kernel(&mut c, n + src.extra(), src.extra())?;
+    check_kernel(&mut c, (n + src.extra(), e), src.extra())?;
+    // What the guest holds now (#17 point 1: the lab's memory): the daemon,
+    // the kernel's IPVS, sets, addresses and rules, and the manifests' tmpfs.
+    eprintln!("  kube-ipvs[{n}]: guest memory in use after the first sync: {}", guest_memory_used()?);
 
     // A verification pass with nothing changed: it must write nothing.
     let Verification {
@@ -495,7 +515,7 @@ fn ours(
     for k in 0..changes {
         let i = k * n / changes;
         let eps = cluster
-            .replace_endpoint(i, 0, ENDPOINTS)
+            .replace_endpoint(i, 0, e)
             .map_err(|e| e.to_string())?;
         let new_ip = eps[0];
         let t = Instant::now();
@@ -564,7 +584,7 @@ fn ours(
             Duration::from_millis(2),
             || {
                 c.destinations(&key(i))
-                    .is_ok_and(|v| v.len() == ENDPOINTS)
+                    .is_ok_and(|v| v.len() == e)
                     .then_some(())
             },
         )?;
@@ -647,7 +667,7 @@ fn ours(
         source: src.name().to_string(),
         load_s: 0.0,
         services: n,
-        endpoints: ENDPOINTS,
+        endpoints: e,
         first_sync_s: first_sync.as_secs_f64(),
         first_sync_run_s,
         ipvsadm_restore_s: 0.0,
@@ -765,10 +785,10 @@ fn ipvsadm_restore(text: &str, n: usize) -> Result<Duration, String> {
 }
 
 /// Measures N services; `changes` endpoint changes, the `slowest` of them shown with the daemon's log.
-fn run(bin: &Path, n: usize, changes: (usize, usize), api: bool) -> Result<Row, String> {
+fn run(bin: &Path, (n, e): (usize, usize), changes: (usize, usize), api: bool) -> Result<Row, String> {
     let work = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
     let dir = work.path().join("manifests");
-    Cluster::new(n, ENDPOINTS, NODE)
+    Cluster::new(n, e, NODE)
         .and_then(|c| c.with_format(FORMAT).write(&dir))
         .map_err(|e| e.to_string())?;
     // The baseline's input comes from the pristine manifests (before changes and adds).
@@ -779,7 +799,7 @@ fn run(bin: &Path, n: usize, changes: (usize, usize), api: bool) -> Result<Row, 
     let mut row = if api {
         let cluster = ApiCluster::connect()?;
         let cleared = cluster.clear()?;
-        let generated = Cluster::new(n, ENDPOINTS, "lab-node").map_err(|e| e.to_string())?;
+        let generated = Cluster::new(n, e, "lab-node").map_err(|e| e.to_string())?;
         let load = cluster.load(&generated, 0..n)?;
         eprintln!(
             "  kube-ipvs[{n}]: {n} Services and EndpointSlices created through the apiserver in {:.1} s (the previous ones deleted in {:.1} s)",
@@ -788,7 +808,7 @@ fn run(bin: &Path, n: usize, changes: (usize, usize), api: bool) -> Result<Row, 
         );
         let mut row = in_netns(|| {
             uplink()?;
-            ours(bin, n, changes, &Src::Api(&cluster), &logs)
+            ours(bin, (n, e), changes, &Src::Api(&cluster), &logs)
         })?;
         row.load_s = load.as_secs_f64();
         // Leave the apiserver as found: 10,000 Services would otherwise be
@@ -800,7 +820,7 @@ fn run(bin: &Path, n: usize, changes: (usize, usize), api: bool) -> Result<Row, 
         );
         row
     } else {
-        in_netns(|| ours(bin, n, changes, &Src::Files(&dir), &logs))?
+        in_netns(|| ours(bin, (n, e), changes, &Src::Files(&dir), &logs))?
     };
     row.ipvsadm_restore_s = in_netns(|| ipvsadm_restore(&text, n))?.as_secs_f64();
     Ok(row)
@@ -1005,9 +1025,12 @@ fn panel<DB: plotters::prelude::DrawingBackend>(
         .map_err(plot_err)
 }
 
-/// Full-sync time (ours and ipvsadm -R) and change latency against N, side by side.
+/// Full-sync time (ours and ipvsadm -R) and change latency against N, side by side
+/// (sizes of 10 endpoints per Service: the x axis is services).
 fn plot(rows: &[Row], png: &Path) -> Result<(), String> {
     use plotters::prelude::*;
+    let rows: Vec<Row> = rows.iter().filter(|r| r.endpoints == ENDPOINTS).cloned().collect();
+    let rows = &rows[..];
     register_font()?;
     let root = BitMapBackend::new(png, (1200, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(plot_err)?;
@@ -1040,7 +1063,8 @@ fn plot(rows: &[Row], png: &Path) -> Result<(), String> {
 
 struct Args {
     api: bool,
-    sizes: Vec<usize>,
+    /// Services × endpoints per Service.
+    sizes: Vec<(usize, usize)>,
     changes: usize,
     warmup: usize,
     slowest: usize,
@@ -1050,10 +1074,20 @@ struct Args {
     png: Option<PathBuf>,
 }
 
+/// One `--sizes` entry: `N` (N services × 10 endpoints) or `NxE`.
+fn parse_size(s: &str) -> Result<(usize, usize), String> {
+    let (n, e) = s.split_once('x').unwrap_or((s, ""));
+    let num = |v: &str| v.parse::<usize>().map_err(|e| format!("--sizes {s:?}: {e} (want N or NxE)"));
+    let e = if e.is_empty() { ENDPOINTS } else { num(e)? };
+    // Checked here, not after an hour of smaller sizes.
+    Cluster::new(num(n)?, e, NODE).map_err(|err| format!("--sizes {s:?}: {err}"))?;
+    Ok((num(n)?, e))
+}
+
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut a = Args {
         api: false,
-        sizes: vec![1000, 5000, 10_000],
+        sizes: vec![(1000, ENDPOINTS), (5000, ENDPOINTS), (10_000, ENDPOINTS)],
         changes: 100,
         warmup: 200,
         slowest: 3,
@@ -1067,7 +1101,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--sizes" => {
                 a.sizes = value()?
                     .split(',')
-                    .map(|s| s.parse().map_err(|e| format!("--sizes {s:?}: {e}")))
+                    .map(parse_size)
                     .collect::<Result<_, _>>()?;
             }
             "--changes" => {
@@ -1086,7 +1120,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
-    if a.changes == 0 || a.sizes.iter().any(|&n| n < a.changes) {
+    if a.changes == 0 || a.sizes.iter().any(|&(n, _)| n < a.changes) {
         return Err("--changes must be at least 1 and at most the smallest size".into());
     }
     Ok(a)
@@ -1135,7 +1169,7 @@ fn main() {
     // a node pays once, not per sync: a small unreported run takes them.
     if a.warmup > 0 {
         let t = Instant::now();
-        match run(&bin, a.warmup, (a.warmup.min(10), 0), false) {
+        match run(&bin, (a.warmup, ENDPOINTS), (a.warmup.min(10), 0), false) {
             Ok(r) => eprintln!(
                 "bench_scale: warm-up with {} services in {:.0} s (first sync {:.1} s), not reported",
                 a.warmup,
@@ -1148,12 +1182,12 @@ fn main() {
     IDLE_SECS.store(a.idle, std::sync::atomic::Ordering::Relaxed);
     let mut rows = Vec::new();
     let mut failed = false;
-    for &n in &a.sizes {
+    for &(n, e) in &a.sizes {
         let t = Instant::now();
-        match run(&bin, n, (a.changes, a.slowest), a.api) {
+        match run(&bin, (n, e), (a.changes, a.slowest), a.api) {
             Ok(r) => {
                 eprintln!(
-                    "bench_scale: {n} services done in {:.0} s",
+                    "bench_scale: {n} services × {e} done in {:.0} s",
                     t.elapsed().as_secs_f64()
                 );
                 rows.push(r);
@@ -1166,8 +1200,8 @@ fn main() {
                     eprintln!("bench_scale: write {}: {e}", path.display());
                 }
             }
-            Err(e) => {
-                eprintln!("bench_scale: N={n}: {e}");
+            Err(err) => {
+                eprintln!("bench_scale: {n} × {e}: {err}");
                 failed = true;
             }
         }

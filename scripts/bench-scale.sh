@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Scale benchmark of the real daemon (issue #7), in one lab boot: N services ×
-# 10 endpoints from generated manifests, for N = 1,000, 5,000 and 10,000.
+# 10 endpoints from generated manifests, for N = 1,000, 5,000 and 10,000 (a size
+# NxE has E endpoints per Service: --sizes 1000,50000,2000x250).
 #
 #   scripts/bench-scale.sh [--api] [--sizes 1000,5000,10000] [--changes 100] [--warmup 200] [--slowest 3] [--idle SECS]
+#
+# BENCH_SCALE_MEMORY (default 4G) is the guest's memory: 50,000 × 10 needs more (see
+# the README), BENCH_SCALE_TIMEOUT (default 5400) the whole run's bound in seconds.
 #
 # --api reads the cluster from a real kube-apiserver instead of manifests:
 # scripts/control-plane.sh up (left up if it was), the lab booted with --net,
@@ -35,7 +39,7 @@ if [[ " $* " == *" --api "* ]]; then
   [ "$was_up" = 1 ] || trap 'scripts/control-plane.sh down' EXIT
   export KUBE_IPVS_CP_KUBECONFIG=$KUBECONFIG_KUBE_IPVS_GUEST KUBE_IPVS_CP_ADMIN_KUBECONFIG=$KUBECONFIG_ADMIN_GUEST
 fi
-scripts/kernel-lab.sh "${lab_args[@]}" --memory 4G --timeout 5400 -- \
+scripts/kernel-lab.sh "${lab_args[@]}" --memory "${BENCH_SCALE_MEMORY:-4G}" --timeout "${BENCH_SCALE_TIMEOUT:-5400}" -- \
   scripts/bench-scale.sh --in-lab "$@" | tee "target/$name.md" || status=$?
 # The last results line holds every size measured, even if a later one failed.
 json=$(sed -n 's/^results: //p' "target/$name.md" | tail -1)

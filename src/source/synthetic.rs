@@ -19,11 +19,21 @@ pub const SERVICE_PORT: u16 = 80;
 pub const TARGET_PORT: u16 = 8080;
 /// InternalIP of the generated Node.
 pub const NODE_IP: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 10);
-/// Most services a cluster can have: ClusterIPs stay in 10.96.0.0/12, pod IPs in 10.244.0.0–10.253.255.255.
-pub const MAX_SERVICES: usize = 20_000;
-/// Pod-IP slots per service: `endpoint_ip(i, slot)` for `slot < SLOTS_PER_SERVICE`; the spare
-/// slots above the initial endpoints give variants fresh addresses.
+/// Most services a cluster can have (ClusterIPs stay in 10.96.0.0/12).
+pub const MAX_SERVICES: usize = 100_000;
+/// Most endpoints per service (Kubernetes' per-slice limit is 1,000).
+pub const MAX_ENDPOINTS: usize = 1_000;
+/// Pod-IP slots per service of a cluster of up to 32 endpoints: `endpoint_ip(i, slot)` for
+/// `slot < SLOTS_PER_SERVICE`; the spare slots above the initial endpoints give variants fresh
+/// addresses. Clusters with more endpoints get twice their count, rounded up to a power of two.
 pub const SLOTS_PER_SERVICE: usize = 32;
+/// Pod IPs of clusters that fit 10.244.0.1–10.255.255.255 (every cluster of up to 23,000
+/// services of up to 32 endpoints: the layout tests and older results know).
+const PODS: (Ipv4Addr, u32) = (Ipv4Addr::new(10, 244, 0, 1), (12 << 16) - 2);
+/// Pod IPs of larger clusters (50,000 × 10, 2,000 × 250): 100.64.0.0/10.
+const BIG_PODS: (Ipv4Addr, u32) = (Ipv4Addr::new(100, 64, 0, 1), (1 << 22) - 2);
+/// Services past the end a benchmark may add, counted in the address plan.
+const ADD_ROOM: usize = 1_000;
 /// Node names the endpoints are spread over (`nodeName`); none of them is required to be the local node.
 const WORKERS: usize = 8;
 
@@ -32,12 +42,14 @@ const WORKERS: usize = 8;
 pub enum SyntheticError {
     #[error("{services} services: at most {MAX_SERVICES} can be generated")]
     TooManyServices { services: usize },
-    #[error("{endpoints} endpoints per service: at most {SLOTS_PER_SERVICE} can be generated")]
+    #[error("{endpoints} endpoints per service: at most {MAX_ENDPOINTS} can be generated")]
     TooManyEndpoints { endpoints: usize },
+    #[error("{services} services × {endpoints} endpoints do not fit the pod address plan (100.64.0.0/10)")]
+    TooManyPods { services: usize, endpoints: usize },
     #[error("service index {index} is out of range (at most {MAX_SERVICES})")]
     NoSuchService { index: usize },
-    #[error("endpoint slot {slot} is out of range (at most {SLOTS_PER_SERVICE} per service)")]
-    NoSuchSlot { slot: usize },
+    #[error("endpoint slot {slot} is out of range (at most {slots} per service)")]
+    NoSuchSlot { slot: usize, slots: usize },
     #[error("cannot write {}: {source}", path.display())]
     Write {
         path: PathBuf,
@@ -71,10 +83,15 @@ pub struct Cluster {
     endpoints: usize,
     node: String,
     format: Format,
+    /// Pod-IP slots per service.
+    slots: usize,
+    /// First pod IP.
+    pods: Ipv4Addr,
 }
 
 impl Cluster {
-    /// Checks the sizes against the address plan ([`MAX_SERVICES`], [`SLOTS_PER_SERVICE`]).
+    /// Checks the sizes against the address plan ([`MAX_SERVICES`], [`MAX_ENDPOINTS`], and
+    /// room for every pod IP with its spare slots).
     pub fn new(
         services: usize,
         endpoints: usize,
@@ -83,14 +100,30 @@ impl Cluster {
         if services > MAX_SERVICES {
             return Err(SyntheticError::TooManyServices { services });
         }
-        if endpoints > SLOTS_PER_SERVICE {
+        if endpoints > MAX_ENDPOINTS {
             return Err(SyntheticError::TooManyEndpoints { endpoints });
         }
+        let slots = if endpoints <= SLOTS_PER_SERVICE {
+            SLOTS_PER_SERVICE
+        } else {
+            (2 * endpoints).next_power_of_two()
+        };
+        let need = (services + ADD_ROOM) * slots;
+        let pods = [PODS, BIG_PODS]
+            .into_iter()
+            .find(|(_, room)| need <= *room as usize)
+            .ok_or(SyntheticError::TooManyPods {
+                services,
+                endpoints,
+            })?
+            .0;
         Ok(Cluster {
             services,
             endpoints,
             node: node.into(),
             format: Format::Yaml,
+            slots,
+            pods,
         })
     }
 
@@ -125,17 +158,26 @@ impl Cluster {
         Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 1, 0)) + i as u32)
     }
 
-    /// Pod IP in slot `slot` of service `i`: 10.244.0.1 + i × [`SLOTS_PER_SERVICE`] + slot.
+    /// Pod IP in slot `slot` of service `i` of a cluster of up to 23,000 services of up to 32
+    /// endpoints (every test's): 10.244.0.1 + i × [`SLOTS_PER_SERVICE`] + slot.
     pub fn endpoint_ip(i: usize, slot: usize) -> Ipv4Addr {
-        let offset = (i * SLOTS_PER_SERVICE + slot) as u32;
-        Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 244, 0, 1)) + offset)
+        pod_ip(PODS.0, SLOTS_PER_SERVICE, i, slot)
+    }
+
+    /// Pod IP in slot `slot` of service `i` of this cluster: [`Cluster::endpoint_ip`] for
+    /// the clusters it covers, 100.64.0.1 + i × slots + slot for larger ones.
+    pub fn pod_ip(&self, i: usize, slot: usize) -> Ipv4Addr {
+        pod_ip(self.pods, self.slots, i, slot)
+    }
+
+    /// Pod-IP slots per service: spare slots are `endpoints..slots()`.
+    pub fn slots(&self) -> usize {
+        self.slots
     }
 
     /// The endpoints service `i` starts with: slots `0..endpoints`.
     pub fn initial_endpoints(&self, i: usize) -> Vec<Ipv4Addr> {
-        (0..self.endpoints)
-            .map(|slot| Self::endpoint_ip(i, slot))
-            .collect()
+        (0..self.endpoints).map(|slot| self.pod_ip(i, slot)).collect()
     }
 
     /// The Node's file in `dir`; sorts before every service file.
@@ -296,16 +338,22 @@ endpoints:"
         slot: usize,
         spare: usize,
     ) -> Result<Vec<Ipv4Addr>, SyntheticError> {
-        if spare >= SLOTS_PER_SERVICE || spare < self.endpoints {
-            return Err(SyntheticError::NoSuchSlot { slot: spare });
+        let slots = self.slots;
+        if spare >= slots || spare < self.endpoints {
+            return Err(SyntheticError::NoSuchSlot { slot: spare, slots });
         }
         let mut eps = self.initial_endpoints(i);
         let old = eps
             .get_mut(slot)
-            .ok_or(SyntheticError::NoSuchSlot { slot })?;
-        *old = Self::endpoint_ip(i, spare);
+            .ok_or(SyntheticError::NoSuchSlot { slot, slots })?;
+        *old = self.pod_ip(i, spare);
         Ok(eps)
     }
+}
+
+/// Address `slot` of service `i` in a pool starting at `base`, `slots` per service.
+fn pod_ip(base: Ipv4Addr, slots: usize, i: usize, slot: usize) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(base) + (i * slots + slot) as u32)
 }
 
 /// Quotes a string for YAML (JSON strings are valid YAML scalars).
@@ -456,8 +504,12 @@ mod tests {
             Err(SyntheticError::TooManyServices { .. })
         ));
         assert!(matches!(
-            Cluster::new(1, SLOTS_PER_SERVICE + 1, "n"),
+            Cluster::new(1, MAX_ENDPOINTS + 1, "n"),
             Err(SyntheticError::TooManyEndpoints { .. })
+        ));
+        assert!(matches!(
+            Cluster::new(MAX_SERVICES, MAX_ENDPOINTS, "n"),
+            Err(SyntheticError::TooManyPods { .. })
         ));
         let c = Cluster::new(2, 2, "n").unwrap();
         assert!(c.render_service(3, &[]).is_ok(), "services can be added");
@@ -471,12 +523,32 @@ mod tests {
             "no endpoint in slot 2"
         );
         assert!(c.replace_endpoint(0, 0, SLOTS_PER_SERVICE).is_err());
-        // The last addresses of the largest cluster stay inside the documented ranges.
+        // The last addresses of the largest clusters stay inside the documented ranges.
         assert_eq!(
             Cluster::service_ip(MAX_SERVICES - 1),
-            Ipv4Addr::new(10, 96, 79, 31)
+            Ipv4Addr::new(10, 97, 135, 159)
         );
-        let last = Cluster::endpoint_ip(MAX_SERVICES - 1, SLOTS_PER_SERVICE - 1);
-        assert!(last < Ipv4Addr::new(10, 254, 0, 0), "{last}");
+        assert!(Cluster::service_ip(MAX_SERVICES - 1) < Ipv4Addr::new(10, 112, 0, 0));
+        let last = |c: &Cluster| c.pod_ip(c.services() + ADD_ROOM - 1, c.slots() - 1);
+        let small = Cluster::new(23_000, 32, "n").unwrap();
+        assert_eq!(small.slots(), SLOTS_PER_SERVICE);
+        assert_eq!(small.pod_ip(7, 9), Cluster::endpoint_ip(7, 9));
+        assert!(last(&small) <= Ipv4Addr::new(10, 255, 255, 254), "{}", last(&small));
+        for (services, endpoints, slots) in [(MAX_SERVICES, 10, 32), (2_000, 250, 512), (1_000, 1_000, 2_048)] {
+            let big = Cluster::new(services, endpoints, "n").unwrap();
+            assert_eq!(big.slots(), slots);
+            assert_eq!(big.pod_ip(0, 0), Ipv4Addr::new(100, 64, 0, 1));
+            assert!(last(&big) <= Ipv4Addr::new(100, 127, 255, 254), "{}", last(&big));
+            assert!(big.replace_endpoint(1, 0, slots - 1).is_ok());
+            assert!(big.replace_endpoint(1, 0, slots).is_err());
+        }
+    }
+
+    #[test]
+    fn endpoints_of_a_big_cluster_are_distinct() {
+        let c = Cluster::new(3, 250, "n").unwrap();
+        let all: std::collections::HashSet<Ipv4Addr> =
+            (0..3).flat_map(|i| c.initial_endpoints(i)).collect();
+        assert_eq!(all.len(), 750);
     }
 }
