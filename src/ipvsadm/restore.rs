@@ -72,16 +72,16 @@ impl std::error::Error for ParseError {}
 pub fn parse_restore(input: &str) -> Result<Vec<RestoreLine>, Vec<ParseError>> {
     let mut commands = Vec::new();
     let mut errors = Vec::new();
+    // One buffer for every line's words: a restore is often 100,000 lines.
+    let mut tokens: Vec<&str> = Vec::new();
     for (idx, text) in input.lines().enumerate() {
         let line = idx + 1;
         if text.trim_start().starts_with('#') {
             continue;
         }
         // ipvsadm's reader drops the word "ipvsadm", so `ipvsadm -A ...` lines work.
-        let tokens: Vec<&str> = text
-            .split_whitespace()
-            .filter(|t| *t != "ipvsadm")
-            .collect();
+        tokens.clear();
+        tokens.extend(text.split_whitespace().filter(|t| *t != "ipvsadm"));
         if tokens.is_empty() {
             continue;
         }
@@ -202,26 +202,27 @@ impl Opt {
     }
 }
 
-/// Everything one line said, before defaults and cross-checks.
+/// Everything one line said, before defaults and cross-checks; values are
+/// slices of the input (no copy per option).
 #[derive(Default)]
-struct Raw {
+struct Raw<'a> {
     cmd: Option<Cmd>,
     seen: Vec<Opt>,
-    service: Option<(Option<Protocol>, String)>,
-    scheduler: Option<String>,
-    persistent: Option<Option<String>>,
-    netmask: Option<String>,
-    server: Option<String>,
+    service: Option<(Option<Protocol>, &'a str)>,
+    scheduler: Option<&'a str>,
+    persistent: Option<Option<&'a str>>,
+    netmask: Option<&'a str>,
+    server: Option<&'a str>,
     forward: Option<ForwardMethod>,
-    weight: Option<String>,
-    u_threshold: Option<String>,
-    l_threshold: Option<String>,
+    weight: Option<&'a str>,
+    u_threshold: Option<&'a str>,
+    l_threshold: Option<&'a str>,
     ops: bool,
-    pe: Option<String>,
-    sched_flags: Option<String>,
+    pe: Option<&'a str>,
+    sched_flags: Option<&'a str>,
     ipv6: bool,
-    tun_type: Option<String>,
-    tun_port: Option<String>,
+    tun_type: Option<&'a str>,
+    tun_port: Option<&'a str>,
     tun_csum: Option<TunnelChecksum>,
 }
 
@@ -287,7 +288,7 @@ fn unsupported(name: &str) -> Option<&'static str> {
     }
 }
 
-fn parse_line(tokens: &[&str]) -> Result<Command, String> {
+fn parse_line<'a>(tokens: &[&'a str]) -> Result<Command, String> {
     let mut raw = Raw::default();
     let mut i = 0;
     while i < tokens.len() {
@@ -318,7 +319,7 @@ fn parse_line(tokens: &[&str]) -> Result<Command, String> {
                 "unknown option '{tok}'; see `kube-ipvs ipvs restore --help` for the accepted options"
             ));
         };
-        let value: Option<String> = match kind {
+        let value: Option<&'a str> = match kind {
             Arg::None => {
                 if inline.is_some() {
                     return Err(format!("option '{tok}' takes no value; write it alone"));
@@ -326,11 +327,11 @@ fn parse_line(tokens: &[&str]) -> Result<Command, String> {
                 None
             }
             Arg::Required => match inline {
-                Some(v) => Some(v.to_string()),
+                Some(v) => Some(v),
                 None => match tokens.get(i) {
                     Some(v) => {
                         i += 1;
-                        Some(v.to_string())
+                        Some(*v)
                     }
                     None => {
                         return Err(format!(
@@ -341,11 +342,11 @@ fn parse_line(tokens: &[&str]) -> Result<Command, String> {
             },
             // Like popt: an optional value is the next word unless that is an option.
             Arg::Optional => match inline {
-                Some(v) => Some(v.to_string()),
+                Some(v) => Some(v),
                 None => match tokens.get(i) {
                     Some(v) if !v.starts_with('-') => {
                         i += 1;
-                        Some(v.to_string())
+                        Some(*v)
                     }
                     _ => None,
                 },
@@ -356,7 +357,7 @@ fn parse_line(tokens: &[&str]) -> Result<Command, String> {
     build(raw)
 }
 
-fn set_cmd(raw: &mut Raw, cmd: Cmd) -> Result<(), String> {
+fn set_cmd(raw: &mut Raw<'_>, cmd: Cmd) -> Result<(), String> {
     if let Some(prev) = raw.cmd {
         return Err(format!(
             "two commands on one line ({} and {}); put each on its own line",
@@ -368,7 +369,7 @@ fn set_cmd(raw: &mut Raw, cmd: Cmd) -> Result<(), String> {
     Ok(())
 }
 
-fn mark(raw: &mut Raw, opt: Opt) -> Result<(), String> {
+fn mark(raw: &mut Raw<'_>, opt: Opt) -> Result<(), String> {
     if raw.seen.contains(&opt) {
         return Err(format!("option {} given twice; keep one", opt.name()));
     }
@@ -376,8 +377,13 @@ fn mark(raw: &mut Raw, opt: Opt) -> Result<(), String> {
     Ok(())
 }
 
-fn apply_option(raw: &mut Raw, long: &str, tok: &str, value: Option<String>) -> Result<(), String> {
-    let v = || value.clone().unwrap_or_default();
+fn apply_option<'a>(
+    raw: &mut Raw<'a>,
+    long: &str,
+    tok: &str,
+    value: Option<&'a str>,
+) -> Result<(), String> {
+    let v = || value.unwrap_or_default();
     match long {
         "add-service" => set_cmd(raw, Cmd::Add)?,
         "edit-service" => set_cmd(raw, Cmd::Edit)?,
@@ -497,8 +503,12 @@ fn parse_addr(value: &str, what: &str) -> Result<(IpAddr, Option<u16>), String> 
              as 10.0.0.1:80 or [2001:db8::1]:80"
         )
     };
+    // The message is only built for a bad port: this runs for every line.
     let port = |p: &str| -> Result<u16, String> {
-        number(p, 0, 65535, &format!("port in {what} '{value}'")).map(|n| n as u16)
+        number(p, 0, 65535, "").map_or_else(
+            |_| number(p, 0, 65535, &format!("port in {what} '{value}'")).map(|n| n as u16),
+            |n| Ok(n as u16),
+        )
     };
     if let Some(rest) = value.strip_prefix('[') {
         let (addr, tail) = rest.split_once(']').ok_or_else(bad)?;
@@ -506,7 +516,10 @@ fn parse_addr(value: &str, what: &str) -> Result<(IpAddr, Option<u16>), String> 
         let p = tail.strip_prefix(':').ok_or_else(bad)?;
         return Ok((IpAddr::V6(ip), Some(port(p)?)));
     }
-    if let Ok(ip) = value.parse::<std::net::Ipv6Addr>() {
+    // A bare IPv6 address has at least two colons; `a.b.c.d:port` one.
+    if value.bytes().filter(|&b| b == b':').nth(1).is_some()
+        && let Ok(ip) = value.parse::<std::net::Ipv6Addr>()
+    {
         return Ok((IpAddr::V6(ip), None));
     }
     match value.rsplit_once(':') {
@@ -522,7 +535,7 @@ fn parse_addr(value: &str, what: &str) -> Result<(IpAddr, Option<u16>), String> 
 }
 
 /// The service key and whether its address carried an explicit port.
-fn parse_key(raw: &Raw) -> Result<ServiceKey, String> {
+fn parse_key(raw: &Raw<'_>) -> Result<ServiceKey, String> {
     let Some((proto, value)) = &raw.service else {
         return Err(
             "no service given; add -t ADDR:PORT, -u ADDR:PORT, --sctp-service ADDR:PORT or -f MARK"
@@ -610,7 +623,7 @@ fn parse_sched_flags(value: &str, scheduler: &str) -> Result<ServiceFlags, Strin
     Ok(flags)
 }
 
-fn check_allowed(raw: &Raw, cmd: Cmd) -> Result<(), String> {
+fn check_allowed(raw: &Raw<'_>, cmd: Cmd) -> Result<(), String> {
     for opt in &raw.seen {
         if !opt.allowed(cmd) {
             return Err(format!(
@@ -624,7 +637,7 @@ fn check_allowed(raw: &Raw, cmd: Cmd) -> Result<(), String> {
     Ok(())
 }
 
-fn build(raw: Raw) -> Result<Command, String> {
+fn build(raw: Raw<'_>) -> Result<Command, String> {
     let Some(cmd) = raw.cmd else {
         return Err("no command; start the line with -A, -E, -D, -a, -e, -d or -C".into());
     };
@@ -668,7 +681,7 @@ fn build(raw: Raw) -> Result<Command, String> {
     }
 }
 
-fn build_service(raw: &Raw, key: ServiceKey) -> Result<Service, String> {
+fn build_service(raw: &Raw<'_>, key: ServiceKey) -> Result<Service, String> {
     let mut svc = Service::new(key);
     let sched = raw.scheduler.as_deref().unwrap_or(DEFAULT_SCHEDULER);
     if sched.is_empty() || sched.len() >= Scheduler::NAME_MAXLEN {
@@ -693,7 +706,7 @@ fn build_service(raw: &Raw, key: ServiceKey) -> Result<Service, String> {
                 "invalid persistence engine '{pe}'; use a kernel engine such as sip"
             ));
         }
-        svc.pe_name = Some(pe.clone());
+        svc.pe_name = Some(pe.to_string());
     }
     if raw.ops {
         if key.protocol().is_some_and(|p| p != Protocol::Udp) {
@@ -714,7 +727,7 @@ fn build_service(raw: &Raw, key: ServiceKey) -> Result<Service, String> {
     Ok(svc)
 }
 
-fn build_destination(raw: &Raw, key: &ServiceKey, addr: SocketAddr) -> Result<Destination, String> {
+fn build_destination(raw: &Raw<'_>, key: &ServiceKey, addr: SocketAddr) -> Result<Destination, String> {
     let forward = raw.forward.unwrap_or(ForwardMethod::DirectRoute);
     let mut dest = Destination::masq(addr);
     dest.forward = forward;
@@ -747,7 +760,7 @@ fn build_destination(raw: &Raw, key: &ServiceKey, addr: SocketAddr) -> Result<De
         );
     }
     if let Some(t) = &raw.tun_type {
-        dest.tunnel_type = match t.as_str() {
+        dest.tunnel_type = match *t {
             "ipip" => TunnelType::IpIp,
             "gue" => TunnelType::Gue,
             "gre" => TunnelType::Gre,
