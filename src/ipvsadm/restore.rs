@@ -15,6 +15,10 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+mod options;
+
+use options::{Arg, Name, lookup, unsupported};
+
 use ipvs_netlink::ipvs::{
     Destination, Family, ForwardMethod, Protocol, Scheduler, Service, ServiceFlags, ServiceKey,
     TunnelChecksum, TunnelType,
@@ -226,68 +230,6 @@ struct Raw<'a> {
     tun_csum: Option<TunnelChecksum>,
 }
 
-/// How an option takes its value.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Arg {
-    None,
-    Required,
-    Optional,
-}
-
-/// Resolves a short or long option name to (canonical name, value kind).
-fn lookup(name: &str) -> Option<(&'static str, Arg)> {
-    const TABLE: &[(&str, &str, Arg)] = &[
-        ("A", "add-service", Arg::None),
-        ("E", "edit-service", Arg::None),
-        ("D", "delete-service", Arg::None),
-        ("C", "clear", Arg::None),
-        ("a", "add-server", Arg::None),
-        ("e", "edit-server", Arg::None),
-        ("d", "delete-server", Arg::None),
-        ("t", "tcp-service", Arg::Required),
-        ("u", "udp-service", Arg::Required),
-        ("", "sctp-service", Arg::Required),
-        ("f", "fwmark-service", Arg::Required),
-        ("s", "scheduler", Arg::Required),
-        ("p", "persistent", Arg::Optional),
-        ("M", "netmask", Arg::Required),
-        ("r", "real-server", Arg::Required),
-        ("m", "masquerading", Arg::None),
-        ("i", "ipip", Arg::None),
-        ("g", "gatewaying", Arg::None),
-        ("w", "weight", Arg::Required),
-        ("x", "u-threshold", Arg::Required),
-        ("y", "l-threshold", Arg::Required),
-        ("6", "ipv6", Arg::None),
-        ("o", "ops", Arg::None),
-        ("", "pe", Arg::Required),
-        ("b", "sched-flags", Arg::Required),
-        ("", "tun-type", Arg::Required),
-        ("", "tun-port", Arg::Required),
-        ("", "tun-nocsum", Arg::None),
-        ("", "tun-csum", Arg::None),
-        ("", "tun-remcsum", Arg::None),
-    ];
-    TABLE
-        .iter()
-        .find(|(short, long, _)| (!short.is_empty() && *short == name) || *long == name)
-        .map(|(_, long, arg)| (*long, *arg))
-}
-
-/// ipvsadm commands and options that make no sense in restore input.
-fn unsupported(name: &str) -> Option<&'static str> {
-    match name {
-        "L" | "l" | "list" | "S" | "save" | "R" | "restore" | "Z" | "zero" => {
-            Some("listing, saving, restoring and zeroing are not table changes")
-        }
-        "set" | "start-daemon" | "stop-daemon" => {
-            Some("timeouts and the sync daemon are not part of the table")
-        }
-        "h" | "help" | "v" | "version" => Some("help and version are not table changes"),
-        _ => None,
-    }
-}
-
 fn parse_line<'a>(tokens: &[&'a str]) -> Result<Command, String> {
     let mut raw = Raw::default();
     let mut i = 0;
@@ -314,12 +256,12 @@ fn parse_line<'a>(tokens: &[&'a str]) -> Result<Command, String> {
                 "'{tok}' is not allowed in restore input ({why}); remove the line"
             ));
         }
-        let Some((long, kind)) = lookup(name) else {
+        let Some(opt) = lookup(name) else {
             return Err(format!(
                 "unknown option '{tok}'; see `kube-ipvs ipvs restore --help` for the accepted options"
             ));
         };
-        let value: Option<&'a str> = match kind {
+        let value: Option<&'a str> = match opt.arg() {
             Arg::None => {
                 if inline.is_some() {
                     return Err(format!("option '{tok}' takes no value; write it alone"));
@@ -352,7 +294,7 @@ fn parse_line<'a>(tokens: &[&'a str]) -> Result<Command, String> {
                 },
             },
         };
-        apply_option(&mut raw, long, tok, value)?;
+        apply_option(&mut raw, opt, tok, value)?;
     }
     build(raw)
 }
@@ -379,108 +321,107 @@ fn mark(raw: &mut Raw<'_>, opt: Opt) -> Result<(), String> {
 
 fn apply_option<'a>(
     raw: &mut Raw<'a>,
-    long: &str,
+    opt: Name,
     tok: &str,
     value: Option<&'a str>,
 ) -> Result<(), String> {
     let v = || value.unwrap_or_default();
-    match long {
-        "add-service" => set_cmd(raw, Cmd::Add)?,
-        "edit-service" => set_cmd(raw, Cmd::Edit)?,
-        "delete-service" => set_cmd(raw, Cmd::Delete)?,
-        "clear" => set_cmd(raw, Cmd::Clear)?,
-        "add-server" => set_cmd(raw, Cmd::AddDest)?,
-        "edit-server" => set_cmd(raw, Cmd::EditDest)?,
-        "delete-server" => set_cmd(raw, Cmd::DeleteDest)?,
-        "tcp-service" | "udp-service" | "sctp-service" | "fwmark-service" => {
+    match opt {
+        Name::AddService => set_cmd(raw, Cmd::Add)?,
+        Name::EditService => set_cmd(raw, Cmd::Edit)?,
+        Name::DeleteService => set_cmd(raw, Cmd::Delete)?,
+        Name::Clear => set_cmd(raw, Cmd::Clear)?,
+        Name::AddServer => set_cmd(raw, Cmd::AddDest)?,
+        Name::EditServer => set_cmd(raw, Cmd::EditDest)?,
+        Name::DeleteServer => set_cmd(raw, Cmd::DeleteDest)?,
+        Name::TcpService | Name::UdpService | Name::SctpService | Name::FwmarkService => {
             mark(raw, Opt::Service)?;
-            let proto = match long {
-                "tcp-service" => Some(Protocol::Tcp),
-                "udp-service" => Some(Protocol::Udp),
-                "sctp-service" => Some(Protocol::Sctp),
+            let proto = match opt {
+                Name::TcpService => Some(Protocol::Tcp),
+                Name::UdpService => Some(Protocol::Udp),
+                Name::SctpService => Some(Protocol::Sctp),
                 _ => None,
             };
             raw.service = Some((proto, v()));
         }
-        "scheduler" => {
+        Name::Scheduler => {
             mark(raw, Opt::Scheduler)?;
             raw.scheduler = Some(v());
         }
-        "persistent" => {
+        Name::Persistent => {
             mark(raw, Opt::Persistent)?;
             raw.persistent = Some(value);
         }
-        "netmask" => {
+        Name::Netmask => {
             mark(raw, Opt::Netmask)?;
             raw.netmask = Some(v());
         }
-        "real-server" => {
+        Name::RealServer => {
             mark(raw, Opt::Server)?;
             raw.server = Some(v());
         }
-        "masquerading" | "ipip" | "gatewaying" => {
+        Name::Masquerading | Name::Ipip | Name::Gatewaying => {
             if raw.seen.contains(&Opt::Forward) {
                 return Err(format!(
                     "'{tok}' conflicts with an earlier forwarding option; give one of -g, -i, -m"
                 ));
             }
             raw.seen.push(Opt::Forward);
-            raw.forward = Some(match long {
-                "masquerading" => ForwardMethod::Masq,
-                "ipip" => ForwardMethod::Tunnel,
+            raw.forward = Some(match opt {
+                Name::Masquerading => ForwardMethod::Masq,
+                Name::Ipip => ForwardMethod::Tunnel,
                 _ => ForwardMethod::DirectRoute,
             });
         }
-        "weight" => {
+        Name::Weight => {
             mark(raw, Opt::Weight)?;
             raw.weight = Some(v());
         }
-        "u-threshold" => {
+        Name::UThreshold => {
             mark(raw, Opt::UThreshold)?;
             raw.u_threshold = Some(v());
         }
-        "l-threshold" => {
+        Name::LThreshold => {
             mark(raw, Opt::LThreshold)?;
             raw.l_threshold = Some(v());
         }
-        "ipv6" => {
+        Name::Ipv6 => {
             mark(raw, Opt::Ipv6)?;
             raw.ipv6 = true;
         }
-        "ops" => {
+        Name::Ops => {
             mark(raw, Opt::Ops)?;
             raw.ops = true;
         }
-        "pe" => {
+        Name::Pe => {
             mark(raw, Opt::Pe)?;
             raw.pe = Some(v());
         }
-        "sched-flags" => {
+        Name::SchedFlags => {
             mark(raw, Opt::SchedFlags)?;
             raw.sched_flags = Some(v());
         }
-        "tun-type" => {
+        Name::TunType => {
             mark(raw, Opt::TunType)?;
             raw.tun_type = Some(v());
         }
-        "tun-port" => {
+        Name::TunPort => {
             mark(raw, Opt::TunPort)?;
             raw.tun_port = Some(v());
         }
-        "tun-nocsum" | "tun-csum" | "tun-remcsum" => {
+        Name::TunNocsum | Name::TunCsum | Name::TunRemcsum => {
             if raw.seen.contains(&Opt::TunCsum) {
                 return Err(format!(
                     "'{tok}' conflicts with an earlier checksum option; give one of --tun-nocsum, --tun-csum, --tun-remcsum"
                 ));
             }
             raw.seen.push(Opt::TunCsum);
-            raw.tun_csum = Some(match long {
-                "tun-nocsum" => TunnelChecksum::NoChecksum,
-                "tun-csum" => TunnelChecksum::Checksum,
+            raw.tun_csum = Some(match opt {
+                Name::TunNocsum => TunnelChecksum::NoChecksum,
+                Name::TunCsum => TunnelChecksum::Checksum,
                 _ => TunnelChecksum::RemoteChecksum,
             });
         }
-        other => return Err(format!("unknown option '--{other}'")),
     }
     Ok(())
 }
@@ -683,7 +624,7 @@ fn build(raw: Raw<'_>) -> Result<Command, String> {
 
 fn build_service(raw: &Raw<'_>, key: ServiceKey) -> Result<Service, String> {
     let mut svc = Service::new(key);
-    let sched = raw.scheduler.as_deref().unwrap_or(DEFAULT_SCHEDULER);
+    let sched = raw.scheduler.unwrap_or(DEFAULT_SCHEDULER);
     if sched.is_empty() || sched.len() >= Scheduler::NAME_MAXLEN {
         return Err(format!(
             "invalid scheduler name '{sched}'; use a kernel scheduler such as rr, wrr, lc, wlc, sh, mh"
@@ -727,7 +668,11 @@ fn build_service(raw: &Raw<'_>, key: ServiceKey) -> Result<Service, String> {
     Ok(svc)
 }
 
-fn build_destination(raw: &Raw<'_>, key: &ServiceKey, addr: SocketAddr) -> Result<Destination, String> {
+fn build_destination(
+    raw: &Raw<'_>,
+    key: &ServiceKey,
+    addr: SocketAddr,
+) -> Result<Destination, String> {
     let forward = raw.forward.unwrap_or(ForwardMethod::DirectRoute);
     let mut dest = Destination::masq(addr);
     dest.forward = forward;

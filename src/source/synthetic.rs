@@ -44,7 +44,9 @@ pub enum SyntheticError {
     TooManyServices { services: usize },
     #[error("{endpoints} endpoints per service: at most {MAX_ENDPOINTS} can be generated")]
     TooManyEndpoints { endpoints: usize },
-    #[error("{services} services × {endpoints} endpoints do not fit the pod address plan (100.64.0.0/10)")]
+    #[error(
+        "{services} services × {endpoints} endpoints do not fit the pod address plan (100.64.0.0/10)"
+    )]
     TooManyPods { services: usize, endpoints: usize },
     #[error("service index {index} is out of range (at most {MAX_SERVICES})")]
     NoSuchService { index: usize },
@@ -177,7 +179,9 @@ impl Cluster {
 
     /// The endpoints service `i` starts with: slots `0..endpoints`.
     pub fn initial_endpoints(&self, i: usize) -> Vec<Ipv4Addr> {
-        (0..self.endpoints).map(|slot| self.pod_ip(i, slot)).collect()
+        (0..self.endpoints)
+            .map(|slot| self.pod_ip(i, slot))
+            .collect()
     }
 
     /// The Node's file in `dir`; sorts before every service file.
@@ -533,12 +537,24 @@ mod tests {
         let small = Cluster::new(23_000, 32, "n").unwrap();
         assert_eq!(small.slots(), SLOTS_PER_SERVICE);
         assert_eq!(small.pod_ip(7, 9), Cluster::endpoint_ip(7, 9));
-        assert!(last(&small) <= Ipv4Addr::new(10, 255, 255, 254), "{}", last(&small));
-        for (services, endpoints, slots) in [(MAX_SERVICES, 10, 32), (2_000, 250, 512), (1_000, 1_000, 2_048)] {
+        assert!(
+            last(&small) <= Ipv4Addr::new(10, 255, 255, 254),
+            "{}",
+            last(&small)
+        );
+        for (services, endpoints, slots) in [
+            (MAX_SERVICES, 10, 32),
+            (2_000, 250, 512),
+            (1_000, 1_000, 2_048),
+        ] {
             let big = Cluster::new(services, endpoints, "n").unwrap();
             assert_eq!(big.slots(), slots);
             assert_eq!(big.pod_ip(0, 0), Ipv4Addr::new(100, 64, 0, 1));
-            assert!(last(&big) <= Ipv4Addr::new(100, 127, 255, 254), "{}", last(&big));
+            assert!(
+                last(&big) <= Ipv4Addr::new(100, 127, 255, 254),
+                "{}",
+                last(&big)
+            );
             assert!(big.replace_endpoint(1, 0, slots - 1).is_ok());
             assert!(big.replace_endpoint(1, 0, slots).is_err());
         }
