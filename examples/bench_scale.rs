@@ -406,10 +406,18 @@ fn ms(d: Duration) -> f64 {
 
 /// Memory the guest has in use (MemTotal − MemAvailable of /proc/meminfo), as text.
 fn guest_memory_used() -> Result<String, String> {
-    let info = std::fs::read_to_string("/proc/meminfo").map_err(|e| format!("/proc/meminfo: {e}"))?;
+    let info =
+        std::fs::read_to_string("/proc/meminfo").map_err(|e| format!("/proc/meminfo: {e}"))?;
     let kib = |key: &str| {
         info.lines()
-            .find_map(|l| l.strip_prefix(key)?.trim().strip_suffix("kB")?.trim().parse::<u64>().ok())
+            .find_map(|l| {
+                l.strip_prefix(key)?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
             .ok_or(format!("/proc/meminfo has no {key}"))
     };
     let (total, available) = (kib("MemTotal:")?, kib("MemAvailable:")?);
@@ -500,7 +508,10 @@ fn ours(
     check_kernel(&mut c, (n + src.extra(), e), src.extra())?;
     // What the guest holds now (#17 point 1: the lab's memory): the daemon,
     // the kernel's IPVS, sets, addresses and rules, and the manifests' tmpfs.
-    eprintln!("  kube-ipvs[{n}]: guest memory in use after the first sync: {}", guest_memory_used()?);
+    eprintln!(
+        "  kube-ipvs[{n}]: guest memory in use after the first sync: {}",
+        guest_memory_used()?
+    );
 
     // A verification pass with nothing changed: it must write nothing.
     let Verification {
@@ -785,7 +796,12 @@ fn ipvsadm_restore(text: &str, n: usize) -> Result<Duration, String> {
 }
 
 /// Measures N services; `changes` endpoint changes, the `slowest` of them shown with the daemon's log.
-fn run(bin: &Path, (n, e): (usize, usize), changes: (usize, usize), api: bool) -> Result<Row, String> {
+fn run(
+    bin: &Path,
+    (n, e): (usize, usize),
+    changes: (usize, usize),
+    api: bool,
+) -> Result<Row, String> {
     let work = tempfile::tempdir().map_err(|e| format!("tempdir: {e}"))?;
     let dir = work.path().join("manifests");
     Cluster::new(n, e, NODE)
@@ -1029,7 +1045,11 @@ fn panel<DB: plotters::prelude::DrawingBackend>(
 /// (sizes of 10 endpoints per Service: the x axis is services).
 fn plot(rows: &[Row], png: &Path) -> Result<(), String> {
     use plotters::prelude::*;
-    let rows: Vec<Row> = rows.iter().filter(|r| r.endpoints == ENDPOINTS).cloned().collect();
+    let rows: Vec<Row> = rows
+        .iter()
+        .filter(|r| r.endpoints == ENDPOINTS)
+        .cloned()
+        .collect();
     let rows = &rows[..];
     register_font()?;
     let root = BitMapBackend::new(png, (1200, 500)).into_drawing_area();
@@ -1077,7 +1097,10 @@ struct Args {
 /// One `--sizes` entry: `N` (N services × 10 endpoints) or `NxE`.
 fn parse_size(s: &str) -> Result<(usize, usize), String> {
     let (n, e) = s.split_once('x').unwrap_or((s, ""));
-    let num = |v: &str| v.parse::<usize>().map_err(|e| format!("--sizes {s:?}: {e} (want N or NxE)"));
+    let num = |v: &str| {
+        v.parse::<usize>()
+            .map_err(|e| format!("--sizes {s:?}: {e} (want N or NxE)"))
+    };
     let e = if e.is_empty() { ENDPOINTS } else { num(e)? };
     // Checked here, not after an hour of smaller sizes.
     Cluster::new(num(n)?, e, NODE).map_err(|err| format!("--sizes {s:?}: {err}"))?;
