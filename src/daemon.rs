@@ -91,10 +91,17 @@ async fn input(
     node_name: &str,
 ) -> Result<Input> {
     if let Some(path) = manifests {
+        let started = std::time::Instant::now();
         let (files, m) = files::load_and_feed(&path, sources, hooks, node_name)?;
         for w in &m.warnings {
             tracing::warn!("{w}");
         }
+        // Where a first sync's time goes starts here (#17 point 3).
+        tracing::info!(
+            files = files.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "loaded the manifests"
+        );
         return Ok(Input::Files(Box::new(files), m));
     }
     let client = watch::client(settings.kubeconfig.as_deref(), Some(hooks.metrics.clone())).await?;
@@ -485,6 +492,7 @@ impl Daemon {
         for e in &plan.internal_errors {
             tracing::error!(error = %e, "planner inconsistency (a bug); the next run repairs");
         }
+        let planned = start.elapsed();
         let mut report = self.applier.apply(&plan.ops);
         let mut settled = self.proxier.settle(&plan.ops, &report.refusals(), now);
         // Drains: idle real servers (counts from this run's observation) or
@@ -512,10 +520,25 @@ impl Daemon {
             self.hooks.trigger.run();
         }
         // A kernel read or a large plan leaves megabytes of freed pages.
+        let heap = std::time::Instant::now();
         if verify || report.writes() >= LARGE_SYNC {
             crate::heap::release_free_memory();
         }
         let took = start.elapsed();
+        if report.writes() >= LARGE_SYNC {
+            let ms = |d: Duration| d.as_millis() as u64;
+            let t = report.took;
+            tracing::info!(
+                read_and_plan_ms = ms(planned),
+                ipvs_ms = ms(t.ipvs),
+                ipsets_ms = ms(t.ipsets),
+                addresses_ms = ms(t.addresses),
+                iptables_ms = ms(t.iptables),
+                other_ms = ms(t.other),
+                heap_release_ms = ms(heap.elapsed()),
+                "where a large sync's time went"
+            );
+        }
         if let Some(c) = cpu_start {
             let spent = (verification_cpu() - c).max(0.0);
             self.hooks

@@ -146,6 +146,34 @@ pub struct ApplyReport {
     pub netlink: NetlinkStats,
     /// iptables-save / iptables-restore processes run.
     pub processes: u64,
+    /// Where the time went, by the part of the kernel written (#17 point 3).
+    pub took: ApplyTimes,
+}
+
+/// Time spent writing each part of the kernel in one or more `apply` calls.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct ApplyTimes {
+    pub ipvs: std::time::Duration,
+    /// Set creation and member adds and deletions.
+    pub ipsets: std::time::Duration,
+    /// kube-ipvs0's addresses.
+    pub addresses: std::time::Duration,
+    /// iptables-restore runs, both families.
+    pub iptables: std::time::Duration,
+    /// Sysctls, IPVS timeouts and conntrack deletions.
+    pub other: std::time::Duration,
+}
+
+impl ApplyTimes {
+    fn add(self, o: ApplyTimes) -> ApplyTimes {
+        ApplyTimes {
+            ipvs: self.ipvs + o.ipvs,
+            ipsets: self.ipsets + o.ipsets,
+            addresses: self.addresses + o.addresses,
+            iptables: self.iptables + o.iptables,
+            other: self.other + o.other,
+        }
+    }
 }
 
 impl ApplyReport {
@@ -174,6 +202,7 @@ impl ApplyReport {
         self.skipped.extend(other.skipped);
         self.netlink = add_stats(self.netlink, other.netlink);
         self.processes += other.processes;
+        self.took = self.took.add(other.took);
     }
 }
 

@@ -17,7 +17,7 @@ pub mod quick;
 
 pub use batch::{Target, batches, target};
 pub use convert::flow_filter;
-pub use error::{ApplyError, ApplyReport, ObserveError};
+pub use error::{ApplyError, ApplyReport, ApplyTimes, ObserveError};
 use error::{add_stats, sub_stats};
 pub use observe::Observation;
 
@@ -166,6 +166,7 @@ impl Applier {
                     }
                     continue;
                 }
+                let started = std::time::Instant::now();
                 let results = if matches!(t, Target::IpsetDel(s)
                     if s.kind == SetKind::IpvsIps || s.kind.names_node_services())
                     && !kept.is_empty()
@@ -174,6 +175,7 @@ impl Applier {
                 } else {
                     self.run_batch(t, chunk, &mut report)
                 };
+                *time_of(&mut report.took, t) += started.elapsed();
                 for (k, (op, r)) in chunk.iter().zip(results).enumerate() {
                     match r {
                         Outcome::Done => report.applied += 1,
@@ -528,6 +530,17 @@ fn ipset_members(c: &mut IpsetClient, set: SetName, add: bool, ops: &[Op]) -> Ve
     }
     let single: Vec<_> = entries.into_iter().map(|e| wire(vec![e])).collect();
     ipset_outcomes(c.apply(&single), ops)
+}
+
+/// The part of [`ApplyTimes`] a batch of `t` counts in.
+fn time_of(took: &mut ApplyTimes, t: Target) -> &mut std::time::Duration {
+    match t {
+        Target::Ipvs => &mut took.ipvs,
+        Target::CreateSets | Target::IpsetAdd(_) | Target::IpsetDel(_) => &mut took.ipsets,
+        Target::AddAddresses | Target::DelAddresses => &mut took.addresses,
+        Target::Iptables(_) => &mut took.iptables,
+        Target::Sysctl | Target::Timeouts | Target::Conntrack => &mut took.other,
+    }
 }
 
 #[cfg(test)]
