@@ -552,6 +552,47 @@ mod tests {
     use ipvs_netlink::ipvs::{Protocol, Service};
 
     #[test]
+    fn each_batch_is_timed_in_its_part_and_merged_reports_add_up() {
+        use std::time::Duration;
+        let set = SetName::new(SetKind::ClusterIp, Family::Inet);
+        let mut took = ApplyTimes::default();
+        for (t, ms) in [
+            (Target::Ipvs, 1),
+            (Target::CreateSets, 2),
+            (Target::IpsetAdd(set), 4),
+            (Target::IpsetDel(set), 8),
+            (Target::AddAddresses, 16),
+            (Target::DelAddresses, 32),
+            (Target::Iptables(Family::Inet6), 64),
+            (Target::Sysctl, 128),
+            (Target::Conntrack, 256),
+        ] {
+            *time_of(&mut took, t) += Duration::from_millis(ms);
+        }
+        let ms = Duration::from_millis;
+        assert_eq!(
+            took,
+            ApplyTimes {
+                ipvs: ms(1),
+                ipsets: ms(14),
+                addresses: ms(48),
+                iptables: ms(64),
+                other: ms(384),
+            }
+        );
+        let mut a = ApplyReport {
+            took,
+            ..Default::default()
+        };
+        a.merge(ApplyReport {
+            took,
+            ..Default::default()
+        });
+        assert_eq!(a.took.addresses, ms(96));
+        assert_eq!(a.took.other, ms(768));
+    }
+
+    #[test]
     fn lost_replies_stop_the_rest_of_a_batch_refusals_do_not() {
         use ipvs_netlink::NetlinkError;
         let ipvs = |source| ApplyError::Ipvs {
