@@ -22,7 +22,12 @@ struct Parser {
 fn longs(cmd: &clap::Command, into: &mut HashSet<Vec<u8>>) {
     for arg in cmd.get_arguments() {
         into.extend(arg.get_long().map(|l| l.as_bytes().to_vec()));
-        into.extend(arg.get_all_aliases().into_iter().flatten().map(|a| a.as_bytes().to_vec()));
+        into.extend(
+            arg.get_all_aliases()
+                .into_iter()
+                .flatten()
+                .map(|a| a.as_bytes().to_vec()),
+        );
     }
     for sub in cmd.get_subcommands() {
         longs(sub, into);
