@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use crate::apply::observe::QuickIpvs;
 use crate::apply::quick;
-use crate::apply::{Applier, ApplyReport, Observation};
+use crate::apply::{Applier, ApplyReport, Observation, Part};
 use crate::changes::{Batch, Hooks, ObjKey, Sources, lock};
 use crate::config::{Settings, VerifyRead};
 use crate::health::{self, ProxyHealth, ServiceHealthServer};
@@ -527,14 +527,14 @@ impl Daemon {
         let took = start.elapsed();
         if report.writes() >= LARGE_SYNC {
             let ms = |d: Duration| d.as_millis() as u64;
-            let t = report.took;
+            let t = |p| ms(report.took.get(p));
             tracing::info!(
                 read_and_plan_ms = ms(planned),
-                ipvs_ms = ms(t.ipvs),
-                ipsets_ms = ms(t.ipsets),
-                addresses_ms = ms(t.addresses),
-                iptables_ms = ms(t.iptables),
-                other_ms = ms(t.other),
+                ipvs_ms = t(Part::Ipvs),
+                ipsets_ms = t(Part::Ipsets),
+                addresses_ms = t(Part::Addresses),
+                iptables_ms = t(Part::Iptables),
+                other_ms = t(Part::Other),
                 heap_release_ms = ms(heap.elapsed()),
                 "where a large sync's time went"
             );

@@ -150,28 +150,36 @@ pub struct ApplyReport {
     pub took: ApplyTimes,
 }
 
-/// Time spent writing each part of the kernel in one or more `apply` calls.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-pub struct ApplyTimes {
-    pub ipvs: std::time::Duration,
+/// A part of the kernel an apply writes, as its time is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Ipvs,
     /// Set creation and member adds and deletions.
-    pub ipsets: std::time::Duration,
+    Ipsets,
     /// kube-ipvs0's addresses.
-    pub addresses: std::time::Duration,
+    Addresses,
     /// iptables-restore runs, both families.
-    pub iptables: std::time::Duration,
+    Iptables,
     /// Sysctls, IPVS timeouts and conntrack deletions.
-    pub other: std::time::Duration,
+    Other,
 }
 
+/// Time spent writing each [`Part`] in one or more `apply` calls.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct ApplyTimes([std::time::Duration; 5]);
+
 impl ApplyTimes {
-    fn add(self, o: ApplyTimes) -> ApplyTimes {
-        ApplyTimes {
-            ipvs: self.ipvs + o.ipvs,
-            ipsets: self.ipsets + o.ipsets,
-            addresses: self.addresses + o.addresses,
-            iptables: self.iptables + o.iptables,
-            other: self.other + o.other,
+    pub fn get(&self, part: Part) -> std::time::Duration {
+        self.0[part as usize]
+    }
+
+    pub fn add(&mut self, part: Part, d: std::time::Duration) {
+        self.0[part as usize] += d;
+    }
+
+    fn merge(&mut self, other: ApplyTimes) {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a += b;
         }
     }
 }
@@ -202,7 +210,7 @@ impl ApplyReport {
         self.skipped.extend(other.skipped);
         self.netlink = add_stats(self.netlink, other.netlink);
         self.processes += other.processes;
-        self.took = self.took.add(other.took);
+        self.took.merge(other.took);
     }
 }
 

@@ -17,7 +17,7 @@ pub mod quick;
 
 pub use batch::{Target, batches, target};
 pub use convert::flow_filter;
-pub use error::{ApplyError, ApplyReport, ApplyTimes, ObserveError};
+pub use error::{ApplyError, ApplyReport, ApplyTimes, ObserveError, Part};
 use error::{add_stats, sub_stats};
 pub use observe::Observation;
 
@@ -175,7 +175,7 @@ impl Applier {
                 } else {
                     self.run_batch(t, chunk, &mut report)
                 };
-                *time_of(&mut report.took, t) += started.elapsed();
+                report.took.add(part(t), started.elapsed());
                 for (k, (op, r)) in chunk.iter().zip(results).enumerate() {
                     match r {
                         Outcome::Done => report.applied += 1,
@@ -532,14 +532,14 @@ fn ipset_members(c: &mut IpsetClient, set: SetName, add: bool, ops: &[Op]) -> Ve
     ipset_outcomes(c.apply(&single), ops)
 }
 
-/// The part of [`ApplyTimes`] a batch of `t` counts in.
-fn time_of(took: &mut ApplyTimes, t: Target) -> &mut std::time::Duration {
+/// The [`Part`] a batch of `t` is timed in.
+fn part(t: Target) -> Part {
     match t {
-        Target::Ipvs => &mut took.ipvs,
-        Target::CreateSets | Target::IpsetAdd(_) | Target::IpsetDel(_) => &mut took.ipsets,
-        Target::AddAddresses | Target::DelAddresses => &mut took.addresses,
-        Target::Iptables(_) => &mut took.iptables,
-        Target::Sysctl | Target::Timeouts | Target::Conntrack => &mut took.other,
+        Target::Ipvs => Part::Ipvs,
+        Target::CreateSets | Target::IpsetAdd(_) | Target::IpsetDel(_) => Part::Ipsets,
+        Target::AddAddresses | Target::DelAddresses => Part::Addresses,
+        Target::Iptables(_) => Part::Iptables,
+        Target::Sysctl | Target::Timeouts | Target::Conntrack => Part::Other,
     }
 }
 
@@ -567,19 +567,19 @@ mod tests {
             (Target::Sysctl, 128),
             (Target::Conntrack, 256),
         ] {
-            *time_of(&mut took, t) += Duration::from_millis(ms);
+            took.add(part(t), Duration::from_millis(ms));
         }
         let ms = Duration::from_millis;
-        assert_eq!(
-            took,
-            ApplyTimes {
-                ipvs: ms(1),
-                ipsets: ms(14),
-                addresses: ms(48),
-                iptables: ms(64),
-                other: ms(384),
-            }
-        );
+        let want = [
+            (Part::Ipvs, ms(1)),
+            (Part::Ipsets, ms(14)),
+            (Part::Addresses, ms(48)),
+            (Part::Iptables, ms(64)),
+            (Part::Other, ms(384)),
+        ];
+        for (p, d) in want {
+            assert_eq!(took.get(p), d, "{p:?}");
+        }
         let mut a = ApplyReport {
             took,
             ..Default::default()
@@ -588,8 +588,9 @@ mod tests {
             took,
             ..Default::default()
         });
-        assert_eq!(a.took.addresses, ms(96));
-        assert_eq!(a.took.other, ms(768));
+        for (p, d) in want {
+            assert_eq!(a.took.get(p), 2 * d, "{p:?}");
+        }
     }
 
     #[test]
