@@ -256,12 +256,12 @@ fn parse_line<'a>(tokens: &[&'a str]) -> Result<Command, String> {
                 "'{tok}' is not allowed in restore input ({why}); remove the line"
             ));
         }
-        let Some(opt) = lookup(name) else {
+        let Some((opt, arg)) = lookup(name) else {
             return Err(format!(
                 "unknown option '{tok}'; see `kube-ipvs ipvs restore --help` for the accepted options"
             ));
         };
-        let value: Option<&'a str> = match opt.arg() {
+        let value: Option<&'a str> = match arg {
             Arg::None => {
                 if inline.is_some() {
                     return Err(format!("option '{tok}' takes no value; write it alone"));
@@ -428,10 +428,21 @@ fn apply_option<'a>(
 
 /// `string_to_number`: decimal only, within [min, max].
 fn number(value: &str, min: u64, max: u64, what: &str) -> Result<u64, String> {
+    number_named(value, min, max, || what.to_string())
+}
+
+/// [`number`], naming the value only on failure (ports: every line has one).
+fn number_named(
+    value: &str,
+    min: u64,
+    max: u64,
+    what: impl FnOnce() -> String,
+) -> Result<u64, String> {
     match value.parse::<u64>() {
         Ok(n) if (min..=max).contains(&n) && !value.starts_with('+') => Ok(n),
         _ => Err(format!(
-            "invalid {what} '{value}'; give a whole number from {min} to {max}"
+            "invalid {} '{value}'; give a whole number from {min} to {max}",
+            what()
         )),
     }
 }
@@ -446,10 +457,7 @@ fn parse_addr(value: &str, what: &str) -> Result<(IpAddr, Option<u16>), String> 
     };
     // The message is only built for a bad port: this runs for every line.
     let port = |p: &str| -> Result<u16, String> {
-        number(p, 0, 65535, "").map_or_else(
-            |_| number(p, 0, 65535, &format!("port in {what} '{value}'")).map(|n| n as u16),
-            |n| Ok(n as u16),
-        )
+        number_named(p, 0, 65535, || format!("port in {what} '{value}'")).map(|n| n as u16)
     };
     if let Some(rest) = value.strip_prefix('[') {
         let (addr, tail) = rest.split_once(']').ok_or_else(bad)?;

@@ -8,7 +8,7 @@ pub(super) enum Arg {
     Optional,
 }
 
-/// An option, by its long name.
+/// An option (its names are in `OPTIONS`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Name {
     AddService,
@@ -43,108 +43,54 @@ pub(super) enum Name {
     TunRemcsum,
 }
 
-impl Name {
-    /// How the option takes its value.
-    pub(super) fn arg(self) -> Arg {
-        match self {
-            Name::AddService => Arg::None,
-            Name::EditService => Arg::None,
-            Name::DeleteService => Arg::None,
-            Name::Clear => Arg::None,
-            Name::AddServer => Arg::None,
-            Name::EditServer => Arg::None,
-            Name::DeleteServer => Arg::None,
-            Name::TcpService => Arg::Required,
-            Name::UdpService => Arg::Required,
-            Name::SctpService => Arg::Required,
-            Name::FwmarkService => Arg::Required,
-            Name::Scheduler => Arg::Required,
-            Name::Persistent => Arg::Optional,
-            Name::Netmask => Arg::Required,
-            Name::RealServer => Arg::Required,
-            Name::Masquerading => Arg::None,
-            Name::Ipip => Arg::None,
-            Name::Gatewaying => Arg::None,
-            Name::Weight => Arg::Required,
-            Name::UThreshold => Arg::Required,
-            Name::LThreshold => Arg::Required,
-            Name::Ipv6 => Arg::None,
-            Name::Ops => Arg::None,
-            Name::Pe => Arg::Required,
-            Name::SchedFlags => Arg::Required,
-            Name::TunType => Arg::Required,
-            Name::TunPort => Arg::Required,
-            Name::TunNocsum => Arg::None,
-            Name::TunCsum => Arg::None,
-            Name::TunRemcsum => Arg::None,
-        }
-    }
-}
+/// Every option: its short name (if any), long name and how it takes its value.
+const OPTIONS: &[(Name, Option<u8>, &str, Arg)] = &[
+    (Name::AddService, Some(b'A'), "add-service", Arg::None),
+    (Name::EditService, Some(b'E'), "edit-service", Arg::None),
+    (Name::DeleteService, Some(b'D'), "delete-service", Arg::None),
+    (Name::Clear, Some(b'C'), "clear", Arg::None),
+    (Name::AddServer, Some(b'a'), "add-server", Arg::None),
+    (Name::EditServer, Some(b'e'), "edit-server", Arg::None),
+    (Name::DeleteServer, Some(b'd'), "delete-server", Arg::None),
+    (Name::TcpService, Some(b't'), "tcp-service", Arg::Required),
+    (Name::UdpService, Some(b'u'), "udp-service", Arg::Required),
+    (Name::SctpService, None, "sctp-service", Arg::Required),
+    (
+        Name::FwmarkService,
+        Some(b'f'),
+        "fwmark-service",
+        Arg::Required,
+    ),
+    (Name::Scheduler, Some(b's'), "scheduler", Arg::Required),
+    (Name::Persistent, Some(b'p'), "persistent", Arg::Optional),
+    (Name::Netmask, Some(b'M'), "netmask", Arg::Required),
+    (Name::RealServer, Some(b'r'), "real-server", Arg::Required),
+    (Name::Masquerading, Some(b'm'), "masquerading", Arg::None),
+    (Name::Ipip, Some(b'i'), "ipip", Arg::None),
+    (Name::Gatewaying, Some(b'g'), "gatewaying", Arg::None),
+    (Name::Weight, Some(b'w'), "weight", Arg::Required),
+    (Name::UThreshold, Some(b'x'), "u-threshold", Arg::Required),
+    (Name::LThreshold, Some(b'y'), "l-threshold", Arg::Required),
+    (Name::Ipv6, Some(b'6'), "ipv6", Arg::None),
+    (Name::Ops, Some(b'o'), "ops", Arg::None),
+    (Name::Pe, None, "pe", Arg::Required),
+    (Name::SchedFlags, Some(b'b'), "sched-flags", Arg::Required),
+    (Name::TunType, None, "tun-type", Arg::Required),
+    (Name::TunPort, None, "tun-port", Arg::Required),
+    (Name::TunNocsum, None, "tun-nocsum", Arg::None),
+    (Name::TunCsum, None, "tun-csum", Arg::None),
+    (Name::TunRemcsum, None, "tun-remcsum", Arg::None),
+];
 
-/// Resolves a short or long option name. Short names are matched as one
-/// byte: a restore is mostly `-a -t ADDR -r ADDR -m -w 1`, line after line.
-pub(super) fn lookup(name: &str) -> Option<Name> {
-    if let [b] = name.as_bytes() {
-        return Some(match b {
-            b'A' => Name::AddService,
-            b'E' => Name::EditService,
-            b'D' => Name::DeleteService,
-            b'C' => Name::Clear,
-            b'a' => Name::AddServer,
-            b'e' => Name::EditServer,
-            b'd' => Name::DeleteServer,
-            b't' => Name::TcpService,
-            b'u' => Name::UdpService,
-            b'f' => Name::FwmarkService,
-            b's' => Name::Scheduler,
-            b'p' => Name::Persistent,
-            b'M' => Name::Netmask,
-            b'r' => Name::RealServer,
-            b'm' => Name::Masquerading,
-            b'i' => Name::Ipip,
-            b'g' => Name::Gatewaying,
-            b'w' => Name::Weight,
-            b'x' => Name::UThreshold,
-            b'y' => Name::LThreshold,
-            b'6' => Name::Ipv6,
-            b'o' => Name::Ops,
-            b'b' => Name::SchedFlags,
-            _ => return None,
-        });
-    }
-    Some(match name {
-        "add-service" => Name::AddService,
-        "edit-service" => Name::EditService,
-        "delete-service" => Name::DeleteService,
-        "clear" => Name::Clear,
-        "add-server" => Name::AddServer,
-        "edit-server" => Name::EditServer,
-        "delete-server" => Name::DeleteServer,
-        "tcp-service" => Name::TcpService,
-        "udp-service" => Name::UdpService,
-        "sctp-service" => Name::SctpService,
-        "fwmark-service" => Name::FwmarkService,
-        "scheduler" => Name::Scheduler,
-        "persistent" => Name::Persistent,
-        "netmask" => Name::Netmask,
-        "real-server" => Name::RealServer,
-        "masquerading" => Name::Masquerading,
-        "ipip" => Name::Ipip,
-        "gatewaying" => Name::Gatewaying,
-        "weight" => Name::Weight,
-        "u-threshold" => Name::UThreshold,
-        "l-threshold" => Name::LThreshold,
-        "ipv6" => Name::Ipv6,
-        "ops" => Name::Ops,
-        "pe" => Name::Pe,
-        "sched-flags" => Name::SchedFlags,
-        "tun-type" => Name::TunType,
-        "tun-port" => Name::TunPort,
-        "tun-nocsum" => Name::TunNocsum,
-        "tun-csum" => Name::TunCsum,
-        "tun-remcsum" => Name::TunRemcsum,
-        _ => return None,
-    })
+/// Resolves a short or long option name. A short name is compared as one
+/// byte, never as a string: a restore is mostly `-a -t ADDR -r ADDR -m -w 1`,
+/// line after line.
+pub(super) fn lookup(name: &str) -> Option<(Name, Arg)> {
+    let found = match name.as_bytes() {
+        [b] => OPTIONS.iter().find(|o| o.1 == Some(*b)),
+        _ => OPTIONS.iter().find(|o| o.2 == name),
+    };
+    found.map(|&(n, _, _, arg)| (n, arg))
 }
 
 /// ipvsadm commands and options that make no sense in restore input.
