@@ -1101,10 +1101,10 @@ fn parse_size(s: &str) -> Result<(usize, usize), String> {
         v.parse::<usize>()
             .map_err(|e| format!("--sizes {s:?}: {e} (want N or NxE)"))
     };
-    let e = if e.is_empty() { ENDPOINTS } else { num(e)? };
+    let (n, e) = (num(n)?, if e.is_empty() { ENDPOINTS } else { num(e)? });
     // Checked here, not after an hour of smaller sizes.
-    Cluster::new(num(n)?, e, NODE).map_err(|err| format!("--sizes {s:?}: {err}"))?;
-    Ok((num(n)?, e))
+    Cluster::new(n, e, NODE).map_err(|err| format!("--sizes {s:?}: {err}"))?;
+    Ok((n, e))
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
